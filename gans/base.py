@@ -1,0 +1,259 @@
+"""The shared GAN LightningModule: manual optimisation of a discriminator and a generator.
+
+Training length: one *iteration* is ``n_critic`` discriminator steps, each on its own real batch (one batch per
+``training_step``), followed by one generator step. ``trainer.global_step`` counts iterations (generator steps)
+only, so ``max_steps``, ``ModelCheckpoint(every_n_train_steps=...)`` and the sample-grid interval all count
+iterations, as in the papers. An epoch is one pass of the discriminator over the real data.
+"""
+
+import functools
+import importlib
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.core.optimizer import LightningOptimizer
+from torch import Tensor, nn
+
+from gans.losses import adversarial_loss
+
+#: The default optimizer spec. A spec in this form is what LightningCLI writes to ``config.yaml``; it is also
+#: accepted from Python, so a variant can state its paper's optimizer as a default that both understand.
+ADAM = {"class_path": "torch.optim.Adam", "init_args": {"lr": 2e-4, "betas": (0.5, 0.999)}}
+
+
+def optimizer_factory(spec: OptimizerCallable | LRSchedulerCallable | Mapping) -> Any:
+    """Turns a ``{"class_path": ..., "init_args": {...}}`` spec into a callable; passes callables through."""
+    if not isinstance(spec, Mapping):
+        return spec
+    module_name, _, class_name = spec["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return functools.partial(cls, **dict(spec.get("init_args", {})))
+
+
+def _no_closure() -> None:
+    return None
+
+
+class GAN(L.LightningModule):
+    """Base of every GAN variant. A variant sets ``self.generator`` and ``self.discriminator`` in ``__init__`` and
+    overrides only what differs (see the README's developer section):
+
+    - ``unpack(batch)``: the real images and the conditioning (labels, source images) of a batch;
+    - ``generate(n, **cond)``: a differentiable batch of fakes;
+    - ``d_loss(real, fake, **cond)`` / ``g_loss(real, fake, **cond)``: dicts of named terms whose ``"d_loss"`` /
+      ``"g_loss"`` entry is the total to minimise; every entry is logged under ``train/``;
+    - ``training_step`` itself, for schemes that are not "n_critic D steps then one G step".
+
+    Args:
+        latent_dim: size of the latent vector z ~ N(0, I).
+        loss: adversarial loss, a name in ``gans.losses.ADVERSARIAL_LOSSES`` (``non_saturating``, ``minimax``,
+            ``wasserstein``, ``hinge``, ``least_squares``).
+        n_critic: discriminator steps per generator step; each one takes its own real batch.
+        g_optimizer: optimizer of the generator's parameters (``--model.g_optimizer.lr=...`` on the CLI).
+        d_optimizer: optimizer of the discriminator's parameters.
+        g_scheduler: optional learning-rate scheduler of the generator, stepped by hand at ``scheduler_interval``.
+        d_scheduler: optional learning-rate scheduler of the discriminator, stepped likewise.
+        scheduler_interval: ``"step"`` steps the schedulers after every iteration, ``"epoch"`` after every epoch.
+    """
+
+    generator: nn.Module
+    discriminator: nn.Module
+
+    def __init__(
+        self,
+        latent_dim: int = 100,
+        loss: str = "non_saturating",
+        n_critic: int = 1,
+        g_optimizer: OptimizerCallable = ADAM,
+        d_optimizer: OptimizerCallable = ADAM,
+        g_scheduler: LRSchedulerCallable | None = None,
+        d_scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: Literal["step", "epoch"] = "step",
+    ) -> None:
+        super().__init__()
+        if latent_dim <= 0:
+            raise ValueError(f"latent_dim={latent_dim} must be a positive integer")
+        if n_critic < 1:
+            raise ValueError(f"n_critic={n_critic} must be at least 1 (discriminator steps per generator step)")
+        if scheduler_interval not in ("step", "epoch"):
+            raise ValueError(f"scheduler_interval={scheduler_interval!r}; expected 'step' or 'epoch'")
+        # Optimizers and schedulers are training configuration (LightningCLI keeps them in config.yaml); they are
+        # not needed to rebuild the networks from a checkpoint, and a callable would not pickle with weights_only.
+        self.save_hyperparameters(ignore=["g_optimizer", "d_optimizer", "g_scheduler", "d_scheduler"])
+        self.automatic_optimization = False
+        self.latent_dim = latent_dim
+        self.n_critic = n_critic
+        self.d_adversarial, self.g_adversarial = adversarial_loss(loss)
+        self.g_optimizer = optimizer_factory(g_optimizer)
+        self.d_optimizer = optimizer_factory(d_optimizer)
+        self.g_scheduler = None if g_scheduler is None else optimizer_factory(g_scheduler)
+        self.d_scheduler = None if d_scheduler is None else optimizer_factory(d_scheduler)
+        self.scheduler_interval = scheduler_interval
+        self.d_steps = 0  # discriminator steps taken; global_step counts generator steps
+
+    # ----------------------------------------------------------------------------------------------------------
+    # What a variant overrides
+    # ----------------------------------------------------------------------------------------------------------
+
+    def unpack(self, batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
+        """Splits a batch into real images [N, C, H, W] and keyword conditioning for G and D (none here)."""
+        real = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return real, {}
+
+    def sample_z(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Latents z ~ N(0, I), [n, latent_dim]. With a ``torch.Generator`` they are drawn on the CPU, so a seed
+        gives the same latents on every device."""
+        if generator is not None:
+            return torch.randn(n, self.latent_dim, generator=generator).to(self.device)
+        return torch.randn(n, self.latent_dim, device=self.device)
+
+    def generate(self, n: int, **cond: Tensor) -> Tensor:
+        """A batch of ``n`` fakes from fresh latents, differentiable w.r.t. the generator."""
+        return self.generator(self.sample_z(n))
+
+    def d_loss(self, real: Tensor, fake: Tensor, **cond: Tensor) -> dict[str, Tensor]:
+        """Discriminator objective on a real batch and a detached fake batch."""
+        d_real = self.discriminator(real)  # [N]
+        d_fake = self.discriminator(fake)  # [N]
+        return {
+            "d_loss": self.d_adversarial(d_real, d_fake),
+            "d_real": d_real.detach().mean(),
+            "d_fake": d_fake.detach().mean(),
+        }
+
+    def g_loss(self, real: Tensor, fake: Tensor, **cond: Tensor) -> dict[str, Tensor]:
+        """Generator objective on a fake batch that carries the generator's graph."""
+        return {"g_loss": self.g_adversarial(self.discriminator(fake))}
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Sampling
+    # ----------------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(
+        self, n: int | None = None, z: Tensor | None = None, generator: torch.Generator | None = None, **cond: Tensor
+    ) -> Tensor:
+        """``n`` images in [-1, 1], [n, C, H, W], from the generator in eval mode (BatchNorm running statistics).
+
+        Args:
+            n: number of images; may be omitted when ``z`` is given.
+            z: latents to decode, [n, latent_dim]; drawn from ``generator`` (or the global RNG) when ``None``.
+            generator: a ``torch.Generator`` seeding the latents.
+        """
+        if z is None:
+            if n is None:
+                raise ValueError("sample() needs the number of images n or the latents z")
+            z = self.sample_z(n, generator)
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            images = self.generator(z.to(self.device))
+        finally:
+            self.generator.train(was_training)
+        return images.clamp(-1.0, 1.0)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Training loop
+    # ----------------------------------------------------------------------------------------------------------
+
+    def configure_optimizers(self) -> list[dict[str, Any]]:
+        pairs = [
+            (self.g_optimizer(self.generator.parameters()), self.g_scheduler),
+            (self.d_optimizer(self.discriminator.parameters()), self.d_scheduler),
+        ]
+        # Returned to Lightning so that their states are checkpointed; in manual optimisation it never steps them.
+        return [
+            {"optimizer": opt} if sched is None else {"optimizer": opt, "lr_scheduler": sched(opt)}
+            for opt, sched in pairs
+        ]
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        g_opt, d_opt = self.optimizers()
+        real, cond = self.unpack(batch)
+        n = real.shape[0]
+
+        with torch.no_grad():
+            fake = self.generate(n, **cond)
+        d_terms = self.d_loss(real, fake, **cond)
+        # global_step counts generator steps only (module docstring): this step must not advance it.
+        self._optimize(d_opt, d_terms, "d_loss", count_step=False)
+        self.d_steps += 1
+        logs = d_terms
+
+        if self.d_steps % self.n_critic == 0:
+            # Freezing D's parameters skips their weight gradients in the generator's backward pass.
+            self.toggle_optimizer(g_opt)
+            g_terms = self.g_loss(real, self.generate(n, **cond), **cond)
+            self._optimize(g_opt, g_terms, "g_loss", count_step=True)
+            self.untoggle_optimizer(g_opt)
+            if self.scheduler_interval == "step":
+                self._step_schedulers()
+            logs = {**d_terms, **g_terms}
+
+        self.log_dict({f"train/{name}": value.detach() for name, value in logs.items()})
+
+    def _optimize(self, optimizer: LightningOptimizer, terms: dict[str, Tensor], total: str, count_step: bool) -> None:
+        self._check_finite(terms)
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(terms[total])
+        if count_step:
+            optimizer.step()
+        else:
+            # The strategy's step is what LightningOptimizer.step() runs (precision plugin, GradScaler included)
+            # without the progress hooks that advance global_step.
+            self.trainer.strategy.optimizer_step(optimizer.optimizer, closure=_no_closure)
+
+    def _check_finite(self, terms: dict[str, Tensor]) -> None:
+        # One device sync for all terms; the names are only looked up once something is wrong.
+        if bool(torch.stack([t.detach().float() for t in terms.values()]).isfinite().all()):
+            return
+        bad = {name: float(t.detach()) for name, t in terms.items() if not torch.isfinite(t).all()}
+        name, value = next(iter(bad.items()))
+        raise FloatingPointError(
+            f"train/{name} became {value} at iteration {self.global_step} (discriminator step {self.d_steps}, "
+            f"epoch {self.current_epoch}); non-finite terms: {bad}. Training stopped before this step was applied: "
+            "the last checkpoint holds the last good state. Lower the learning rates or check the data."
+        )
+
+    def _step_schedulers(self) -> None:
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            scheduler.step()
+
+    def on_train_epoch_end(self) -> None:
+        if self.scheduler_interval == "epoch":
+            self._step_schedulers()
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Validation and test: how D scores held-out real images against fresh fakes (a rising gap between
+    # train/d_real and val/d_real is the discriminator over-fitting, the signal ADA acts on).
+    # ----------------------------------------------------------------------------------------------------------
+
+    def _evaluate(self, batch: Any, prefix: str) -> None:
+        real, cond = self.unpack(batch)
+        d_real = self.discriminator(real)
+        d_fake = self.discriminator(self.generate(real.shape[0], **cond))
+        metrics = {"d_loss": self.d_adversarial(d_real, d_fake), "d_real": d_real.mean(), "d_fake": d_fake.mean()}
+        self.log_dict({f"{prefix}/{name}": value for name, value in metrics.items()}, sync_dist=True)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Checkpoints
+    # ----------------------------------------------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The concrete class, so that tools can rebuild the right variant (Base.load_from_checkpoint would not).
+        checkpoint["gans"] = {"class_path": f"{type(self).__module__}.{type(self).__qualname__}", "d_steps": self.d_steps}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.d_steps = checkpoint.get("gans", {}).get("d_steps", 0)
