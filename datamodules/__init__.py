@@ -1,0 +1,5 @@
+"""LightningDataModules that feed the GANs."""
+
+from .mnist import MNISTDataModule
+
+__all__ = ["MNISTDataModule"]
