@@ -9,6 +9,7 @@ iterations, as in the papers. An epoch is one pass of the discriminator over the
 import functools
 import importlib
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -257,3 +258,28 @@ class GAN(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.d_steps = checkpoint.get("gans", {}).get("d_steps", 0)
+
+
+def load_gan(path: str | Path, map_location: str | torch.device = "cpu") -> GAN:
+    """Rebuilds the GAN variant a checkpoint of this library was saved from, with its weights, in eval mode.
+
+    Loads with ``weights_only=True``: a checkpoint that would need arbitrary unpickling is refused.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist (expected a .ckpt file written by training)")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated file, not a torch file, or objects that need unpickling
+        raise ValueError(f"cannot load checkpoint {str(path)!r}: {type(err).__name__}: {err}") from err
+    class_path = checkpoint.get("gans", {}).get("class_path") if isinstance(checkpoint, dict) else None
+    if class_path is None:
+        raise ValueError(f"{str(path)!r} is not a checkpoint of a gans model (it has no 'gans' entry)")
+    module_name, _, class_name = class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    # Keys starting with "_" are LightningCLI's bookkeeping (_class_path, _instantiator), not arguments.
+    hparams = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
+    model = cls(**hparams)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.on_load_checkpoint(checkpoint)
+    return model.to(map_location).eval()

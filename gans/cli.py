@@ -5,7 +5,6 @@
 """
 
 import lightning as L
-from jsonargparse import lazy_instance
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -22,9 +21,8 @@ class GANCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Without a config, a run still checkpoints by iteration and writes sample grids; a config's own
         # trainer.callbacks list replaces these.
-        parser.set_defaults(
-            {"trainer.callbacks": [lazy_instance(IterationCheckpoint), lazy_instance(SampleGrid)]}
-        )
+        defaults = [{"class_path": f"callbacks.{cls.__name__}"} for cls in (IterationCheckpoint, SampleGrid)]
+        parser.set_defaults({"trainer.callbacks": defaults})
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -34,7 +32,8 @@ class GANCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None, run: bool = True) -> GANCLI:
-    """Runs the CLI on ``args`` (``sys.argv`` when ``None``); ``run=False`` only parses and instantiates."""
+    """Runs the CLI on ``args`` (``sys.argv`` when ``None``). ``run=False`` only parses and instantiates; ``args``
+    then has no subcommand."""
     return GANCLI(
         GAN,
         L.LightningDataModule,

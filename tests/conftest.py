@@ -69,3 +69,31 @@ def synthetic_mnist(tmp_path: Path) -> Path:
     """A data_dir holding MNIST/raw/ with both splits (96 images each), uncompressed."""
     write_idx_dataset(tmp_path)
     return tmp_path
+
+
+#: Smallest networks the variants accept: 8x8 images, 4 channels wide; enough to exercise every code path fast.
+TINY = {"image_size": 8, "g_features": 4, "d_features": 4, "latent_dim": 8}
+
+
+def tiny_datamodule(data_dir: Path, batch_size: int = 8):
+    from datamodules import MNISTDataModule
+
+    return MNISTDataModule(data_dir=str(data_dir), batch_size=batch_size, image_size=8)
+
+
+def quiet_trainer(root: Path, **kwargs):
+    """A CPU Trainer without progress bar, model summary or sanity check; no logger unless one is given."""
+    import lightning as L
+
+    defaults = dict(
+        accelerator="cpu",
+        devices=1,
+        default_root_dir=str(root),
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
+    return L.Trainer(**{**defaults, **kwargs})

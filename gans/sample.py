@@ -1,0 +1,59 @@
+"""Write samples of a trained generator: ``python -m gans.sample --ckpt PATH --num N --out FILE [--seed S]``.
+
+``FILE.pt`` holds a float tensor in [-1, 1] shaped [N, C, H, W]; ``FILE.png`` (or any image suffix) a grid.
+"""
+
+import argparse
+import math
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+
+from gans.base import load_gan
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+
+
+def sample_to_file(
+    ckpt: str | Path, num: int, out: str | Path, seed: int = 0, batch_size: int = 256, device: str = "cpu"
+) -> torch.Tensor:
+    """Draws ``num`` samples from the checkpoint's generator with latents seeded by ``seed`` and writes ``out``."""
+    out = Path(out)
+    if num < 1:
+        raise ValueError(f"--num {num}: expected a positive number of samples")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size}: expected a positive integer")
+    if out.suffix.lower() not in IMAGE_SUFFIXES | {".pt"}:
+        raise ValueError(f"--out {str(out)!r}: expected a .pt file or an image ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    model = load_gan(ckpt, map_location=device)
+    rng = torch.Generator().manual_seed(seed)
+    # Latents are drawn in one sequence, so the samples do not depend on batch_size.
+    z = model.sample_z(num, generator=rng)
+    images = torch.cat([model.sample(z=chunk).cpu() for chunk in z.split(batch_size)])  # [num, C, H, W]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".pt":
+        torch.save(images, out)
+    else:
+        save_image((images + 1) / 2, out, nrow=max(1, round(math.sqrt(num))), padding=2, pad_value=1.0)
+    return images
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m gans.sample", description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", required=True, help="checkpoint written by training (.ckpt)")
+    parser.add_argument("--num", type=int, required=True, help="number of samples")
+    parser.add_argument("--out", required=True, help="output file: .pt (tensor in [-1, 1]) or .png (grid)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the latents (default 0)")
+    parser.add_argument("--batch-size", type=int, default=256, help="samples per forward pass (default 256)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
+    args = parser.parse_args(argv)
+    try:
+        images = sample_to_file(args.ckpt, args.num, args.out, args.seed, args.batch_size, args.device)
+    except (FileNotFoundError, ValueError) as err:
+        parser.exit(2, f"error: {err}\n")
+    print(f"wrote {images.shape[0]} samples {tuple(images.shape[1:])} to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

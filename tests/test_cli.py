@@ -1,0 +1,81 @@
+"""Every config parses and instantiates; the CLI trains, validates and tests from the command line."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from callbacks import IterationCheckpoint, SampleGrid
+from datamodules import MNISTDataModule
+from gans import DCGAN, WGANGP
+from gans.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+EXPECTED = {"dcgan_mnist": (DCGAN, 2e-4, (0.5, 0.999), 1), "wgan_gp_mnist": (WGANGP, 1e-4, (0.0, 0.9), 5)}
+TINY_ARGS = [
+    "--model.init_args.image_size=8", "--model.init_args.g_features=4", "--model.init_args.d_features=4",
+    "--data.init_args.image_size=8", "--data.init_args.batch_size=8", "--data.init_args.download=false",
+    "--trainer.enable_progress_bar=false",
+]
+
+
+def test_every_config_is_covered():
+    assert {c.stem for c in CONFIGS} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.stem)
+def test_config_instantiates(config, tmp_path):
+    cli = main(["--config", str(config), f"--trainer.default_root_dir={tmp_path}"], run=False)
+    cls, lr, betas, n_critic = EXPECTED[config.stem]
+    assert type(cli.model) is cls and cli.model.n_critic == n_critic
+    assert isinstance(cli.datamodule, MNISTDataModule)
+    g_opt = cli.model.g_optimizer(cli.model.generator.parameters())
+    assert isinstance(g_opt, torch.optim.Adam) and g_opt.defaults["lr"] == lr and tuple(g_opt.defaults["betas"]) == betas
+    kinds = {type(c) for c in cli.trainer.callbacks}
+    assert {IterationCheckpoint, SampleGrid} <= kinds
+    # The networks are sized for the images the data module produces.
+    image = cli.model.sample(2, generator=torch.Generator().manual_seed(0))
+    assert image.shape[1:] == cli.datamodule.image_shape
+
+
+def test_optimizer_override_and_short_names(tmp_path):
+    cli = main(
+        ["--model=WGANGP", "--data=MNISTDataModule", "--model.g_optimizer.lr=3e-4",
+         f"--trainer.default_root_dir={tmp_path}"],
+        run=False,
+    )
+    g_opt = cli.model.g_optimizer(cli.model.generator.parameters())
+    d_opt = cli.model.d_optimizer(cli.model.discriminator.parameters())
+    assert type(cli.model) is WGANGP
+    assert g_opt.defaults["lr"] == 3e-4 and tuple(g_opt.defaults["betas"]) == (0.0, 0.9)
+    assert d_opt.defaults["lr"] == 1e-4  # the paper's default, untouched
+    # Without a config the run still checkpoints by iteration and writes sample grids.
+    assert {IterationCheckpoint, SampleGrid} <= {type(c) for c in cli.trainer.callbacks}
+
+
+def test_fit_validate_test_in_process(synthetic_mnist, tmp_path):
+    data = [f"--data.init_args.data_dir={synthetic_mnist}"]
+    cli = main(["fit", "--config", str(ROOT / "configs/wgan_gp_mnist.yaml"), *TINY_ARGS, *data,
+                "--trainer.max_steps=2", f"--trainer.default_root_dir={tmp_path}"])
+    assert cli.trainer.global_step == 2 and cli.model.d_steps == 10
+    last = next(tmp_path.rglob("last.ckpt"))
+    for command in ("validate", "test"):
+        cli = main([command, "--config", str(ROOT / "configs/wgan_gp_mnist.yaml"), *TINY_ARGS, *data,
+                    f"--trainer.default_root_dir={tmp_path}", f"--ckpt_path={last}", "--trainer.limit_val_batches=2",
+                    "--trainer.limit_test_batches=2"])
+        prefix = "val" if command == "validate" else "test"
+        assert f"{prefix}/d_loss" in cli.trainer.callback_metrics
+
+
+def test_train_py_from_the_shell(synthetic_mnist, tmp_path):
+    command = [sys.executable, "train.py", "fit", "--config", "configs/dcgan_mnist.yaml", *TINY_ARGS,
+               f"--data.init_args.data_dir={synthetic_mnist}", "--trainer.max_steps=3",
+               f"--trainer.default_root_dir={tmp_path}"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "`Trainer.fit` stopped: `max_steps=3` reached." in result.stderr + result.stdout
+    assert next(tmp_path.rglob("config.yaml"))
+    assert torch.load(next(tmp_path.rglob("last.ckpt")), weights_only=True)["global_step"] == 3
