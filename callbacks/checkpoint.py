@@ -1,6 +1,7 @@
 """Checkpointing by iteration, and checkpoint files that are never left half-written."""
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -8,6 +9,10 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+# Lightning warns on every save under manual optimisation that the checkpoint holds the state after the optimizer
+# step. That is the intended meaning here: the checkpoint of iteration N is the state after N generator steps.
+warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization and every_n_train_steps")
 
 
 class IterationCheckpoint(ModelCheckpoint):
