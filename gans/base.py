@@ -178,6 +178,11 @@ class GAN(L.LightningModule):
 
         with torch.no_grad():
             fake = self.generate(n, **cond)
+        if fake.shape[1:] != real.shape[1:]:  # else D may still run (another output size) and train on nonsense
+            raise ValueError(
+                f"the data gives images of shape {tuple(real.shape[1:])} but the generator makes "
+                f"{tuple(fake.shape[1:])}: set the model's channels/image_size to match the data module's"
+            )
         d_terms = self.d_loss(real, fake, **cond)
         # global_step counts generator steps only (module docstring): this step must not advance it.
         self._optimize(d_opt, d_terms, "d_loss", count_step=False)

@@ -166,3 +166,9 @@ def test_load_gan_rejects_foreign_and_truncated_files(checkpoint, tmp_path):
     torch.save({"state_dict": {}}, foreign)
     with pytest.raises(ValueError, match="not a checkpoint of a gans model"):
         load_gan(foreign)
+
+
+def test_image_size_mismatch_is_refused(synthetic_mnist, tmp_path):
+    model = DCGAN(**{**TINY, "image_size": 16})  # the data module makes 8x8 images
+    with pytest.raises(ValueError, match=r"images of shape \(1, 8, 8\) but the generator makes \(1, 16, 16\)"):
+        quiet_trainer(tmp_path, max_steps=1).fit(model, tiny_datamodule(synthetic_mnist))
