@@ -1,6 +1,17 @@
-"""Callbacks for GAN training: checkpoints by iteration, sample grids."""
+"""Callbacks for GAN training: checkpoints by iteration, generator EMA, FID/KID/IS, sample grids, predictions."""
 
 from callbacks.checkpoint import AtomicCheckpointIO, IterationCheckpoint
+from callbacks.ema import GeneratorEMA
+from callbacks.metrics import GANMetrics
+from callbacks.predictions import PredictionWriter
 from callbacks.samples import SampleGrid, log_image
 
-__all__ = ["AtomicCheckpointIO", "IterationCheckpoint", "SampleGrid", "log_image"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "GANMetrics",
+    "GeneratorEMA",
+    "IterationCheckpoint",
+    "PredictionWriter",
+    "SampleGrid",
+    "log_image",
+]

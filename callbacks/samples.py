@@ -1,4 +1,4 @@
-"""Sample grids from a fixed set of latents, written through whatever loggers the run has."""
+"""Sample grids from fixed latents, interpolations and class rows, written through whatever loggers the run has."""
 
 from pathlib import Path
 
@@ -7,6 +7,8 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
+
+from gans.latent import slerp
 
 
 def log_image(trainer: L.Trainer, key: str, image: Tensor, step: int) -> list[Path]:
@@ -31,41 +33,92 @@ def log_image(trainer: L.Trainer, key: str, image: Tensor, step: int) -> list[Pa
 
 def to_grid(images: Tensor, nrow: int) -> Tensor:
     """[N, C, H, W] in [-1, 1] -> one grid image [C', H', W'] in [0, 1]."""
-    return make_grid((images.float() + 1) / 2, nrow=nrow, padding=2, pad_value=1.0).clamp(0, 1)
+    return make_grid((images.detach().float().cpu() + 1) / 2, nrow=nrow, padding=2, pad_value=1.0).clamp(0, 1)
+
+
+def side_by_side(*grids: Tensor, gap: int = 8) -> Tensor:
+    """Grid images [C, H, W] of equal height next to each other, separated by white columns."""
+    white = torch.ones(grids[0].shape[0], grids[0].shape[1], gap)
+    parts = [part for grid in grids for part in (grid, white)][:-1]
+    return torch.cat(parts, dim=2)
 
 
 class SampleGrid(L.Callback):
-    """Logs a grid of ``module.sample(z=z_fixed)`` every ``every_n_steps`` iterations and when training ends.
+    """What a person looks at, logged every ``every_n_steps`` iterations and when training ends:
 
-    The latents are drawn once from ``seed``, so successive grids show how the same z evolve.
+    - ``samples/fixed``: ``module.sample`` of a fixed set of latents; with an EMA generator, the EMA grid (left)
+      and the raw generator's (right) side by side, so successive grids show how the same z evolve;
+    - ``samples/interpolation``: ``interpolation_rows`` rows, each a spherical interpolation between two fixed
+      latents in ``interpolation_steps`` images (0 rows: none);
+    - ``samples/classes``: for a conditional model (``module.num_classes > 0``), one row per class, the same
+      latent in each column.
 
     Args:
         every_n_steps: interval in iterations (generator steps, ``trainer.global_step``); ``0`` logs only at the end.
-        num_samples: images in the grid.
-        nrow: images per row; the square root of ``num_samples`` when ``None``.
+        num_samples: images in the fixed grid.
+        nrow: images per row of the fixed grid; the square root of ``num_samples`` when ``None``.
+        interpolation_rows: rows of the interpolation strip.
+        interpolation_steps: images per interpolation row.
         seed: seed of the fixed latents.
-        key: name of the image in the loggers.
+        key: prefix of the image names in the loggers.
     """
 
     def __init__(
-        self, every_n_steps: int = 500, num_samples: int = 64, nrow: int | None = None, seed: int = 0, key: str = "samples/fixed"
+        self,
+        every_n_steps: int = 500,
+        num_samples: int = 64,
+        nrow: int | None = None,
+        interpolation_rows: int = 4,
+        interpolation_steps: int = 10,
+        seed: int = 0,
+        key: str = "samples",
     ) -> None:
-        if every_n_steps < 0 or num_samples < 1:
-            raise ValueError(f"SampleGrid needs every_n_steps >= 0 and num_samples >= 1, got {every_n_steps}, {num_samples}")
+        for name, value, low in (
+            ("every_n_steps", every_n_steps, 0),
+            ("num_samples", num_samples, 1),
+            ("interpolation_rows", interpolation_rows, 0),
+            ("interpolation_steps", interpolation_steps, 2),
+        ):
+            if value < low:
+                raise ValueError(f"SampleGrid({name}={value}): expected an integer >= {low}")
         self.every_n_steps = every_n_steps
         self.num_samples = num_samples
         self.nrow = nrow or max(1, round(num_samples**0.5))
+        self.interpolation_rows = interpolation_rows
+        self.interpolation_steps = interpolation_steps
         self.seed = seed
         self.key = key
         self._last_step = -1
+
+    def images(self, module: L.LightningModule) -> dict[str, Tensor]:
+        """The grids, by name, as images [C, H, W] in [0, 1]."""
+        rng = torch.Generator().manual_seed(self.seed)
+        z = module.sample_z(self.num_samples, generator=rng)
+        grids = {}
+        fixed = to_grid(module.sample(z=z), self.nrow)
+        if getattr(module, "generator_ema", None) is not None:
+            fixed = side_by_side(fixed, to_grid(module.sample(z=z, ema=False), self.nrow))
+        grids["fixed"] = fixed
+        if self.interpolation_rows:
+            ends = module.sample_z(2 * self.interpolation_rows, generator=rng)  # [2R, d]
+            t = torch.linspace(0, 1, self.interpolation_steps)
+            path = slerp(ends[0::2], ends[1::2], t).flatten(0, 1)  # [R * T, d]
+            grids["interpolation"] = to_grid(module.sample(z=path), self.interpolation_steps)
+        num_classes = getattr(module, "num_classes", 0) or 0
+        if num_classes:
+            columns = min(self.nrow, 10)
+            zc = module.sample_z(columns, generator=rng).repeat(num_classes, 1)  # [K * columns, d]
+            labels = torch.arange(num_classes, device=module.device).repeat_interleave(columns)
+            grids["classes"] = to_grid(module.sample(z=zc, labels=labels), columns)
+        return grids
 
     def _log(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         step = trainer.global_step
         if step == self._last_step or not trainer.is_global_zero or trainer.sanity_checking:
             return
         self._last_step = step
-        images = module.sample(self.num_samples, generator=torch.Generator().manual_seed(self.seed))
-        log_image(trainer, self.key, to_grid(images, self.nrow), step)
+        for name, image in self.images(module).items():
+            log_image(trainer, f"{self.key}/{name}", image, step)
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args) -> None:
         if self.every_n_steps and trainer.global_step > 0 and trainer.global_step % self.every_n_steps == 0:

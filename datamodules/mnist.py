@@ -171,7 +171,8 @@ class MNISTDataModule(L.LightningDataModule):
 
     Validation and test use the `t10k` split when training on the train split. When training on the test split
     there is nothing held out: `val_dataloader` returns an empty list, so Lightning skips validation, and
-    `test_dataloader` raises. Training on the test split is never chosen silently.
+    `test_dataloader` raises. Training on the test split is never chosen silently. `predict` always iterates the
+    `t10k` split.
 
     Args:
         data_dir: Folder that holds `MNIST/raw/` or `FashionMNIST/raw/`.
@@ -222,6 +223,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.num_classes = 10
         self.train_set: MNISTImages | None = None
         self.held_out_set: MNISTImages | None = None
+        self.predict_set: MNISTImages | None = None
 
     def prepare_data(self) -> None:
         needed = [self.train_split] + (["test"] if self.train_split == "train" else [])
@@ -250,6 +252,24 @@ class MNISTDataModule(L.LightningDataModule):
                 raise FileNotFoundError(self._missing_message("test"))
             else:
                 rank_zero_warn(f"No test split (t10k-*) in {self.raw_dir}: training without validation.")
+        if stage == "predict" and self.predict_set is None:
+            self.predict_set = self._load("test")
+
+    def fingerprint(self) -> dict:
+        """What identifies the training images: the settings and each train file's name, size and modification
+        time. Metrics key their cached real-data statistics by it, so replacing a file invalidates them."""
+        files = []
+        for name in split_file_names(self.train_split):
+            path = _find(self.raw_dir, name)
+            stat = path.stat() if path is not None else None
+            files.append([str(path), stat.st_size, stat.st_mtime_ns] if stat else [name, None, None])
+        return {
+            "class": "MNISTDataModule",
+            "dataset": self.dataset,
+            "train_split": self.train_split,
+            "image_size": self.image_size,
+            "files": files,
+        }
 
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:
@@ -278,6 +298,13 @@ class MNISTDataModule(L.LightningDataModule):
         if self.held_out_set is None:
             raise RuntimeError("MNISTDataModule: call setup('test') before test_dataloader()")
         return self._loader(self.held_out_set, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The `t10k` split (whatever ``train_split`` is): a GAN's ``predict`` makes one fake per example, with its
+        label as the condition for conditional models."""
+        if self.predict_set is None:
+            raise RuntimeError("MNISTDataModule: call setup('predict') before predict_dataloader()")
+        return self._loader(self.predict_set, shuffle=False)
 
     def _loader(self, dataset: MNISTImages, shuffle: bool) -> DataLoader:
         return DataLoader(

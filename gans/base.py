@@ -6,6 +6,7 @@ only, so ``max_steps``, ``ModelCheckpoint(every_n_train_steps=...)`` and the sam
 iterations, as in the papers. An epoch is one pass of the discriminator over the real data.
 """
 
+import copy
 import functools
 import importlib
 from collections.abc import Mapping
@@ -43,7 +44,8 @@ class GAN(L.LightningModule):
     overrides only what differs (see the README's developer section):
 
     - ``unpack(batch)``: the real images and the conditioning (labels, source images) of a batch;
-    - ``generate(n, **cond)``: a differentiable batch of fakes;
+    - ``decode(network, z, **cond)``: how a generator network is called (a conditional variant passes labels);
+    - ``generate(n, **cond)``: a differentiable batch of fakes (``decode`` of the raw generator on fresh z);
     - ``d_loss(real, fake, **cond)`` / ``g_loss(real, fake, **cond)``: dicts of named terms whose ``"d_loss"`` /
       ``"g_loss"`` entry is the total to minimise; every entry is logged under ``train/``;
     - ``training_step`` itself, for schemes that are not "n_critic D steps then one G step".
@@ -94,6 +96,10 @@ class GAN(L.LightningModule):
         self.d_scheduler = None if d_scheduler is None else optimizer_factory(d_scheduler)
         self.scheduler_interval = scheduler_interval
         self.d_steps = 0  # discriminator steps taken; global_step counts generator steps
+        self.images_seen = 0  # real images shown to the discriminator, summed over all processes
+        # The exponential moving average of the generator, set by callbacks.GeneratorEMA (attach_ema); sample()
+        # uses it when present. A registered submodule, so checkpoints and device moves carry it.
+        self.generator_ema: nn.Module | None = None
 
     # ----------------------------------------------------------------------------------------------------------
     # What a variant overrides
@@ -113,7 +119,7 @@ class GAN(L.LightningModule):
 
     def generate(self, n: int, **cond: Tensor) -> Tensor:
         """A batch of ``n`` fakes from fresh latents, differentiable w.r.t. the generator."""
-        return self.generator(self.sample_z(n))
+        return self.decode(self.generator, self.sample_z(n), **cond)
 
     def d_loss(self, real: Tensor, fake: Tensor, **cond: Tensor) -> dict[str, Tensor]:
         """Discriminator objective on a real batch and a detached fake batch."""
@@ -133,27 +139,49 @@ class GAN(L.LightningModule):
     # Sampling
     # ----------------------------------------------------------------------------------------------------------
 
+    def attach_ema(self) -> nn.Module:
+        """Creates ``generator_ema``, a frozen copy of the generator, unless there is one; returns it."""
+        if self.generator_ema is None:
+            self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
+        return self.generator_ema
+
+    def sampling_generator(self, ema: bool = True) -> nn.Module:
+        """The network ``sample`` decodes with: the EMA generator when there is one and ``ema``, else the raw one."""
+        return self.generator_ema if ema and self.generator_ema is not None else self.generator
+
+    def decode(self, network: nn.Module, z: Tensor, **cond: Tensor) -> Tensor:
+        """Runs a generator network on latents (and conditioning); a conditional variant passes its labels on."""
+        return network(z)
+
     @torch.no_grad()
     def sample(
-        self, n: int | None = None, z: Tensor | None = None, generator: torch.Generator | None = None, **cond: Tensor
+        self,
+        n: int | None = None,
+        z: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        ema: bool = True,
+        **cond: Tensor,
     ) -> Tensor:
-        """``n`` images in [-1, 1], [n, C, H, W], from the generator in eval mode (BatchNorm running statistics).
+        """``n`` images in [-1, 1], [n, C, H, W], from the EMA generator when there is one (``ema=False``: the raw
+        generator), in eval mode (BatchNorm running statistics).
 
         Args:
             n: number of images; may be omitted when ``z`` is given.
             z: latents to decode, [n, latent_dim]; drawn from ``generator`` (or the global RNG) when ``None``.
             generator: a ``torch.Generator`` seeding the latents.
+            ema: decode with the EMA generator when there is one.
         """
         if z is None:
             if n is None:
                 raise ValueError("sample() needs the number of images n or the latents z")
             z = self.sample_z(n, generator)
-        was_training = self.generator.training
-        self.generator.eval()
+        network = self.sampling_generator(ema)
+        was_training = network.training
+        network.eval()
         try:
-            images = self.generator(z.to(self.device))
+            images = self.decode(network, z.to(self.device), **cond)
         finally:
-            self.generator.train(was_training)
+            network.train(was_training)
         return images.clamp(-1.0, 1.0)
 
     # ----------------------------------------------------------------------------------------------------------
@@ -175,6 +203,7 @@ class GAN(L.LightningModule):
         g_opt, d_opt = self.optimizers()
         real, cond = self.unpack(batch)
         n = real.shape[0]
+        self.images_seen += n * self.trainer.world_size
 
         with torch.no_grad():
             fake = self.generate(n, **cond)
@@ -243,7 +272,7 @@ class GAN(L.LightningModule):
     def _evaluate(self, batch: Any, prefix: str) -> None:
         real, cond = self.unpack(batch)
         d_real = self.discriminator(real)
-        d_fake = self.discriminator(self.generate(real.shape[0], **cond))
+        d_fake = self.discriminator(self.sample(real.shape[0], **cond))
         metrics = {"d_loss": self.d_adversarial(d_real, d_fake), "d_real": d_real.mean(), "d_fake": d_fake.mean()}
         self.log_dict({f"{prefix}/{name}": value for name, value in metrics.items()}, sync_dist=True)
 
@@ -253,16 +282,31 @@ class GAN(L.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "test")
 
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """One fake per example of the batch, with that example's conditioning (labels, source images): for a
+        translation model, the translations of the inputs; for an unconditional one, as many fresh samples."""
+        real, cond = self.unpack(batch)
+        return self.sample(real.shape[0], **cond)
+
     # ----------------------------------------------------------------------------------------------------------
     # Checkpoints
     # ----------------------------------------------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The concrete class, so that tools can rebuild the right variant (Base.load_from_checkpoint would not).
-        checkpoint["gans"] = {"class_path": f"{type(self).__module__}.{type(self).__qualname__}", "d_steps": self.d_steps}
+        checkpoint["gans"] = {
+            "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
+            "d_steps": self.d_steps,
+            "images_seen": self.images_seen,
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.d_steps = checkpoint.get("gans", {}).get("d_steps", 0)
+        state = checkpoint.get("gans", {})
+        self.d_steps = state.get("d_steps", 0)
+        self.images_seen = state.get("images_seen", 0)
+        # Runs before the state dict is loaded: a checkpoint with an EMA generator loads with or without the callback.
+        if any(key.startswith("generator_ema.") for key in checkpoint.get("state_dict", {})):
+            self.attach_ema()
 
 
 def load_gan(path: str | Path, map_location: str | torch.device = "cpu") -> GAN:
@@ -285,6 +329,6 @@ def load_gan(path: str | Path, map_location: str | torch.device = "cpu") -> GAN:
     # Keys starting with "_" are LightningCLI's bookkeeping (_class_path, _instantiator), not arguments.
     hparams = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
     model = cls(**hparams)
-    model.load_state_dict(checkpoint["state_dict"])
     model.on_load_checkpoint(checkpoint)
+    model.load_state_dict(checkpoint["state_dict"])
     return model.to(map_location).eval()

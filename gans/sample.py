@@ -1,6 +1,7 @@
 """Write samples of a trained generator: ``python -m gans.sample --ckpt PATH --num N --out FILE [--seed S]``.
 
 ``FILE.pt`` holds a float tensor in [-1, 1] shaped [N, C, H, W]; ``FILE.png`` (or any image suffix) a grid.
+Samples come from the EMA generator when the checkpoint has one; ``--raw`` uses the trained generator itself.
 """
 
 import argparse
@@ -16,9 +17,16 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
 def sample_to_file(
-    ckpt: str | Path, num: int, out: str | Path, seed: int = 0, batch_size: int = 256, device: str = "cpu"
+    ckpt: str | Path,
+    num: int,
+    out: str | Path,
+    seed: int = 0,
+    batch_size: int = 256,
+    device: str = "cpu",
+    ema: bool = True,
 ) -> torch.Tensor:
-    """Draws ``num`` samples from the checkpoint's generator with latents seeded by ``seed`` and writes ``out``."""
+    """Draws ``num`` samples from the checkpoint's generator (its EMA when it has one and ``ema``) with latents
+    seeded by ``seed`` and writes ``out``."""
     out = Path(out)
     if num < 1:
         raise ValueError(f"--num {num}: expected a positive number of samples")
@@ -30,7 +38,7 @@ def sample_to_file(
     rng = torch.Generator().manual_seed(seed)
     # Latents are drawn in one sequence, so the samples do not depend on batch_size.
     z = model.sample_z(num, generator=rng)
-    images = torch.cat([model.sample(z=chunk).cpu() for chunk in z.split(batch_size)])  # [num, C, H, W]
+    images = torch.cat([model.sample(z=chunk, ema=ema).cpu() for chunk in z.split(batch_size)])  # [num, C, H, W]
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".pt":
         torch.save(images, out)
@@ -47,9 +55,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the latents (default 0)")
     parser.add_argument("--batch-size", type=int, default=256, help="samples per forward pass (default 256)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
+    parser.add_argument("--raw", action="store_true", help="use the raw generator, not its EMA")
     args = parser.parse_args(argv)
     try:
-        images = sample_to_file(args.ckpt, args.num, args.out, args.seed, args.batch_size, args.device)
+        images = sample_to_file(args.ckpt, args.num, args.out, args.seed, args.batch_size, args.device, not args.raw)
     except (FileNotFoundError, ValueError) as err:
         parser.exit(2, f"error: {err}\n")
     print(f"wrote {images.shape[0]} samples {tuple(images.shape[1:])} to {args.out}")

@@ -69,6 +69,14 @@ def test_fit_validate_test_in_process(synthetic_mnist, tmp_path):
         prefix = "val" if command == "validate" else "test"
         assert f"{prefix}/d_loss" in cli.trainer.callback_metrics
 
+    # predict: one fake per held-out example, written by the config's PredictionWriter.
+    cli = main(["predict", "--config", str(ROOT / "configs/wgan_gp_mnist.yaml"), *TINY_ARGS, *data,
+                f"--trainer.default_root_dir={tmp_path}", f"--ckpt_path={last}", "--trainer.limit_predict_batches=2"])
+    out = Path(cli.trainer.log_dir) / "predictions"
+    images = torch.load(out / "predictions_rank0.pt", weights_only=True)
+    assert images.shape == (16, 1, 8, 8) and images.abs().max() <= 1 and images.std() > 0
+    assert (out / "predictions_grid.png").is_file()
+
 
 def test_train_py_from_the_shell(synthetic_mnist, tmp_path):
     command = [sys.executable, "train.py", "fit", "--config", "configs/dcgan_mnist.yaml", *TINY_ARGS,
