@@ -61,7 +61,7 @@ def kernel_inception_distance(real: Tensor, fake: Tensor, subsets: int = 100, su
     from torch_fidelity.metric_kid import kid_features_to_metric
 
     out = kid_features_to_metric(
-        real.float().cpu(), fake.float().cpu(), kid_subsets=subsets, kid_subset_size=subset_size, verbose=False
+        real.detach().float().cpu(), fake.detach().float().cpu(), kid_subsets=subsets, kid_subset_size=subset_size, verbose=False
     )
     return {"kid_mean": out["kernel_inception_distance_mean"], "kid_std": out["kernel_inception_distance_std"]}
 
@@ -71,7 +71,7 @@ def inception_score(logits: Tensor, splits: int = 10) -> dict:
     computes it from the classifier's logits [N, classes]."""
     from torch_fidelity.metric_isc import isc_features_to_metric
 
-    out = isc_features_to_metric(logits.cpu(), splits=splits)
+    out = isc_features_to_metric(logits.detach().cpu(), splits=splits)
     return {"is_mean": out["inception_score_mean"], "is_std": out["inception_score_std"]}
 
 
@@ -261,7 +261,7 @@ class GANMetrics(L.Callback):
         if trainer.is_global_zero:
             try:
                 self.extractor = build_extractor(self.feature_extractor, self.feature_extractor_args)
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 (any failure must reach the other ranks, or they hang)
                 error = f"{type(err).__name__}: {err}"
         error = trainer.strategy.broadcast(error)
         if error is not None:

@@ -142,7 +142,7 @@ class GAN(L.LightningModule):
     def attach_ema(self) -> nn.Module:
         """Creates ``generator_ema``, a frozen copy of the generator, unless there is one; returns it."""
         if self.generator_ema is None:
-            self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
+            self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
         return self.generator_ema
 
     def sampling_generator(self, ema: bool = True) -> nn.Module:

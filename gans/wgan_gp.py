@@ -1,7 +1,7 @@
 """WGAN-GP (Gulrajani et al. 2017): a Wasserstein critic with a gradient penalty instead of weight clipping."""
 
-from torch import Tensor
 from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor
 
 from gans.dcgan import DCGAN
 from gans.losses import gradient_penalty

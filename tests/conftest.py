@@ -85,15 +85,15 @@ def quiet_trainer(root: Path, **kwargs):
     """A CPU Trainer without progress bar, model summary or sanity check; no logger unless one is given."""
     import lightning as L
 
-    defaults = dict(
-        accelerator="cpu",
-        devices=1,
-        default_root_dir=str(root),
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-    )
+    defaults = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "default_root_dir": str(root),
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "enable_checkpointing": False,
+        "num_sanity_val_steps": 0,
+        "limit_val_batches": 0,
+    }
     return L.Trainer(**{**defaults, **kwargs})

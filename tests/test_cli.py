@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from callbacks import IterationCheckpoint, SampleGrid
+from callbacks import GANMetrics, GeneratorEMA, IterationCheckpoint, PredictionWriter, SampleGrid
 from datamodules import MNISTDataModule
 from gans import DCGAN, WGANGP
 from gans.cli import main
@@ -18,7 +18,7 @@ EXPECTED = {"dcgan_mnist": (DCGAN, 2e-4, (0.5, 0.999), 1), "wgan_gp_mnist": (WGA
 TINY_ARGS = [
     "--model.init_args.image_size=8", "--model.init_args.g_features=4", "--model.init_args.d_features=4",
     "--data.init_args.image_size=8", "--data.init_args.batch_size=8", "--data.init_args.download=false",
-    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_progress_bar=false", "--metrics=false",  # no Inception weights on this machine
 ]
 
 
@@ -35,7 +35,7 @@ def test_config_instantiates(config, tmp_path):
     g_opt = cli.model.g_optimizer(cli.model.generator.parameters())
     assert isinstance(g_opt, torch.optim.Adam) and g_opt.defaults["lr"] == lr and tuple(g_opt.defaults["betas"]) == betas
     kinds = {type(c) for c in cli.trainer.callbacks}
-    assert {IterationCheckpoint, SampleGrid} <= kinds
+    assert {IterationCheckpoint, GeneratorEMA, SampleGrid, GANMetrics, PredictionWriter} <= kinds
     # The networks are sized for the images the data module produces.
     image = cli.model.sample(2, generator=torch.Generator().manual_seed(0))
     assert image.shape[1:] == cli.datamodule.image_shape
@@ -52,8 +52,15 @@ def test_optimizer_override_and_short_names(tmp_path):
     assert type(cli.model) is WGANGP
     assert g_opt.defaults["lr"] == 3e-4 and tuple(g_opt.defaults["betas"]) == (0.0, 0.9)
     assert d_opt.defaults["lr"] == 1e-4  # the paper's default, untouched
-    # Without a config the run still checkpoints by iteration and writes sample grids.
-    assert {IterationCheckpoint, SampleGrid} <= {type(c) for c in cli.trainer.callbacks}
+    # Without a config the run still checkpoints by iteration, keeps an EMA and writes sample grids.
+    assert {IterationCheckpoint, GeneratorEMA, SampleGrid} <= {type(c) for c in cli.trainer.callbacks}
+
+
+def test_metrics_flag_drops_the_metrics_callback(tmp_path):
+    args = ["--config", str(ROOT / "configs/dcgan_mnist.yaml"), f"--trainer.default_root_dir={tmp_path}"]
+    assert GANMetrics in {type(c) for c in main(args, run=False).trainer.callbacks}
+    kinds = {type(c) for c in main([*args, "--metrics=false"], run=False).trainer.callbacks}
+    assert GANMetrics not in kinds and GeneratorEMA in kinds
 
 
 def test_fit_validate_test_in_process(synthetic_mnist, tmp_path):
@@ -82,7 +89,7 @@ def test_train_py_from_the_shell(synthetic_mnist, tmp_path):
     command = [sys.executable, "train.py", "fit", "--config", "configs/dcgan_mnist.yaml", *TINY_ARGS,
                f"--data.init_args.data_dir={synthetic_mnist}", "--trainer.max_steps=3",
                f"--trainer.default_root_dir={tmp_path}"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "`Trainer.fit` stopped: `max_steps=3` reached." in result.stderr + result.stdout
     assert next(tmp_path.rglob("config.yaml"))

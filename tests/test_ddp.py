@@ -64,3 +64,43 @@ def test_ddp_ranks_stay_identical(cls, kwargs, synthetic_mnist, tmp_path, clean_
         for p0, p1 in zip(rank0[net], rank1[net], strict=True):
             assert torch.equal(p0, p1), f"{net} differs between ranks"
     assert any(not torch.equal(p, q) for p, q in zip(initial, rank0["generator"]))  # it did train
+
+
+class SaveEMAAndMetrics(L.Callback):
+    """Each rank writes its EMA generator and the metric values it computed."""
+
+    def __init__(self, out: Path, metric) -> None:
+        self.out, self.metric = out, metric
+
+    def on_train_end(self, trainer, module):
+        state = {"ema": [p.detach().clone() for p in module.generator_ema.parameters()], "metrics": self.metric.last}
+        torch.save(state, self.out / f"ema_rank{trainer.global_rank}.pt")
+
+
+def test_ddp_metrics_equal_single_process_and_ema_identical(synthetic_mnist, tmp_path, clean_distributed_env):
+    from callbacks import GANMetrics, GeneratorEMA, IterationCheckpoint
+
+    tiny_metrics = {"num_samples": 21, "kid_subset_size": 8, "kid_subsets": 4, "is_splits": 3, "batch_size": 4,
+                    "feature_extractor": "testdoubles.TinyFeatures"}
+    # 21 samples over 2 ranks: uneven shares (11 and 10), so the gather's padding is exercised too.
+    metric = GANMetrics(every_n_steps=3, cache_dir=str(tmp_path / "cache_ddp"), **tiny_metrics)
+    trainer = quiet_trainer(
+        tmp_path, devices=2, strategy=DDPStrategy(find_unused_parameters=True, start_method="spawn"), max_steps=3,
+        enable_checkpointing=True,
+        callbacks=[GeneratorEMA(), metric, IterationCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3),
+                   SaveEMAAndMetrics(tmp_path, metric)],
+    )
+    trainer.fit(DCGAN(**TINY), tiny_datamodule(synthetic_mnist))
+    rank0, rank1 = (torch.load(tmp_path / f"ema_rank{r}.pt") for r in (0, 1))
+    for p0, p1 in zip(rank0["ema"], rank1["ema"], strict=True):
+        assert torch.equal(p0, p1), "the EMA generator differs between ranks"
+    assert rank0["metrics"].keys() >= {"fid", "kid_mean", "is_mean"}
+    for name in ("fid", "kid_mean", "kid_std", "is_mean", "is_std"):
+        assert rank0["metrics"][name] == rank1["metrics"][name], name
+
+    # The same checkpoint evaluated in one process (real statistics recomputed in a fresh cache).
+    single = GANMetrics(every_n_steps=0, cache_dir=str(tmp_path / "cache_single"), **tiny_metrics)
+    validator = quiet_trainer(tmp_path, callbacks=[single], limit_val_batches=1)
+    validator.validate(DCGAN(**TINY), tiny_datamodule(synthetic_mnist), ckpt_path=next((tmp_path / "ckpt").glob("*.ckpt")))
+    for name in ("fid", "kid_mean", "kid_std", "is_mean", "is_std"):
+        assert single.last[name] == pytest.approx(rank0["metrics"][name], rel=1e-5, abs=1e-7), name

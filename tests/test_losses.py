@@ -81,7 +81,7 @@ def test_penalties_double_backward_reach_the_discriminator_weights():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.LeakyReLU(0.2), torch.nn.Linear(8, 1))
     real, fake = torch.randn(4, 3), torch.randn(4, 3)
-    d = lambda x: net(x).flatten()  # noqa: E731
+    d = lambda x: net(x).flatten()
     real_g = real.clone().requires_grad_(True)
     for penalty in (losses.gradient_penalty(d, real, fake), losses.r1_penalty(d(real_g), real_g)):
         net.zero_grad()

@@ -1,4 +1,4 @@
-"""Test doubles importable by class path (``tests.helpers.<Name>``), also from spawned DDP processes."""
+"""Test doubles importable by class path (``testdoubles.<Name>``), also from spawned DDP processes."""
 
 import torch
 from torch import Tensor, nn
