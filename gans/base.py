@@ -304,9 +304,14 @@ class GAN(L.LightningModule):
         state = checkpoint.get("gans", {})
         self.d_steps = state.get("d_steps", 0)
         self.images_seen = state.get("images_seen", 0)
-        # Runs before the state dict is loaded: a checkpoint with an EMA generator loads with or without the callback.
-        if any(key.startswith("generator_ema.") for key in checkpoint.get("state_dict", {})):
+        # Runs before the state dict is loaded: a checkpoint with an EMA generator loads with or without the callback,
+        # and one without (a run that had no EMA) into a module with one starts the average at the generator.
+        weights = checkpoint.get("state_dict", {})
+        if any(key.startswith("generator_ema.") for key in weights):
             self.attach_ema()
+        elif self.generator_ema is not None:
+            prefix = "generator."
+            weights.update({f"generator_ema.{k[len(prefix):]}": v for k, v in list(weights.items()) if k.startswith(prefix)})
 
 
 def load_gan(path: str | Path, map_location: str | torch.device = "cpu") -> GAN:

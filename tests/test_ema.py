@@ -124,3 +124,24 @@ def test_resume_restores_the_ema_exactly(synthetic_mnist, tmp_path):
     torch.testing.assert_close(ema_images, loaded.sample(z=z))
     torch.testing.assert_close(raw_images, loaded.sample(z=z, ema=False))
     assert not torch.equal(ema_images, raw_images)
+
+
+def test_a_checkpoint_without_ema_resumes_with_the_callback(synthetic_mnist, tmp_path):
+    ckpt_dir = tmp_path / "ckpt"
+    model = DCGAN(**TINY)
+    checkpoint = IterationCheckpoint(dirpath=ckpt_dir, every_n_train_steps=2, save_last=False)
+    quiet_trainer(tmp_path, max_steps=2, enable_checkpointing=True, callbacks=[checkpoint]).fit(
+        model, tiny_datamodule(synthetic_mnist)
+    )
+    path = next(ckpt_dir.glob("*step=2*.ckpt"))
+    starts = {}
+
+    class Grab(L.Callback):
+        def on_train_start(self, trainer, module):
+            starts.update(ema=copy.deepcopy(module.generator_ema.state_dict()), g=copy.deepcopy(module.generator.state_dict()))
+
+    fresh = DCGAN(**TINY)
+    quiet_trainer(tmp_path, max_steps=3, callbacks=[GeneratorEMA(), Grab()]).fit(
+        fresh, tiny_datamodule(synthetic_mnist), ckpt_path=path
+    )
+    assert all(torch.equal(starts["ema"][k], starts["g"][k]) for k in starts["g"])  # the average starts at G
