@@ -26,7 +26,7 @@ from torch import nn
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from callbacks.metrics import (  # noqa: E402
+from callbacks.metrics import (
     InceptionV3Features,
     feature_statistics,
     frechet_distance,
@@ -34,7 +34,7 @@ from callbacks.metrics import (  # noqa: E402
     kernel_inception_distance,
     to_uint8_rgb,
 )
-from gans import DCGAN  # noqa: E402
+from gans import DCGAN
 
 
 def peak_rss_mib() -> float:
@@ -132,7 +132,8 @@ def main() -> None:
 
     cpu = platform.processor() or "unknown CPU"
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
@@ -145,8 +146,8 @@ def main() -> None:
         f"- software: Python {platform.python_version()}, torch {torch.__version__}",
         f"- extractor: torch-fidelity Inception-v3, {'given weights' if args.weights else 'random weights (timing only)'}",
         "",
-        f"Per image, measured on {args.extract} DCGAN 32x32 samples in batches of {args.batch_size}: generation "
-        f"{gen_ms:.2f} ms, feature extraction (resize to 299 inside Inception) {extract_ms:.2f} ms.",
+        (f"Per image, measured on {args.extract} DCGAN 32x32 samples in batches of {args.batch_size}: generation "
+        f"{gen_ms:.2f} ms, feature extraction (resize to 299 inside Inception) {extract_ms:.2f} ms."),
         "",
         "| samples | statistics s | Frechet s | KID s | IS s | peak RSS MiB | extraction s (derived) | total s (derived) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -162,9 +163,9 @@ def main() -> None:
         )
     lines += [
         "",
-        "The arithmetic columns are measured on random features of that many images (real and generated each); "
+        ("The arithmetic columns are measured on random features of that many images (real and generated each); "
         "'extraction' is that many images times the measured per-image generation and extraction time, and "
-        "'total' adds the arithmetic: derived, not timed end to end.",
+        "'total' adds the arithmetic: derived, not timed end to end."),
     ]
     if args.seconds_per_iter:
         t = arithmetic.get(args.num_samples, next(iter(arithmetic.values())))["seconds"]
@@ -172,9 +173,9 @@ def main() -> None:
         training = args.interval * args.seconds_per_iter
         lines += [
             "",
-            f"Share of training time at the config's interval (derived): one evaluation of {args.num_samples} "
+            (f"Share of training time at the config's interval (derived): one evaluation of {args.num_samples} "
             f"samples every {args.interval} iterations of {args.seconds_per_iter} s: {evaluation:.0f} s per "
-            f"{training:.0f} s of training = {100 * evaluation / (evaluation + training):.1f}% of wall time.",
+            f"{training:.0f} s of training = {100 * evaluation / (evaluation + training):.1f}% of wall time."),
         ]
     print("\n".join(lines))
 

@@ -145,10 +145,6 @@ class GAN(L.LightningModule):
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
         return self.generator_ema
 
-    def sampling_generator(self, ema: bool = True) -> nn.Module:
-        """The network ``sample`` decodes with: the EMA generator when there is one and ``ema``, else the raw one."""
-        return self.generator_ema if ema and self.generator_ema is not None else self.generator
-
     def decode(self, network: nn.Module, z: Tensor, **cond: Tensor) -> Tensor:
         """Runs a generator network on latents (and conditioning); a conditional variant passes its labels on."""
         return network(z)
@@ -175,7 +171,7 @@ class GAN(L.LightningModule):
             if n is None:
                 raise ValueError("sample() needs the number of images n or the latents z")
             z = self.sample_z(n, generator)
-        network = self.sampling_generator(ema)
+        network = self.generator_ema if ema and self.generator_ema is not None else self.generator
         was_training = network.training
         network.eval()
         try:
