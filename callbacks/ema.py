@@ -34,7 +34,7 @@ def ema_beta_from_half_life(batch_size: int, half_life_kimg: float, images_seen:
 def ema_update(ema: nn.Module, model: nn.Module, beta: float) -> None:
     """``ema <- beta * ema + (1 - beta) * model`` for parameters; buffers (BatchNorm statistics, counters) are
     copied, since an average of running statistics is not the statistics of the averaged network."""
-    ema_params = [p for p in ema.parameters()]
+    ema_params = list(ema.parameters())
     params = [p.detach() for p in model.parameters()]
     if len(ema_params) != len(params):
         raise RuntimeError("generator_ema no longer matches the generator's parameters (did the generator grow?)")

@@ -21,6 +21,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from callbacks.checkpoint import atomic_save
+
 #: torch-fidelity's FID Inception (TensorFlow's 2015-12-05 graph converted to PyTorch).
 INCEPTION_URL = (
     "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
@@ -348,10 +350,7 @@ class GANMetrics(L.Callback):
                 return cached
         self.real = self._compute_real(trainer, module, datamodule)
         if trainer.is_global_zero:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-            torch.save(self.real, tmp)
-            tmp.replace(path)  # never a half-written cache file
+            atomic_save(self.real, path)  # never a half-written cache file
         return self.real
 
     def _real_dataset(self, trainer: L.Trainer, datamodule: L.LightningDataModule) -> Dataset:

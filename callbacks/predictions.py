@@ -8,6 +8,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torchvision.utils import save_image
 
+from callbacks.checkpoint import atomic_save
 from callbacks.samples import to_grid
 
 
@@ -46,10 +47,7 @@ class PredictionWriter(BasePredictionWriter):
         images = torch.cat([p.detach().float().cpu() for p in predictions])  # [N, C, H, W]
         folder = self._folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"predictions_rank{trainer.global_rank}.pt"
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(images, tmp)
-        tmp.replace(path)
+        atomic_save(images, folder / f"predictions_rank{trainer.global_rank}.pt")
         if self.grid_size and trainer.is_global_zero:
             grid = images[: self.grid_size]
             save_image(to_grid(grid, max(1, round(len(grid) ** 0.5))), folder / "predictions_grid.png")
