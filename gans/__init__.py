@@ -1,7 +1,13 @@
 """GAN variants as PyTorch Lightning modules."""
 
 from gans.base import GAN
+from gans.began import BEGAN
 from gans.dcgan import DCGAN
+from gans.lsgan import LSGAN
+from gans.mlpgan import MLPGAN
+from gans.sngan import SNGAN
+from gans.unrolled import UnrolledGAN
+from gans.wgan import WGAN
 from gans.wgan_gp import WGANGP
 
-__all__ = ["DCGAN", "GAN", "WGANGP"]
+__all__ = ["BEGAN", "DCGAN", "GAN", "LSGAN", "MLPGAN", "SNGAN", "UnrolledGAN", "WGAN", "WGANGP"]

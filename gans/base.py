@@ -19,7 +19,8 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
 
-from gans.losses import adversarial_loss
+from gans.losses import adversarial_loss, r1_penalty, r2_penalty
+from gans.nets.layers import pack as pack_samples
 
 #: The default optimizer spec. A spec in this form is what LightningCLI writes to ``config.yaml``; it is also
 #: accepted from Python, so a variant can state its paper's optimizer as a default that both understand.
@@ -46,15 +47,24 @@ class GAN(L.LightningModule):
     - ``unpack(batch)``: the real images and the conditioning (labels, source images) of a batch;
     - ``decode(network, z, **cond)``: how a generator network is called (a conditional variant passes labels);
     - ``generate(n, **cond)``: a differentiable batch of fakes (``decode`` of the raw generator on fresh z);
+    - ``critic(x, **cond)``: the discriminator's scores, [N / pack], of samples (packed by PacGAN's ``pack``);
     - ``d_loss(real, fake, **cond)`` / ``g_loss(real, fake, **cond)``: dicts of named terms whose ``"d_loss"`` /
       ``"g_loss"`` entry is the total to minimise; every entry is logged under ``train/``;
+    - ``after_d_step(terms)``: runs after each discriminator optimizer step (WGAN's clipping, BEGAN's k_t);
     - ``training_step`` itself, for schemes that are not "n_critic D steps then one G step".
 
     Args:
         latent_dim: size of the latent vector z ~ N(0, I).
         loss: adversarial loss, a name in ``gans.losses.ADVERSARIAL_LOSSES`` (``non_saturating``, ``minimax``,
             ``wasserstein``, ``hinge``, ``least_squares``).
-        n_critic: discriminator steps per generator step; each one takes its own real batch.
+        n_critic: discriminator steps per generator step (``k`` of Goodfellow et al.); each takes its own real batch.
+        pack: PacGAN's packing degree m (Lin et al. 2018): the discriminator judges m samples at once, all real or
+            all fake (``gans.nets.layers.pack``); its input has m times the channels. 1 is no packing.
+        r1_gamma: weight gamma of the R1 penalty (Mescheder et al. 2018), gamma / 2 * E_real[||grad D||^2]; 0 is off.
+        r2_gamma: weight gamma of the R2 penalty, the same on generated samples; 0 is off.
+        reg_every: lazy regularisation (Karras et al. 2020): the R1/R2 penalties are computed on every
+            ``reg_every``-th discriminator step only, multiplied by ``reg_every`` so that their average weight stays
+            gamma. 1 computes them on every step.
         g_optimizer: optimizer of the generator's parameters (``--model.g_optimizer.lr=...`` on the CLI).
         d_optimizer: optimizer of the discriminator's parameters.
         g_scheduler: optional learning-rate scheduler of the generator, stepped by hand at ``scheduler_interval``.
@@ -70,6 +80,10 @@ class GAN(L.LightningModule):
         latent_dim: int = 100,
         loss: str = "non_saturating",
         n_critic: int = 1,
+        pack: int = 1,
+        r1_gamma: float = 0.0,
+        r2_gamma: float = 0.0,
+        reg_every: int = 1,
         g_optimizer: OptimizerCallable = ADAM,
         d_optimizer: OptimizerCallable = ADAM,
         g_scheduler: LRSchedulerCallable | None = None,
@@ -81,6 +95,12 @@ class GAN(L.LightningModule):
             raise ValueError(f"latent_dim={latent_dim} must be a positive integer")
         if n_critic < 1:
             raise ValueError(f"n_critic={n_critic} must be at least 1 (discriminator steps per generator step)")
+        if pack < 1:
+            raise ValueError(f"pack={pack} must be at least 1 (samples per discriminator input)")
+        if r1_gamma < 0 or r2_gamma < 0:
+            raise ValueError(f"r1_gamma={r1_gamma} and r2_gamma={r2_gamma} must be >= 0")
+        if reg_every < 1:
+            raise ValueError(f"reg_every={reg_every} must be at least 1 (discriminator steps between penalties)")
         if scheduler_interval not in ("step", "epoch"):
             raise ValueError(f"scheduler_interval={scheduler_interval!r}; expected 'step' or 'epoch'")
         # Optimizers and schedulers are training configuration (LightningCLI keeps them in config.yaml); they are
@@ -89,6 +109,8 @@ class GAN(L.LightningModule):
         self.automatic_optimization = False
         self.latent_dim = latent_dim
         self.n_critic = n_critic
+        self.pack = pack
+        self.r1_gamma, self.r2_gamma, self.reg_every = r1_gamma, r2_gamma, reg_every
         self.d_adversarial, self.g_adversarial = adversarial_loss(loss)
         self.g_optimizer = optimizer_factory(g_optimizer)
         self.d_optimizer = optimizer_factory(d_optimizer)
@@ -121,19 +143,38 @@ class GAN(L.LightningModule):
         """A batch of ``n`` fakes from fresh latents, differentiable w.r.t. the generator."""
         return self.decode(self.generator, self.sample_z(n), **cond)
 
+    def critic(self, x: Tensor, **cond: Tensor) -> Tensor:
+        """The discriminator's scores of a batch of samples, [N / pack]."""
+        return self.discriminator(pack_samples(x, self.pack))
+
     def d_loss(self, real: Tensor, fake: Tensor, **cond: Tensor) -> dict[str, Tensor]:
-        """Discriminator objective on a real batch and a detached fake batch."""
-        d_real = self.discriminator(real)  # [N]
-        d_fake = self.discriminator(fake)  # [N]
-        return {
+        """Discriminator objective on a real batch and a detached fake batch, with the R1/R2 penalties when on."""
+        regularize = self.d_steps % self.reg_every == 0  # lazy regularisation: this step carries the penalties
+        r1, r2 = regularize and self.r1_gamma > 0, regularize and self.r2_gamma > 0
+        real, fake = real.detach().requires_grad_(r1), fake.detach().requires_grad_(r2)
+        d_real = self.critic(real, **cond)  # [N / pack]
+        d_fake = self.critic(fake, **cond)  # [N / pack]
+        terms = {
             "d_loss": self.d_adversarial(d_real, d_fake),
             "d_real": d_real.detach().mean(),
             "d_fake": d_fake.detach().mean(),
         }
+        for name, on, gamma, penalty, scores, x in (
+            ("r1", r1, self.r1_gamma, r1_penalty, d_real, real),
+            ("r2", r2, self.r2_gamma, r2_penalty, d_fake, fake),
+        ):
+            if on:
+                value = penalty(scores, x)
+                terms["d_loss"] = terms["d_loss"] + gamma / 2 * self.reg_every * value
+                terms[name] = value.detach()
+        return terms
 
     def g_loss(self, real: Tensor, fake: Tensor, **cond: Tensor) -> dict[str, Tensor]:
         """Generator objective on a fake batch that carries the generator's graph."""
-        return {"g_loss": self.g_adversarial(self.discriminator(fake))}
+        return {"g_loss": self.g_adversarial(self.critic(fake, **cond))}
+
+    def after_d_step(self, terms: dict[str, Tensor]) -> None:
+        """Runs after every discriminator optimizer step, with that step's terms; nothing by default."""
 
     # ----------------------------------------------------------------------------------------------------------
     # Sampling
@@ -211,6 +252,7 @@ class GAN(L.LightningModule):
         d_terms = self.d_loss(real, fake, **cond)
         # global_step counts generator steps only (module docstring): this step must not advance it.
         self._optimize(d_opt, d_terms, "d_loss", count_step=False)
+        self.after_d_step(d_terms)
         self.d_steps += 1
         logs = d_terms
 
@@ -267,8 +309,8 @@ class GAN(L.LightningModule):
 
     def _evaluate(self, batch: Any, prefix: str) -> None:
         real, cond = self.unpack(batch)
-        d_real = self.discriminator(real)
-        d_fake = self.discriminator(self.sample(real.shape[0], **cond))
+        d_real = self.critic(real, **cond)
+        d_fake = self.critic(self.sample(real.shape[0], **cond), **cond)
         metrics = {"d_loss": self.d_adversarial(d_real, d_fake), "d_real": d_real.mean(), "d_fake": d_fake.mean()}
         self.log_dict({f"{prefix}/{name}": value for name, value in metrics.items()}, sync_dist=True)
 

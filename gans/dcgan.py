@@ -20,10 +20,12 @@ class DCGAN(GAN):
         g_features: generator width (channels of its last hidden block).
         d_features: discriminator width (channels of its first block).
         d_norm: discriminator normalisation: ``"batch"`` (the paper), ``"layer"`` or ``None``.
+        d_minibatch: a minibatch layer at the end of the discriminator (``gans.nets.DCGANDiscriminator``):
+            ``"stddev"`` (Karras et al.), ``"discrimination"`` (Salimans et al.) or ``None``.
         loss: adversarial loss name (``non_saturating`` in the paper).
         g_optimizer: generator optimizer.
         d_optimizer: discriminator optimizer.
-        **kwargs: the rest of :class:`gans.base.GAN`'s arguments (``n_critic``, schedulers).
+        **kwargs: the rest of :class:`gans.base.GAN`'s arguments (``n_critic``, ``pack``, ``r1_gamma``, schedulers).
     """
 
     def __init__(
@@ -34,6 +36,7 @@ class DCGAN(GAN):
         g_features: int = 64,
         d_features: int = 64,
         d_norm: str | None = "batch",
+        d_minibatch: str | None = None,
         loss: str = "non_saturating",
         g_optimizer: OptimizerCallable = DCGAN_ADAM,
         d_optimizer: OptimizerCallable = DCGAN_ADAM,
@@ -41,4 +44,7 @@ class DCGAN(GAN):
     ) -> None:
         super().__init__(latent_dim=latent_dim, loss=loss, g_optimizer=g_optimizer, d_optimizer=d_optimizer, **kwargs)
         self.generator = DCGANGenerator(latent_dim, channels, image_size, g_features)
-        self.discriminator = DCGANDiscriminator(channels, image_size, d_features, norm=d_norm)
+        # PacGAN: the discriminator sees `pack` images stacked along the channels.
+        self.discriminator = DCGANDiscriminator(
+            channels * self.pack, image_size, d_features, norm=d_norm, minibatch=d_minibatch
+        )

@@ -9,6 +9,8 @@ import math
 
 from torch import Tensor, nn
 
+from gans.nets.layers import MinibatchDiscrimination, minibatch_layer
+
 
 def _num_blocks(image_size: int) -> int:
     """Number of resolution doublings between the 4x4 base and ``image_size``."""
@@ -74,9 +76,19 @@ class DCGANDiscriminator(nn.Module):
         features: channels of the first block, doubled at each downsampling.
         norm: normalisation of the hidden blocks: ``"batch"`` (DCGAN), ``"layer"`` (per-sample over C, H, W, the
             drop-in the WGAN-GP paper recommends for a critic) or ``None``. The first block never has one (paper).
+        minibatch: a minibatch layer on the last 4x4 features: ``"stddev"`` (an extra feature map before the output
+            convolution, as in ProGAN), ``"discrimination"`` (on the flattened features, then a linear output, as in
+            Salimans et al.) or ``None``.
     """
 
-    def __init__(self, channels: int = 1, image_size: int = 32, features: int = 64, norm: str | None = "batch") -> None:
+    def __init__(
+        self,
+        channels: int = 1,
+        image_size: int = 32,
+        features: int = 64,
+        norm: str | None = "batch",
+        minibatch: str | None = None,
+    ) -> None:
         super().__init__()
         norms = {"batch": nn.BatchNorm2d, "layer": lambda c: nn.GroupNorm(1, c), None: None}
         if norm not in norms:
@@ -90,7 +102,13 @@ class DCGANDiscriminator(nn.Module):
                 layers.append(norms[norm](width * 2))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             width *= 2
-        layers.append(nn.Conv2d(width, 1, 4, 1, 0))  # [N, 1, 1, 1]
+        # [N, width, 4, 4] here
+        if minibatch == "discrimination":
+            layers += [nn.Flatten(), MinibatchDiscrimination(width * 16)]
+            layers.append(nn.Linear(width * 16 + layers[-1].num_kernels, 1))
+        else:
+            layer, width = minibatch_layer(minibatch, width)
+            layers += [layer, nn.Conv2d(width, 1, 4, 1, 0)]  # [N, 1, 1, 1]
         self.net = nn.Sequential(*layers)
         self.apply(dcgan_init)
 

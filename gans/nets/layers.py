@@ -1,0 +1,81 @@
+"""Discriminator layers against mode collapse that any discriminator can use, and PacGAN's packing."""
+
+import torch
+from torch import Tensor, nn
+
+
+def pack(x: Tensor, m: int) -> Tensor:
+    """PacGAN (Lin et al. 2018): joins ``m`` consecutive samples into one discriminator input along the first
+    feature axis, [N, C, ...] -> [N / m, m * C, ...] (for points, [N, d] -> [N / m, m * d]). The ``m`` samples of a
+    pack are all real or all fake, so D judges ``m`` samples at once and sees their lack of diversity."""
+    if m == 1:
+        return x
+    n = x.shape[0]
+    if n % m:
+        raise ValueError(f"pack={m}: the batch of {n} samples does not split into packs of {m}; use a batch size divisible by {m}")
+    return x.reshape(n // m, m * x.shape[1], *x.shape[2:])
+
+
+class MinibatchDiscrimination(nn.Module):
+    """Minibatch discrimination (Salimans et al. 2016, section 3.2): features [N, A] -> [N, A + B].
+
+    ``M_i = f(x_i) T`` reshaped to B kernels of C dimensions, ``c_b(x_i, x_j) = exp(-||M_ib - M_jb||_1)`` and
+    ``o(x_i)_b = sum_j c_b(x_i, x_j)`` over the other samples j of the batch, concatenated to the features: a sample
+    close to many others (a collapsed batch) gets large outputs.
+
+    Args:
+        in_features: A, the size of the input features.
+        num_kernels: B (100 in the paper's code).
+        kernel_dim: C (5 in the paper's code).
+    """
+
+    def __init__(self, in_features: int, num_kernels: int = 100, kernel_dim: int = 5) -> None:
+        super().__init__()
+        self.num_kernels, self.kernel_dim = num_kernels, kernel_dim
+        self.T = nn.Parameter(torch.randn(in_features, num_kernels * kernel_dim) * 0.05)
+
+    def forward(self, x: Tensor) -> Tensor:
+        m = (x @ self.T).view(-1, self.num_kernels, self.kernel_dim)  # [N, B, C]
+        l1 = (m.unsqueeze(0) - m.unsqueeze(1)).abs().sum(dim=3)  # [N, N, B]
+        o = torch.exp(-l1).sum(dim=1) - 1.0  # [N, B]; minus exp(0) = 1, the sample itself
+        return torch.cat([x, o], dim=1)
+
+
+class MinibatchStdDev(nn.Module):
+    """Minibatch standard deviation (Karras et al. 2018, section 3): [N, C, ...] -> [N, C + 1, ...].
+
+    The batch is split into groups of ``group_size``; within a group, the standard deviation of every feature at every
+    position over the group's samples is averaged into one number, appended to each sample of the group as an extra
+    constant feature map (for flat features [N, C], one extra feature).
+
+    Args:
+        group_size: samples per group (4 in the paper); the whole batch when it is smaller.
+    """
+
+    def __init__(self, group_size: int = 4) -> None:
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        n = x.shape[0]
+        g = min(self.group_size, n)
+        if n % g:
+            raise ValueError(f"MinibatchStdDev: batch of {n} does not split into groups of {g}")
+        groups = x.reshape(g, n // g, *x.shape[1:])  # [G, N/G, C, ...]: sample i is in group i mod N/G
+        std = (groups.var(dim=0, unbiased=False) + 1e-8).sqrt()  # [N/G, C, ...]
+        stat = std.flatten(1).mean(dim=1)  # [N/G]
+        stat = stat.repeat(g).view(n, 1, *([1] * (x.dim() - 2))).expand(n, 1, *x.shape[2:])  # [N, 1, ...]
+        return torch.cat([x, stat], dim=1)
+
+
+def minibatch_layer(kind: str | None, features: int) -> tuple[nn.Module, int]:
+    """The minibatch layer named ``kind`` (``"stddev"``, ``"discrimination"`` or ``None``) for ``features`` input
+    features, and the number of features it outputs."""
+    if kind is None:
+        return nn.Identity(), features
+    if kind == "stddev":
+        return MinibatchStdDev(), features + 1
+    if kind == "discrimination":
+        layer = MinibatchDiscrimination(features)
+        return layer, features + layer.num_kernels
+    raise ValueError(f"minibatch={kind!r} is not a minibatch layer; expected 'stddev', 'discrimination' or None")
