@@ -10,4 +10,4 @@ from gans.unrolled import UnrolledGAN
 from gans.wgan import WGAN
 from gans.wgan_gp import WGANGP
 
-__all__ = ["BEGAN", "DCGAN", "GAN", "LSGAN", "MLPGAN", "SNGAN", "UnrolledGAN", "WGAN", "WGANGP"]
+__all__ = ["BEGAN", "DCGAN", "GAN", "LSGAN", "MLPGAN", "SNGAN", "WGAN", "WGANGP", "UnrolledGAN"]

@@ -1,6 +1,7 @@
 """Fully connected networks: the generator and maxout discriminator of the original GAN (Goodfellow et al. 2014),
 for images (flattened) or low-dimensional points, and an MLP auto-encoder for BEGAN's discriminator on points."""
 
+import itertools
 import math
 
 from torch import Tensor, nn
@@ -118,7 +119,7 @@ class MLPAutoencoder(nn.Module):
         self.shape = tuple(shape)
         widths = [math.prod(self.shape), *hidden, embedding, *reversed(hidden), math.prod(self.shape)]
         layers: list[nn.Module] = [nn.Flatten()]
-        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        for i, (a, b) in enumerate(itertools.pairwise(widths)):
             layers.append(nn.Linear(a, b))
             if i not in (len(hidden), len(widths) - 2):  # the code and the output are linear
                 layers.append(nn.ELU())
