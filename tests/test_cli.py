@@ -9,12 +9,27 @@ import torch
 
 from callbacks import GANMetrics, GeneratorEMA, IterationCheckpoint, PredictionWriter, SampleGrid
 from datamodules import MNISTDataModule
-from gans import DCGAN, WGANGP
+from gans import BEGAN, DCGAN, LSGAN, MLPGAN, SNGAN, WGAN, WGANGP, UnrolledGAN
 from gans.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
-EXPECTED = {"dcgan_mnist": (DCGAN, 2e-4, (0.5, 0.999), 1), "wgan_gp_mnist": (WGANGP, 1e-4, (0.0, 0.9), 5)}
+ADAM, SGD, RMSPROP = torch.optim.Adam, torch.optim.SGD, torch.optim.RMSprop
+#: config -> the variant, its optimizer, learning rate and (for Adam) betas, and n_critic: the paper's settings.
+EXPECTED = {
+    "dcgan_mnist": (DCGAN, ADAM, 2e-4, (0.5, 0.999), 1),
+    "wgan_gp_mnist": (WGANGP, ADAM, 1e-4, (0.0, 0.9), 5),
+    "gan_mnist": (MLPGAN, SGD, 0.1, None, 1),
+    "wgan_mnist": (WGAN, RMSPROP, 5e-5, None, 5),
+    "lsgan_mnist": (LSGAN, ADAM, 2e-4, (0.5, 0.999), 1),
+    "sngan_fashion_mnist": (SNGAN, ADAM, 2e-4, (0.0, 0.9), 5),
+    "r1_mnist": (DCGAN, ADAM, 2e-4, (0.5, 0.999), 1),
+    "began_fashion_mnist": (BEGAN, ADAM, 1e-4, (0.5, 0.999), 1),
+    "minibatch_discrimination_mnist": (DCGAN, ADAM, 2e-4, (0.5, 0.999), 1),
+    "minibatch_stddev_fashion_mnist": (DCGAN, ADAM, 2e-4, (0.5, 0.999), 1),
+    "pacgan_mnist": (DCGAN, ADAM, 2e-4, (0.5, 0.999), 1),
+    "unrolled_mnist": (UnrolledGAN, ADAM, 2e-4, (0.5, 0.999), 1),
+}
 TINY_ARGS = [
     "--model.init_args.image_size=8", "--model.init_args.g_features=4", "--model.init_args.d_features=4",
     "--data.init_args.image_size=8", "--data.init_args.batch_size=8", "--data.init_args.download=false",
@@ -29,11 +44,13 @@ def test_every_config_is_covered():
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.stem)
 def test_config_instantiates(config, tmp_path):
     cli = main(["--config", str(config), f"--trainer.default_root_dir={tmp_path}"], run=False)
-    cls, lr, betas, n_critic = EXPECTED[config.stem]
+    cls, optimizer, lr, betas, n_critic = EXPECTED[config.stem]
     assert type(cli.model) is cls and cli.model.n_critic == n_critic
     assert isinstance(cli.datamodule, MNISTDataModule)
-    g_opt = cli.model.g_optimizer(cli.model.generator.parameters())
-    assert isinstance(g_opt, torch.optim.Adam) and g_opt.defaults["lr"] == lr and tuple(g_opt.defaults["betas"]) == betas
+    for network, factory in ((cli.model.generator, cli.model.g_optimizer), (cli.model.discriminator, cli.model.d_optimizer)):
+        opt = factory(network.parameters())
+        assert type(opt) is optimizer and opt.defaults["lr"] == lr
+        assert betas is None or tuple(opt.defaults["betas"]) == betas
     kinds = {type(c) for c in cli.trainer.callbacks}
     assert {IterationCheckpoint, GeneratorEMA, SampleGrid, GANMetrics, PredictionWriter} <= kinds
     # The networks are sized for the images the data module produces.

@@ -1,0 +1,109 @@
+"""The 2-D Gaussian mixtures on which mode collapse is measured (Metz et al. 2017; Srivastava et al. 2017, VEEGAN;
+Lin et al. 2018, PacGAN): 8 Gaussians on a ring and 25 on a 5x5 grid, and the mode-coverage measure."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
+
+#: The standard settings: ring of 8 modes of radius 2 with std 0.02 (unrolled GAN, VEEGAN); 5x5 grid of modes at
+#: {-4, -2, 0, 2, 4}^2 with std 0.05 (VEEGAN, PacGAN).
+MIXTURES = {"ring": 0.02, "grid": 0.05}
+
+
+def mixture_modes(mixture: Literal["ring", "grid"]) -> Tensor:
+    """The means of the mixture's components, [K, 2]."""
+    if mixture == "ring":
+        angles = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
+        return (2.0 * torch.stack([angles.cos(), angles.sin()], dim=1)).float()
+    if mixture == "grid":
+        axis = torch.arange(-4.0, 5.0, 2.0)
+        return torch.cartesian_prod(axis, axis)
+    raise ValueError(f"mixture={mixture!r} is not known; expected one of {sorted(MIXTURES)}")
+
+
+def sample_mixture(mixture: Literal["ring", "grid"], n: int, generator: torch.Generator | None = None) -> Tensor:
+    """``n`` points, [n, 2], from equal-weight isotropic Gaussians at the modes with the mixture's std."""
+    modes = mixture_modes(mixture)
+    which = torch.randint(len(modes), (n,), generator=generator)
+    return modes[which] + MIXTURES[mixture] * torch.randn(n, 2, generator=generator)
+
+
+def mode_coverage(samples: Tensor, modes: Tensor, std: float, min_count: int = 20) -> tuple[int, float]:
+    """The measure of VEEGAN and PacGAN: a sample is of high quality when it lies within three standard deviations
+    of its nearest mode; a mode is covered when at least ``min_count`` high-quality samples are nearest to it
+    (PacGAN's threshold: 20 of 2,500 samples, a fifth of a mode's share on the grid).
+
+    Args:
+        samples: generated points, [N, 2].
+        modes: the mixture's means, [K, 2].
+        std: the mixture's standard deviation.
+        min_count: high-quality samples a mode needs to count as covered.
+
+    Returns:
+        The number of covered modes and the fraction of high-quality samples.
+    """
+    distance, nearest = torch.cdist(samples.double(), modes.double()).min(dim=1)  # [N]
+    good = distance <= 3 * std
+    counts = torch.bincount(nearest[good], minlength=len(modes))  # [K]
+    return int((counts >= min_count).sum()), float(good.double().mean())
+
+
+class _Points(Dataset):
+    def __init__(self, points: Tensor) -> None:
+        self.points = points
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def __getitem__(self, index: list[int]) -> Tensor:  # a whole batch of indices at once: no per-item collation
+        return self.points[index]
+
+
+class GaussianMixtureDataModule(L.LightningDataModule):
+    """A fixed training set of points drawn from a 2-D mixture, served in shuffled batches ([B, 2] tensors).
+
+    Args:
+        mixture: ``"ring"`` (8 modes) or ``"grid"`` (25 modes).
+        num_samples: size of the training set (100,000 in PacGAN's experiments).
+        batch_size: points per batch (100 in the papers).
+        seed: seeds the training set and the shuffling.
+    """
+
+    def __init__(
+        self,
+        mixture: Literal["ring", "grid"] = "grid",
+        num_samples: int = 100_000,
+        batch_size: int = 100,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if mixture not in MIXTURES:
+            raise ValueError(f"mixture={mixture!r} is not known; expected one of {sorted(MIXTURES)}")
+        if not 0 < batch_size <= num_samples:
+            raise ValueError(f"batch_size={batch_size} must be positive and at most num_samples={num_samples}")
+        self.save_hyperparameters()
+        self.mixture, self.num_samples, self.batch_size, self.seed = mixture, num_samples, batch_size, seed
+        self.std = MIXTURES[mixture]
+        self.modes = mixture_modes(mixture)
+        self.data_shape = (2,)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.points = sample_mixture(self.mixture, self.num_samples, torch.Generator().manual_seed(self.seed))
+
+    def _loader(self, shuffle: bool) -> DataLoader:
+        dataset = _Points(self.points)
+        order = RandomSampler(dataset, generator=torch.Generator().manual_seed(self.seed)) if shuffle else None
+        sampler = BatchSampler(order or range(len(dataset)), self.batch_size, drop_last=True)
+        return DataLoader(dataset, sampler=sampler, batch_size=None)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(shuffle=False)
