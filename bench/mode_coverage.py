@@ -28,7 +28,7 @@ from torchvision.utils import save_image
 
 from datamodules.mixtures import GaussianMixtureDataModule, mode_coverage
 from gans import BEGAN, LSGAN, MLPGAN, WGAN, WGANGP, UnrolledGAN
-from gans.base import GAN
+from gans.base import GAN, optimizer_factory
 from gans.nets import MLPAutoencoder, MLPDiscriminator, MLPGenerator
 from gans.sngan import SNGAN_ADAM
 
@@ -112,6 +112,13 @@ def scatter(points: torch.Tensor, modes: torch.Tensor, extent: float, size: int 
 def run(name: str, mixture: str, seed: int, args: argparse.Namespace) -> dict:
     L.seed_everything(seed, verbose=False)
     model = VARIANTS[name](args)
+    if args.anneal:
+        # Both learning rates fall linearly to 0 over the run, for every variant alike: the samples at the end are
+        # those of a converged generator, not a snapshot of one still moving at full learning rate.
+        anneal = {"class_path": "torch.optim.lr_scheduler.LinearLR",
+                  "init_args": {"start_factor": 1.0, "end_factor": 0.0, "total_iters": args.steps}}
+        model.g_scheduler = model.d_scheduler = optimizer_factory(anneal)
+        model.scheduler_interval = "step"
     data = GaussianMixtureDataModule(mixture, batch_size=args.batch_size, seed=seed)
     trainer = L.Trainer(
         accelerator="cpu", max_steps=args.steps, logger=False, enable_checkpointing=False,
@@ -143,6 +150,8 @@ def main() -> None:
     parser.add_argument("--d-width", type=int, default=128)
     parser.add_argument("--d-layers", type=int, default=1)
     parser.add_argument("--eval-samples", type=int, default=2500)
+    parser.add_argument("--anneal", action=argparse.BooleanOptionalAction, default=True,
+                        help="learning rates decay linearly to 0 over the run")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (runs are small: 1 is fastest)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/mode_coverage"))
     args = parser.parse_args()
@@ -172,7 +181,7 @@ def main() -> None:
     (args.out / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                                         "results": results}, indent=1))
 
-    print(f"\n| Variant | ring: modes (of 8) | ring: high quality | grid: modes (of 25) | grid: high quality |")
+    print("\n| Variant | ring: modes (of 8) | ring: high quality | grid: modes (of 25) | grid: high quality |")
     print("|---|---|---|---|---|")
     for name, per in results.items():
         cells = []

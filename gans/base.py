@@ -309,6 +309,8 @@ class GAN(L.LightningModule):
 
     def _evaluate(self, batch: Any, prefix: str) -> None:
         real, cond = self.unpack(batch)
+        keep = real.shape[0] // self.pack * self.pack  # a last, smaller batch is cut to whole packs
+        real, cond = real[:keep], {name: c[:keep] for name, c in cond.items()}
         d_real = self.critic(real, **cond)
         d_fake = self.critic(self.sample(real.shape[0], **cond), **cond)
         metrics = {"d_loss": self.d_adversarial(d_real, d_fake), "d_real": d_real.mean(), "d_fake": d_fake.mean()}
