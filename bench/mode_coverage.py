@@ -1,15 +1,16 @@
 """Mode coverage of the classic GANs on the 2-D mixtures (8 Gaussians on a ring, 25 on a grid).
 
-Every variant trains the same MLP networks (those of the PacGAN and VEEGAN 2-D experiments, narrower: G has four
-ReLU+BatchNorm layers of ``--g-width`` units, D three maxout layers of ``--d-width`` units with 5 pieces; an
-auto-encoder of the same width for BEGAN) for the same number of generator iterations, with each variant's own loss,
-regulariser, optimizer and critic steps as its class defines them. After training, ``--eval-samples`` points from the
-generator are scored with ``datamodules.mixtures.mode_coverage``: modes covered (at least 20 high-quality points
-nearest to the mode) and the share of high-quality points (within 3 std of a mode). Mean and standard deviation
-over seeds are printed as a Markdown table; a scatter plot of seed 0's samples over the true modes is written per
-variant and mixture.
+Every variant trains the same MLP networks, those of the unrolled-GAN paper's 2-D experiment (Metz et al. 2017:
+G two ReLU layers of 128 units from z of 256 dimensions, D one hidden layer of 128 units, batch 512), for the same
+number of generator iterations, with each variant's own loss, regulariser, critic steps and, where its paper gives
+one (WGAN, WGAN-GP, SNGAN), optimizer; the others use Adam(--g-lr / --d-lr, beta1 0.5). Both learning rates decay
+linearly to 0 over the run (``--no-anneal`` keeps them), so the samples scored are those of a settled generator.
+After training, ``--eval-samples`` points from the generator are scored with ``datamodules.mixtures.mode_coverage``:
+modes covered (at least 20 high-quality points nearest to the mode) and the share of high-quality points (within 3
+std of a mode). Mean and standard deviation over seeds are printed as a Markdown table, with ``results.json`` and
+``scatter.png`` (seed 0's samples over the true modes, a row per variant) in ``--out``.
 
-    python bench/mode_coverage.py --steps 3000 --seeds 0 1 2 --out bench/results/mode_coverage
+    python bench/mode_coverage.py --mixtures ring --seeds 0 1 2 --out bench/out/mode_coverage_ring
 """
 
 import argparse
@@ -24,8 +25,8 @@ from pathlib import Path
 import lightning as L
 import torch
 from torch import nn
-from torchvision.utils import save_image
 
+from callbacks.samples import scatter_image
 from datamodules.mixtures import GaussianMixtureDataModule, mode_coverage
 from gans import BEGAN, LSGAN, MLPGAN, WGAN, WGANGP, UnrolledGAN
 from gans.base import GAN, optimizer_factory
@@ -38,8 +39,8 @@ def adam(lr: float) -> dict:
 
 
 def optimizers(args: argparse.Namespace) -> dict:
-    """The optimizers of the variants whose paper gives none for this setting: those of the unrolled-GAN paper's
-    2-D experiment, Adam with beta1 0.5 and a generator learning rate ten times the discriminator's."""
+    """The optimizers of the variants whose paper gives none for this setting: Adam with beta1 0.5 as in the
+    unrolled-GAN paper's 2-D experiment, at ``--g-lr`` and ``--d-lr``."""
     return {"g_optimizer": adam(args.g_lr), "d_optimizer": adam(args.d_lr)}
 
 
@@ -65,6 +66,9 @@ def swapped(model: GAN, generator: nn.Module, discriminator: nn.Module) -> GAN:
     return model
 
 
+#: The looser radius of the second measure: a quarter of the spacing between neighbouring modes on the grid (2) and
+#: about a third on the ring (1.53): modes a generator reaches, sharp or not.
+REACH = 0.5
 TINY_IMAGES = {"image_size": 8, "g_features": 1, "d_features": 1}  # networks replaced at once
 VARIANTS: dict[str, Callable[[argparse.Namespace], GAN]] = {
     "GAN (minimax)": lambda a: mlp(a, loss="minimax"),
@@ -90,23 +94,21 @@ VARIANTS: dict[str, Callable[[argparse.Namespace], GAN]] = {
 }
 
 
-def scatter(points: torch.Tensor, modes: torch.Tensor, extent: float, size: int = 256) -> torch.Tensor:
-    """A [3, size, size] image: samples as blue dots over the true modes as red crosses, square window of half-side
-    ``extent`` around the origin."""
-    image = torch.ones(3, size, size)
+def save_figure(plots: dict[str, dict[str, torch.Tensor]], mixtures: list[str], path: Path) -> None:
+    """One row per variant (its name on the left), one column per mixture: seed 0's samples over the modes."""
+    from PIL import Image, ImageDraw  # torchvision's dependency
 
-    def pixels(xy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ij = ((xy / extent + 1) / 2 * (size - 1)).round().long()
-        inside = ((ij >= 0) & (ij < size)).all(dim=1)
-        return (size - 1 - ij[inside, 1]), ij[inside, 0]  # rows from the top
-
-    rows, cols = pixels(points)
-    image[:, rows, cols] = torch.tensor([0.1, 0.3, 0.9]).view(3, 1)
-    for d in range(-3, 4):
-        for offset in ((d, 0), (0, d)):
-            rows, cols = pixels(modes + torch.tensor(offset) * extent / size * 2)
-            image[:, rows, cols] = torch.tensor([0.9, 0.1, 0.1]).view(3, 1)
-    return image
+    size, label = 256, 200
+    figure = Image.new("RGB", (label + size * len(mixtures), size * len(plots)), "white")
+    draw = ImageDraw.Draw(figure)
+    for row, (name, per) in enumerate(plots.items()):
+        draw.text((8, row * size + size // 2), name, fill="black")
+        for col, mixture in enumerate(mixtures):
+            if mixture in per:
+                image = (per[mixture].permute(1, 2, 0) * 255).round().byte().numpy()
+                figure.paste(Image.fromarray(image), (label + col * size, row * size))
+        draw.line([(0, row * size), (figure.width, row * size)], fill="grey")
+    figure.save(path)
 
 
 def run(name: str, mixture: str, seed: int, args: argparse.Namespace) -> dict:
@@ -127,16 +129,15 @@ def run(name: str, mixture: str, seed: int, args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     trainer.fit(model, data)
     seconds = time.perf_counter() - start
-    model.generator.eval()
-    with torch.no_grad():
-        points = model.decode(model.generator, model.sample_z(args.eval_samples, torch.Generator().manual_seed(seed)))
+    points = model.sample(args.eval_samples, generator=torch.Generator().manual_seed(seed))
     modes, quality = mode_coverage(points, data.modes, data.std)
-    return {"modes": modes, "quality": quality, "seconds": seconds, "points": points}
+    reached, near = mode_coverage(points, data.modes, data.std, radius=REACH)
+    return {"modes": modes, "quality": quality, "reached": reached, "near": near, "seconds": seconds, "points": points}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=3000, help="generator iterations per run")
+    parser.add_argument("--steps", type=int, default=5000, help="generator iterations per run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--mixtures", nargs="+", default=["ring", "grid"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help="names as in the table")
@@ -144,7 +145,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--latent-dim", type=int, default=256)
     parser.add_argument("--g-lr", type=float, default=1e-3, help="generator's Adam lr where the variant has no own")
-    parser.add_argument("--d-lr", type=float, default=1e-4, help="discriminator's Adam lr likewise")
+    parser.add_argument("--d-lr", type=float, default=1e-3, help="discriminator's Adam lr likewise (1e-4 in Metz et al.)")
     parser.add_argument("--g-width", type=int, default=128)
     parser.add_argument("--g-layers", type=int, default=2)
     parser.add_argument("--d-width", type=int, default=128)
@@ -153,7 +154,7 @@ def main() -> None:
     parser.add_argument("--anneal", action=argparse.BooleanOptionalAction, default=True,
                         help="learning rates decay linearly to 0 over the run")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (runs are small: 1 is fastest)")
-    parser.add_argument("--out", type=Path, default=Path("bench/results/mode_coverage"))
+    parser.add_argument("--out", type=Path, default=Path("bench/out/mode_coverage"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -161,39 +162,59 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     results: dict[str, dict[str, list[dict]]] = {}
+    plots: dict[str, dict[str, torch.Tensor]] = {}
+    points: dict[str, dict[str, torch.Tensor]] = {}
     for mixture in args.mixtures:
         modes_total = 8 if mixture == "ring" else 25
         for name in args.variants:
             runs = [run(name, mixture, seed, args) for seed in args.seeds]
             results.setdefault(name, {})[mixture] = [{k: v for k, v in r.items() if k != "points"} for r in runs]
+            points.setdefault(name, {})[mixture] = torch.stack([r["points"] for r in runs])  # [seeds, N, 2]
             extent = 3.0 if mixture == "ring" else 6.0
             modes = GaussianMixtureDataModule(mixture).modes
-            file = args.out / f"{mixture}_{name.split(' (')[0].lower().replace(' ', '_').replace('-', '_')}.png"
-            save_image(scatter(runs[0]["points"], modes, extent), file)
-            m = [r["modes"] for r in runs]
-            q = [100 * r["quality"] for r in runs]
+            plots.setdefault(name, {})[mixture] = scatter_image(runs[0]["points"], extent, modes)
+            m, q = [r["modes"] for r in runs], [100 * r["quality"] for r in runs]
+            reached = [r["reached"] for r in runs]
             print(
                 f"{mixture:4s} {name:30s} modes {statistics.mean(m):5.2f} +- {statistics.pstdev(m):4.2f} / {modes_total}"
                 f"  high-quality {statistics.mean(q):5.1f}% +- {statistics.pstdev(q):4.1f}"
-                f"  ({statistics.mean(r['seconds'] for r in runs):.0f} s/run)  seeds: {m}",
+                f"  reached {statistics.mean(reached):5.2f}  ({statistics.mean(r['seconds'] for r in runs):.0f} s/run)"
+                f"  seeds: {m} {reached}",
                 flush=True,
             )
+    save_figure(plots, args.mixtures, args.out / "scatter.png")
+    torch.save(points, args.out / "points.pt")
     (args.out / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                                         "results": results}, indent=1))
 
-    print("\n| Variant | ring: modes (of 8) | ring: high quality | grid: modes (of 25) | grid: high quality |")
-    print("|---|---|---|---|---|")
+    print_table(results, args.mixtures)
+
+
+def print_table(results: dict[str, dict[str, list[dict]]], mixtures: list[str]) -> None:
+    """Mean ± standard deviation over seeds, per variant and mixture, as Markdown."""
+
+    def cell(values: list[float], unit: str = "") -> str:
+        return f"{statistics.mean(values):.1f}{unit} ± {statistics.pstdev(values):.1f}"
+
+    header = ["Variant"]
+    for mixture in mixtures:
+        k = 8 if mixture == "ring" else 25
+        header += [f"{mixture}: modes (of {k})", f"{mixture}: high quality", f"{mixture}: reached (r={REACH})"]
+    print("\n| " + " | ".join(header) + " |")
+    print("|---" * len(header) + "|")
     for name, per in results.items():
-        cells = []
-        for mixture in ("ring", "grid"):
-            runs = per.get(mixture)
+        cells = [name]
+        for mixture in mixtures:
+            runs = per.get(mixture, [])
             if not runs:
-                cells += ["", ""]
+                cells += ["", "", ""]
                 continue
-            m = [r["modes"] for r in runs]
-            q = [100 * r["quality"] for r in runs]
-            cells += [f"{statistics.mean(m):.1f} ± {statistics.pstdev(m):.1f}", f"{statistics.mean(q):.1f}% ± {statistics.pstdev(q):.1f}"]
-        print(f"| {name} | " + " | ".join(cells) + " |")
+            cells += [
+                cell([r["modes"] for r in runs]),
+                cell([100 * r["quality"] for r in runs], "%"),
+                cell([r["reached"] for r in runs]),
+            ]
+        print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -31,8 +31,34 @@ def log_image(trainer: L.Trainer, key: str, image: Tensor, step: int) -> list[Pa
     return written
 
 
+def scatter_image(points: Tensor, extent: float | None = None, modes: Tensor | None = None, size: int = 256) -> Tensor:
+    """2-D points [N, 2] drawn as blue dots on a white square image [3, size, size] in [0, 1], with optional
+    ``modes`` [K, 2] as red crosses. The window is [-extent, extent]^2; by default the smallest integer that holds
+    110% of the points' largest coordinate."""
+    points = points.detach().float().cpu()
+    if extent is None:
+        extent = float(max(1.0, (1.1 * points.abs().max()).ceil())) if len(points) else 1.0
+    image = torch.ones(3, size, size)
+
+    def pixels(xy: Tensor) -> tuple[Tensor, Tensor]:
+        ij = ((xy / extent + 1) / 2 * (size - 1)).round().long()
+        inside = ((ij >= 0) & (ij < size)).all(dim=1)
+        return size - 1 - ij[inside, 1], ij[inside, 0]  # row 0 at the top: y grows upwards
+
+    rows, cols = pixels(points)
+    image[:, rows, cols] = torch.tensor([0.1, 0.3, 0.9]).view(3, 1)
+    if modes is not None:
+        for d in range(-3, 4):
+            for offset in ((d, 0), (0, d)):
+                rows, cols = pixels(modes.float().cpu() + torch.tensor(offset) * 2 * extent / size)
+                image[:, rows, cols] = torch.tensor([0.9, 0.1, 0.1]).view(3, 1)
+    return image
+
+
 def to_grid(images: Tensor, nrow: int) -> Tensor:
-    """[N, C, H, W] in [-1, 1] -> one grid image [C', H', W'] in [0, 1]."""
+    """[N, C, H, W] in [-1, 1] -> one grid image [C', H', W'] in [0, 1]; 2-D points [N, 2] -> their scatter plot."""
+    if images.dim() == 2 and images.shape[1] == 2:
+        return scatter_image(images)
     return make_grid((images.detach().float().cpu() + 1) / 2, nrow=nrow, padding=2, pad_value=1.0).clamp(0, 1)
 
 

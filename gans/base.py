@@ -200,7 +200,7 @@ class GAN(L.LightningModule):
         **cond: Tensor,
     ) -> Tensor:
         """``n`` images in [-1, 1], [n, C, H, W], from the EMA generator when there is one (``ema=False``: the raw
-        generator), in eval mode (BatchNorm running statistics).
+        generator), in eval mode (BatchNorm running statistics). A generator of points returns them unclamped.
 
         Args:
             n: number of images; may be omitted when ``z`` is given.
@@ -219,7 +219,8 @@ class GAN(L.LightningModule):
             images = self.decode(network, z.to(self.device), **cond)
         finally:
             network.train(was_training)
-        return images.clamp(-1.0, 1.0)
+        # Images are clamped to their range; other samples (2-D points) are returned as they are.
+        return images.clamp(-1.0, 1.0) if images.dim() == 4 else images
 
     # ----------------------------------------------------------------------------------------------------------
     # Training loop

@@ -301,6 +301,10 @@ def test_mixture_modes_and_coverage_measure():
     assert modes == 25 and quality == pytest.approx(0.989, abs=0.01)  # 3 std in 2-D holds 98.9% of the mass
     collapsed = grid[7] + 0.05 * torch.randn(2500, 2, generator=g)
     assert mode_coverage(collapsed, grid, 0.05)[0] == 1
+    near = grid[:5] + 0.3  # 0.42 from the modes: too far for 3 std, within a radius of 0.5
+    near = near.repeat_interleave(100, dim=0)
+    assert mode_coverage(near, grid, 0.05) == (0, 0.0)
+    assert mode_coverage(near, grid, 0.05, radius=0.5) == (5, 1.0)
     spread = torch.rand(2500, 2, generator=g) * 10 - 5  # uniform: covers nothing well
     assert mode_coverage(spread, grid, 0.05)[1] < 0.05
 
@@ -325,9 +329,7 @@ def test_short_run_on_the_ring_covers_more_than_one_mode(tmp_path):
     data = GaussianMixtureDataModule("ring", num_samples=20_000, batch_size=100)
     trainer = quiet_trainer(tmp_path, max_steps=800)
     trainer.fit(model, data)
-    model.generator.eval()
-    with torch.no_grad():
-        points = model.decode(model.generator, model.sample_z(2500, torch.Generator().manual_seed(0)))
+    points = model.sample(2500, generator=torch.Generator().manual_seed(0))  # points are not clamped
     modes, quality = mode_coverage(points, data.modes, data.std, min_count=20)
     assert modes > 1, (modes, quality)
     assert math.isfinite(quality)

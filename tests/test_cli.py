@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from callbacks import GANMetrics, GeneratorEMA, IterationCheckpoint, PredictionWriter, SampleGrid
-from datamodules import MNISTDataModule
+from datamodules import GaussianMixtureDataModule, MNISTDataModule
 from gans import BEGAN, DCGAN, LSGAN, MLPGAN, SNGAN, WGAN, WGANGP, UnrolledGAN
 from gans.cli import main
 
@@ -29,6 +29,7 @@ EXPECTED = {
     "minibatch_stddev_fashion_mnist": (DCGAN, ADAM, 2e-4, (0.5, 0.999), 1),
     "pacgan_mnist": (DCGAN, ADAM, 2e-4, (0.5, 0.999), 1),
     "unrolled_mnist": (UnrolledGAN, ADAM, 2e-4, (0.5, 0.999), 1),
+    "gan_ring": (MLPGAN, ADAM, 1e-3, (0.5, 0.999), 1),
 }
 TINY_ARGS = [
     "--model.init_args.image_size=8", "--model.init_args.g_features=4", "--model.init_args.d_features=4",
@@ -46,16 +47,20 @@ def test_config_instantiates(config, tmp_path):
     cli = main(["--config", str(config), f"--trainer.default_root_dir={tmp_path}"], run=False)
     cls, optimizer, lr, betas, n_critic = EXPECTED[config.stem]
     assert type(cli.model) is cls and cli.model.n_critic == n_critic
-    assert isinstance(cli.datamodule, MNISTDataModule)
+    assert isinstance(cli.datamodule, GaussianMixtureDataModule if "ring" in config.stem else MNISTDataModule)
     for network, factory in ((cli.model.generator, cli.model.g_optimizer), (cli.model.discriminator, cli.model.d_optimizer)):
         opt = factory(network.parameters())
         assert type(opt) is optimizer and opt.defaults["lr"] == lr
         assert betas is None or tuple(opt.defaults["betas"]) == betas
     kinds = {type(c) for c in cli.trainer.callbacks}
-    assert {IterationCheckpoint, GeneratorEMA, SampleGrid, GANMetrics, PredictionWriter} <= kinds
+    if "ring" in config.stem:  # points: scatter plots, no FID
+        assert {IterationCheckpoint, SampleGrid} <= kinds and GANMetrics not in kinds
+    else:
+        assert {IterationCheckpoint, GeneratorEMA, SampleGrid, GANMetrics, PredictionWriter} <= kinds
     # The networks are sized for the images the data module produces.
     image = cli.model.sample(2, generator=torch.Generator().manual_seed(0))
-    assert image.shape[1:] == cli.datamodule.image_shape
+    shape = cli.datamodule.data_shape if "ring" in config.stem else cli.datamodule.image_shape
+    assert image.shape[1:] == shape
 
 
 def test_optimizer_override_and_short_names(tmp_path):
@@ -111,3 +116,15 @@ def test_train_py_from_the_shell(synthetic_mnist, tmp_path):
     assert "`Trainer.fit` stopped: `max_steps=3` reached." in result.stderr + result.stdout
     assert next(tmp_path.rglob("config.yaml"))
     assert torch.load(next(tmp_path.rglob("last.ckpt")), weights_only=True)["global_step"] == 3
+
+
+def test_ring_config_trains_and_plots_points(tmp_path):
+    cli = main(["fit", "--config", str(ROOT / "configs/gan_ring.yaml"), "--trainer.max_steps=2",
+                "--trainer.callbacks.init_args.every_n_steps=1", "--data.init_args.num_samples=2048",
+                "--trainer.logger=CSVLogger", f"--trainer.logger.save_dir={tmp_path}",
+                "--trainer.enable_progress_bar=false"])
+    assert cli.trainer.global_step == 2
+    plots = sorted(tmp_path.rglob("samples_fixed_*.png"))
+    assert [p.name for p in plots] == ["samples_fixed_00000001.png", "samples_fixed_00000002.png"]
+    points = cli.model.sample(100)
+    assert points.shape == (100, 2)

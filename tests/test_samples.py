@@ -87,3 +87,16 @@ def test_wandb_offline_run_holds_the_images(synthetic_mnist, tmp_path, monkeypat
     assert any(str(n).startswith("samples") for n in names), media
     assert len(media) == 4  # two keys at two steps
     assert (runs[0] / f"run-{runs[0].name.split('-')[-1]}.wandb").is_file()
+
+
+def test_scatter_image_places_points_and_modes():
+    from callbacks.samples import scatter_image, to_grid
+
+    image = scatter_image(torch.tensor([[1.0, 1.0]]), extent=2.0, size=101)
+    assert image.shape == (3, 101, 101)
+    blue = (image[2] > 0.5) & (image[0] < 0.5)
+    rows, cols = blue.nonzero(as_tuple=True)
+    assert (rows.tolist(), cols.tolist()) == ([25], [75])  # x = 1 right of centre, y = 1 above it
+    with_modes = scatter_image(torch.empty(0, 2), extent=2.0, modes=torch.tensor([[0.0, 0.0]]), size=101)
+    assert with_modes[0, 50, 50] > 0.5 and with_modes[2, 50, 50] < 0.5  # a red cross on the mode
+    assert to_grid(torch.randn(10, 2), nrow=3).shape == (3, 256, 256)  # points become a scatter plot
