@@ -1,16 +1,20 @@
 """Mode coverage of the classic GANs on the 2-D mixtures (8 Gaussians on a ring, 25 on a grid).
 
-Every variant trains the same MLP networks, those of the unrolled-GAN paper's 2-D experiment (Metz et al. 2017:
-G two ReLU layers of 128 units from z of 256 dimensions, D one hidden layer of 128 units, batch 512), for the same
-number of generator iterations, with each variant's own loss, regulariser, critic steps and, where its paper gives
-one (WGAN, WGAN-GP, SNGAN), optimizer; the others use Adam(--g-lr / --d-lr, beta1 0.5). Both learning rates decay
+Every variant trains the same MLP networks for the same number of generator iterations, with each variant's own
+loss, regulariser, critic steps and, where its paper gives one (WGAN, WGAN-GP, SNGAN), optimizer; the others use
+Adam(--g-lr / --d-lr) with the preset's beta1. ``--preset metz`` (default) takes the networks and batch of the
+unrolled-GAN paper's 2-D experiment (Metz et al. 2017: G two ReLU layers of 128 units from z of 256 dimensions, D one
+hidden layer of 128 units, batch 512), ``--preset pacgan`` those of the PacGAN paper's (G four BatchNorm-ReLU layers
+of 400 units from z of 2 dimensions, D three maxout layers of 200 units, batch 100). Both learning rates decay
 linearly to 0 over the run (``--no-anneal`` keeps them), so the samples scored are those of a settled generator.
 After training, ``--eval-samples`` points from the generator are scored with ``datamodules.mixtures.mode_coverage``:
-modes covered (at least 20 high-quality points nearest to the mode) and the share of high-quality points (within 3
-std of a mode). Mean and standard deviation over seeds are printed as a Markdown table, with ``results.json`` and
-``scatter.png`` (seed 0's samples over the true modes, a row per variant) in ``--out``.
+modes covered (at least 20 high-quality points nearest to the mode), the share of high-quality points (within 3
+std of a mode) and modes reached (at least 20 points within 0.5 of the mode, sharp or not). Mean and standard
+deviation over seeds are printed as a Markdown table, with ``results.json``, ``points.pt`` and ``scatter.png`` (seed
+0's samples over the true modes, a row per variant) in ``--out``.
 
     python bench/mode_coverage.py --mixtures ring --seeds 0 1 2 --out bench/out/mode_coverage_ring
+    python bench/mode_coverage.py --preset pacgan --steps 10000 --mixtures grid --variants PacGAN2 ...
 """
 
 import argparse
@@ -25,6 +29,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from callbacks.samples import scatter_image
 from datamodules.mixtures import GaussianMixtureDataModule, mode_coverage
@@ -33,31 +38,84 @@ from gans.base import GAN, optimizer_factory
 from gans.nets import MLPAutoencoder, MLPDiscriminator, MLPGenerator
 from gans.sngan import SNGAN_ADAM
 
+#: The two settings of the literature's 2-D experiments. ``metz``: the unrolled-GAN paper's (Metz et al. 2017,
+#: appendix A and their notebook; also VEEGAN's): G two ReLU layers of 128 units from z of 256 dimensions, D one
+#: hidden layer of 128 units, batch 512, Adam beta1 0.5 (their D lr is 1e-4). ``pacgan``: the PacGAN paper's (Lin et
+#: al. 2018, their code): G four ReLU layers of 400 units with BatchNorm from z of 2 dimensions, D three maxout
+#: layers of 200 units with 5 pieces, batch 100, weights from N(0, 0.02), Adam beta1 0.8 (lr 1e-4 for 400 epochs of
+#: 1000 batches there).
+PRESETS = {
+    "metz": {
+        "batch_size": 512,
+        "latent_dim": 256,
+        "g_width": 128,
+        "g_layers": 2,
+        "g_batch_norm": False,
+        "d_width": 128,
+        "d_layers": 1,
+        "d_pieces": 1,
+        "beta1": 0.5,
+        "init_std": None,
+    },
+    "pacgan": {
+        "batch_size": 100,
+        "latent_dim": 2,
+        "g_width": 400,
+        "g_layers": 4,
+        "g_batch_norm": True,
+        "d_width": 200,
+        "d_layers": 3,
+        "d_pieces": 5,
+        "beta1": 0.8,
+        "init_std": 0.02,
+    },
+}
 
-def adam(lr: float) -> dict:
-    return {"class_path": "torch.optim.Adam", "init_args": {"lr": lr, "betas": (0.5, 0.999)}}
+
+def adam(lr: float, beta1: float) -> dict:
+    return {"class_path": "torch.optim.Adam", "init_args": {"lr": lr, "betas": (beta1, 0.999)}}
 
 
 def optimizers(args: argparse.Namespace) -> dict:
-    """The optimizers of the variants whose paper gives none for this setting: Adam with beta1 0.5 as in the
-    unrolled-GAN paper's 2-D experiment, at ``--g-lr`` and ``--d-lr``."""
-    return {"g_optimizer": adam(args.g_lr), "d_optimizer": adam(args.d_lr)}
+    """The optimizers of the variants whose paper gives none for this setting: Adam with the preset's beta1, at
+    ``--g-lr`` and ``--d-lr``."""
+    return {"g_optimizer": adam(args.g_lr, args.beta1), "d_optimizer": adam(args.d_lr, args.beta1)}
 
 
 def networks(args: argparse.Namespace, pack: int = 1, **d_kwargs) -> tuple[nn.Module, nn.Module]:
-    generator = MLPGenerator(args.latent_dim, (2,), (args.g_width,) * args.g_layers, tanh=False)
+    generator = MLPGenerator(args.latent_dim, (2,), (args.g_width,) * args.g_layers, args.g_batch_norm, tanh=False)
     discriminator = MLPDiscriminator(
-        (2 * pack,), (args.d_width,) * args.d_layers, pieces=1, input_dropout=0, dropout=0, **d_kwargs
+        (2 * pack,), (args.d_width,) * args.d_layers, pieces=args.d_pieces, input_dropout=0, dropout=0, **d_kwargs
     )
     return generator, discriminator
 
 
 def mlp(args: argparse.Namespace, pack: int = 1, d_spectral_norm: bool = False, d_minibatch: str | None = None, **kw):
     return MLPGAN(
-        latent_dim=args.latent_dim, data_shape=(2,), g_hidden=(args.g_width,) * args.g_layers, g_tanh=False,
-        d_hidden=(args.d_width,) * args.d_layers, d_pieces=1, d_input_dropout=0, d_dropout=0,
-        d_spectral_norm=d_spectral_norm, d_minibatch=d_minibatch, pack=pack, **{**optimizers(args), **kw},
+        latent_dim=args.latent_dim,
+        data_shape=(2,),
+        g_hidden=(args.g_width,) * args.g_layers,
+        g_batch_norm=args.g_batch_norm,
+        g_tanh=False,
+        d_hidden=(args.d_width,) * args.d_layers,
+        d_pieces=args.d_pieces,
+        d_input_dropout=0,
+        d_dropout=0,
+        d_spectral_norm=d_spectral_norm,
+        d_minibatch=d_minibatch,
+        pack=pack,
+        **{**optimizers(args), **kw},
     )
+
+
+def initialise(module: nn.Module, std: float) -> None:
+    """Weights of every linear layer from N(0, std), biases 0 (the PacGAN code's initialisation)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            weight = m.parametrizations.weight.original if parametrize.is_parametrized(m, "weight") else m.weight
+            nn.init.normal_(weight, 0.0, std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 def swapped(model: GAN, generator: nn.Module, discriminator: nn.Module) -> GAN:
@@ -82,7 +140,8 @@ VARIANTS: dict[str, Callable[[argparse.Namespace], GAN]] = {
     "R1 (gamma 0.1)": lambda a: mlp(a, r1_gamma=0.1),
     "BEGAN": lambda a: swapped(
         BEGAN(latent_dim=a.latent_dim, image_size=8, features=1, embedding=8),
-        networks(a)[0], MLPAutoencoder((2,), (a.d_width,) * a.d_layers, embedding=a.d_width // 2),
+        networks(a)[0],
+        MLPAutoencoder((2,), (a.d_width,) * a.d_layers, embedding=a.d_width // 2),
     ),
     "Minibatch discrimination": lambda a: mlp(a, d_minibatch="discrimination"),
     "Minibatch stddev": lambda a: mlp(a, d_minibatch="stddev"),
@@ -114,17 +173,27 @@ def save_figure(plots: dict[str, dict[str, torch.Tensor]], mixtures: list[str], 
 def run(name: str, mixture: str, seed: int, args: argparse.Namespace) -> dict:
     L.seed_everything(seed, verbose=False)
     model = VARIANTS[name](args)
+    if args.init_std is not None:
+        initialise(model, args.init_std)
     if args.anneal:
         # Both learning rates fall linearly to 0 over the run, for every variant alike: the samples at the end are
         # those of a converged generator, not a snapshot of one still moving at full learning rate.
-        anneal = {"class_path": "torch.optim.lr_scheduler.LinearLR",
-                  "init_args": {"start_factor": 1.0, "end_factor": 0.0, "total_iters": args.steps}}
+        anneal = {
+            "class_path": "torch.optim.lr_scheduler.LinearLR",
+            "init_args": {"start_factor": 1.0, "end_factor": 0.0, "total_iters": args.steps},
+        }
         model.g_scheduler = model.d_scheduler = optimizer_factory(anneal)
         model.scheduler_interval = "step"
     data = GaussianMixtureDataModule(mixture, batch_size=args.batch_size, seed=seed)
     trainer = L.Trainer(
-        accelerator="cpu", max_steps=args.steps, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+        accelerator="cpu",
+        max_steps=args.steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
     )
     start = time.perf_counter()
     trainer.fit(model, data)
@@ -141,21 +210,39 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--mixtures", nargs="+", default=["ring", "grid"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help="names as in the table")
-    # The unrolled-GAN paper's 2-D setting (Metz et al. 2017, appendix A, and their notebook).
-    parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--latent-dim", type=int, default=256)
+    parser.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        default="metz",
+        help="networks, batch and Adam beta1 of a paper's 2-D experiment; the options below override",
+    )
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--latent-dim", type=int)
     parser.add_argument("--g-lr", type=float, default=1e-3, help="generator's Adam lr where the variant has no own")
-    parser.add_argument("--d-lr", type=float, default=1e-3, help="discriminator's Adam lr likewise (1e-4 in Metz et al.)")
-    parser.add_argument("--g-width", type=int, default=128)
-    parser.add_argument("--g-layers", type=int, default=2)
-    parser.add_argument("--d-width", type=int, default=128)
-    parser.add_argument("--d-layers", type=int, default=1)
+    parser.add_argument(
+        "--d-lr", type=float, default=1e-3, help="discriminator's Adam lr likewise (1e-4 in Metz et al.)"
+    )
+    parser.add_argument("--g-width", type=int)
+    parser.add_argument("--g-layers", type=int)
+    parser.add_argument("--g-batch-norm", action=argparse.BooleanOptionalAction)
+    parser.add_argument("--d-width", type=int)
+    parser.add_argument("--d-layers", type=int)
+    parser.add_argument("--d-pieces", type=int, help="maxout pieces of D's hidden units (1: LeakyReLU)")
+    parser.add_argument("--beta1", type=float, help="Adam beta1 of the variants without an optimizer of their own")
+    parser.add_argument("--init-std", type=float, help="weights from N(0, std) (default: PyTorch's initialisation)")
     parser.add_argument("--eval-samples", type=int, default=2500)
-    parser.add_argument("--anneal", action=argparse.BooleanOptionalAction, default=True,
-                        help="learning rates decay linearly to 0 over the run")
+    parser.add_argument(
+        "--anneal",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="learning rates decay linearly to 0 over the run",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (runs are small: 1 is fastest)")
     parser.add_argument("--out", type=Path, default=Path("bench/out/mode_coverage"))
     args = parser.parse_args()
+    for key, value in PRESETS[args.preset].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
@@ -184,8 +271,9 @@ def main() -> None:
             )
     save_figure(plots, args.mixtures, args.out / "scatter.png")
     torch.save(points, args.out / "points.pt")
-    (args.out / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                                        "results": results}, indent=1))
+    (args.out / "results.json").write_text(
+        json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=1)
+    )
 
     print_table(results, args.mixtures)
 
