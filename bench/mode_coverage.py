@@ -1,8 +1,8 @@
 """Mode coverage of the classic GANs on the 2-D mixtures (8 Gaussians on a ring, 25 on a grid).
 
 Every variant trains the same MLP networks for the same number of generator iterations, with each variant's own
-loss, regulariser, critic steps and, where its paper gives one (WGAN, WGAN-GP, SNGAN), optimizer; the others use
-Adam(--g-lr / --d-lr) with the preset's beta1. ``--preset metz`` (default) takes the networks and batch of the
+loss, regulariser, critic steps and, where its paper gives one (WGAN, WGAN-GP, SNGAN, BEGAN), optimizer; the others
+use Adam(--g-lr / --d-lr) with the preset's beta1 (``--no-paper-optimizers``: every variant does). ``--preset metz`` (default) takes the networks and batch of the
 unrolled-GAN paper's 2-D experiment (Metz et al. 2017: G two ReLU layers of 128 units from z of 256 dimensions, D one
 hidden layer of 128 units, batch 512), ``--preset pacgan`` those of the PacGAN paper's (G four BatchNorm-ReLU layers
 of 400 units from z of 2 dimensions, D three maxout layers of 200 units, batch 100). Both learning rates decay
@@ -20,10 +20,12 @@ deviation over seeds are printed as a Markdown table, with ``results.json``, ``p
 import argparse
 import json
 import logging
+import os
 import statistics
 import time
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import lightning as L
@@ -175,6 +177,11 @@ def run(name: str, mixture: str, seed: int, args: argparse.Namespace) -> dict:
     model = VARIANTS[name](args)
     if args.init_std is not None:
         initialise(model, args.init_std)
+    if not args.paper_optimizers:
+        # The shared Adam for every variant: tells what a technique does from what its paper's (slower) optimizer
+        # does within this budget of iterations.
+        model.g_optimizer = optimizer_factory(adam(args.g_lr, args.beta1))
+        model.d_optimizer = optimizer_factory(adam(args.d_lr, args.beta1))
     if args.anneal:
         # Both learning rates fall linearly to 0 over the run, for every variant alike: the samples at the end are
         # those of a converged generator, not a snapshot of one still moving at full learning rate.
@@ -204,6 +211,13 @@ def run(name: str, mixture: str, seed: int, args: argparse.Namespace) -> dict:
     return {"modes": modes, "quality": quality, "reached": reached, "near": near, "seconds": seconds, "points": points}
 
 
+def quiet(threads: int) -> None:
+    """Per process: torch threads, and no Lightning chatter or warnings."""
+    torch.set_num_threads(threads)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=5000, help="generator iterations per run")
@@ -230,6 +244,12 @@ def main() -> None:
     parser.add_argument("--d-pieces", type=int, help="maxout pieces of D's hidden units (1: LeakyReLU)")
     parser.add_argument("--beta1", type=float, help="Adam beta1 of the variants without an optimizer of their own")
     parser.add_argument("--init-std", type=float, help="weights from N(0, std) (default: PyTorch's initialisation)")
+    parser.add_argument(
+        "--paper-optimizers",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="WGAN, WGAN-GP, SNGAN and BEGAN train with their papers' optimizers (else with the shared Adam)",
+    )
     parser.add_argument("--eval-samples", type=int, default=2500)
     parser.add_argument(
         "--anneal",
@@ -237,38 +257,40 @@ def main() -> None:
         default=True,
         help="learning rates decay linearly to 0 over the run",
     )
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (runs are small: 1 is fastest)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (runs are small: 1 is fastest)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count(), help="runs in parallel processes")
     parser.add_argument("--out", type=Path, default=Path("bench/out/mode_coverage"))
     args = parser.parse_args()
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    torch.set_num_threads(args.threads)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
+    quiet(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    results: dict[str, dict[str, list[dict]]] = {}
-    plots: dict[str, dict[str, torch.Tensor]] = {}
-    points: dict[str, dict[str, torch.Tensor]] = {}
-    for mixture in args.mixtures:
-        modes_total = 8 if mixture == "ring" else 25
-        for name in args.variants:
-            runs = [run(name, mixture, seed, args) for seed in args.seeds]
-            results.setdefault(name, {})[mixture] = [{k: v for k, v in r.items() if k != "points"} for r in runs]
-            points.setdefault(name, {})[mixture] = torch.stack([r["points"] for r in runs])  # [seeds, N, 2]
-            extent = 3.0 if mixture == "ring" else 6.0
-            modes = GaussianMixtureDataModule(mixture).modes
-            plots.setdefault(name, {})[mixture] = scatter_image(runs[0]["points"], extent, modes)
-            m, q = [r["modes"] for r in runs], [100 * r["quality"] for r in runs]
-            reached = [r["reached"] for r in runs]
-            print(
-                f"{mixture:4s} {name:30s} modes {statistics.mean(m):5.2f} +- {statistics.pstdev(m):4.2f} / {modes_total}"
-                f"  high-quality {statistics.mean(q):5.1f}% +- {statistics.pstdev(q):4.1f}"
-                f"  reached {statistics.mean(reached):5.2f}  ({statistics.mean(r['seconds'] for r in runs):.0f} s/run)"
-                f"  seeds: {m} {reached}",
-                flush=True,
-            )
+    tasks = [(name, mixture, seed) for mixture in args.mixtures for name in args.variants for seed in args.seeds]
+    with ProcessPoolExecutor(args.jobs, initializer=quiet, initargs=(args.threads,)) as pool:
+        futures = {task: pool.submit(run, *task, args) for task in tasks}
+        results: dict[str, dict[str, list[dict]]] = {}
+        plots: dict[str, dict[str, torch.Tensor]] = {}
+        points: dict[str, dict[str, torch.Tensor]] = {}
+        for mixture in args.mixtures:
+            modes_total = 8 if mixture == "ring" else 25
+            for name in args.variants:
+                runs = [futures[(name, mixture, seed)].result() for seed in args.seeds]
+                results.setdefault(name, {})[mixture] = [{k: v for k, v in r.items() if k != "points"} for r in runs]
+                points.setdefault(name, {})[mixture] = torch.stack([r["points"] for r in runs])  # [seeds, N, 2]
+                extent = 3.0 if mixture == "ring" else 6.0
+                modes = GaussianMixtureDataModule(mixture).modes
+                plots.setdefault(name, {})[mixture] = scatter_image(runs[0]["points"], extent, modes)
+                m, q = [r["modes"] for r in runs], [100 * r["quality"] for r in runs]
+                reached = [r["reached"] for r in runs]
+                print(
+                    f"{mixture:4s} {name:30s} modes {statistics.mean(m):5.2f} +- {statistics.pstdev(m):4.2f} / "
+                    f"{modes_total}  high-quality {statistics.mean(q):5.1f}% +- {statistics.pstdev(q):4.1f}  reached "
+                    f"{statistics.mean(reached):5.2f}  ({statistics.mean(r['seconds'] for r in runs):.0f} s/run)  "
+                    f"seeds: {m} {reached}",
+                    flush=True,
+                )
     save_figure(plots, args.mixtures, args.out / "scatter.png")
     torch.save(points, args.out / "points.pt")
     (args.out / "results.json").write_text(
