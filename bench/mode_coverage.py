@@ -18,10 +18,13 @@ deviation over seeds are printed as a Markdown table, with ``results.json``, ``p
 """
 
 import argparse
+import ctypes
 import json
 import logging
 import os
+import signal
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -213,6 +216,8 @@ def run(name: str, mixture: str, seed: int, args: argparse.Namespace) -> dict:
 
 def quiet(threads: int) -> None:
     """Per process: torch threads, and no Lightning chatter or warnings."""
+    if sys.platform == "linux":  # PR_SET_PDEATHSIG: a worker ends with the benchmark (else a killed run leaves them)
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)
     torch.set_num_threads(threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
