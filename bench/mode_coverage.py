@@ -216,8 +216,10 @@ def run(name: str, mixture: str, seed: int, args: argparse.Namespace) -> dict:
 
 def quiet(threads: int) -> None:
     """Per process: torch threads, and no Lightning chatter or warnings."""
-    if sys.platform == "linux":  # PR_SET_PDEATHSIG: a worker ends with the benchmark (else a killed run leaves them)
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)
+    # PR_SET_PDEATHSIG: a worker dies with the benchmark (SIGKILL, since Lightning's trainer traps SIGTERM); without
+    # it, a killed benchmark leaves its workers training.
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)
     torch.set_num_threads(threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
