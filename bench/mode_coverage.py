@@ -2,16 +2,18 @@
 
 Every variant trains the same MLP networks for the same number of generator iterations, with each variant's own
 loss, regulariser, critic steps and, where its paper gives one (WGAN, WGAN-GP, SNGAN, BEGAN), optimizer; the others
-use Adam(--g-lr / --d-lr) with the preset's beta1 (``--no-paper-optimizers``: every variant does). ``--preset metz`` (default) takes the networks and batch of the
-unrolled-GAN paper's 2-D experiment (Metz et al. 2017: G two ReLU layers of 128 units from z of 256 dimensions, D one
-hidden layer of 128 units, batch 512), ``--preset pacgan`` those of the PacGAN paper's (G four BatchNorm-ReLU layers
-of 400 units from z of 2 dimensions, D three maxout layers of 200 units, batch 100). Both learning rates decay
+use Adam(--g-lr / --d-lr) with the preset's beta1 (``--no-paper-optimizers``: every variant does). ``--preset metz``
+(default) takes the networks and batch of the unrolled-GAN paper's 2-D experiment (Metz et al. 2017: G two ReLU
+layers of 128 units from z of 256 dimensions, D one hidden layer of 128 units, batch 512), ``--preset pacgan`` those
+of the PacGAN paper's (G four BatchNorm-ReLU layers of 400 units from z of 2 dimensions, D three maxout layers of 200
+units, batch 100). Both learning rates decay
 linearly to 0 over the run (``--no-anneal`` keeps them), so the samples scored are those of a settled generator.
 After training, ``--eval-samples`` points from the generator are scored with ``datamodules.mixtures.mode_coverage``:
 modes covered (at least 20 high-quality points nearest to the mode), the share of high-quality points (within 3
 std of a mode) and modes reached (at least 20 points within 0.5 of the mode, sharp or not). Mean and standard
 deviation over seeds are printed as a Markdown table, with ``results.json``, ``points.pt`` and ``scatter.png`` (seed
-0's samples over the true modes, a row per variant) in ``--out``.
+0's samples over the true modes, a row per variant) in ``--out``. Minibatch discrimination compares all pairs of a
+batch: at the metz batch of 512 a run of it takes hours on a CPU (BENCHMARKS.md), so name the variants to leave it out.
 
     python bench/mode_coverage.py --mixtures ring --seeds 0 1 2 --out bench/out/mode_coverage_ring
     python bench/mode_coverage.py --preset pacgan --steps 10000 --mixtures grid --variants PacGAN2 ...
@@ -227,7 +229,7 @@ def quiet(threads: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=5000, help="generator iterations per run")
+    parser.add_argument("--steps", type=int, default=3000, help="generator iterations per run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--mixtures", nargs="+", default=["ring", "grid"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help="names as in the table")
