@@ -6,8 +6,8 @@ use Adam(--g-lr / --d-lr) with the preset's beta1 (``--no-paper-optimizers``: ev
 (default) takes the networks and batch of the unrolled-GAN paper's 2-D experiment (Metz et al. 2017: G two ReLU
 layers of 128 units from z of 256 dimensions, D one hidden layer of 128 units, batch 512), ``--preset pacgan`` those
 of the PacGAN paper's (G four BatchNorm-ReLU layers of 400 units from z of 2 dimensions, D three maxout layers of 200
-units, batch 100). Both learning rates decay
-linearly to 0 over the run (``--no-anneal`` keeps them), so the samples scored are those of a settled generator.
+units, batch 100). Both learning rates decay linearly to 0 over the run (``--no-anneal`` keeps them), so the samples
+scored are those of a settled generator.
 After training, ``--eval-samples`` points from the generator are scored with ``datamodules.mixtures.mode_coverage``:
 modes covered (at least 20 high-quality points nearest to the mode), the share of high-quality points (within 3
 std of a mode) and modes reached (at least 20 points within 0.5 of the mode, sharp or not). Mean and standard
@@ -39,7 +39,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from callbacks.samples import scatter_image
-from datamodules.mixtures import GaussianMixtureDataModule, mode_coverage
+from datamodules.mixtures import GaussianMixtureDataModule, mixture_modes, mode_coverage
 from gans import BEGAN, LSGAN, MLPGAN, WGAN, WGANGP, UnrolledGAN
 from gans.base import GAN, optimizer_factory
 from gans.nets import MLPAutoencoder, MLPDiscriminator, MLPGenerator
@@ -185,8 +185,9 @@ def run(name: str, mixture: str, seed: int, args: argparse.Namespace) -> dict:
     if not args.paper_optimizers:
         # The shared Adam for every variant: tells what a technique does from what its paper's (slower) optimizer
         # does within this budget of iterations.
-        model.g_optimizer = optimizer_factory(adam(args.g_lr, args.beta1))
-        model.d_optimizer = optimizer_factory(adam(args.d_lr, args.beta1))
+        shared = optimizers(args)
+        model.g_optimizer = optimizer_factory(shared["g_optimizer"])
+        model.d_optimizer = optimizer_factory(shared["d_optimizer"])
     if args.anneal:
         # Both learning rates fall linearly to 0 over the run, for every variant alike: the samples at the end are
         # those of a converged generator, not a snapshot of one still moving at full learning rate.
@@ -218,13 +219,18 @@ def run(name: str, mixture: str, seed: int, args: argparse.Namespace) -> dict:
 
 def quiet(threads: int) -> None:
     """Per process: torch threads, and no Lightning chatter or warnings."""
-    # PR_SET_PDEATHSIG: a worker dies with the benchmark (SIGKILL, since Lightning's trainer traps SIGTERM); without
-    # it, a killed benchmark leaves its workers training.
-    if sys.platform == "linux":
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)
     torch.set_num_threads(threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
+
+
+def start_worker(threads: int) -> None:
+    """A worker process: dies with the benchmark, then ``quiet``."""
+    # PR_SET_PDEATHSIG (workers only: the benchmark itself may outlive the shell that started it): SIGKILL, since
+    # Lightning's trainer traps SIGTERM; without it, a killed benchmark leaves its workers training.
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+    quiet(threads)
 
 
 def main() -> None:
@@ -277,25 +283,24 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     tasks = [(name, mixture, seed) for mixture in args.mixtures for name in args.variants for seed in args.seeds]
-    with ProcessPoolExecutor(args.jobs, initializer=quiet, initargs=(args.threads,)) as pool:
+    with ProcessPoolExecutor(args.jobs, initializer=start_worker, initargs=(args.threads,)) as pool:
         futures = {task: pool.submit(run, *task, args) for task in tasks}
         results: dict[str, dict[str, list[dict]]] = {}
         plots: dict[str, dict[str, torch.Tensor]] = {}
         points: dict[str, dict[str, torch.Tensor]] = {}
         for mixture in args.mixtures:
-            modes_total = 8 if mixture == "ring" else 25
+            modes = mixture_modes(mixture)
+            extent = 3.0 if mixture == "ring" else 6.0
             for name in args.variants:
                 runs = [futures[(name, mixture, seed)].result() for seed in args.seeds]
                 results.setdefault(name, {})[mixture] = [{k: v for k, v in r.items() if k != "points"} for r in runs]
                 points.setdefault(name, {})[mixture] = torch.stack([r["points"] for r in runs])  # [seeds, N, 2]
-                extent = 3.0 if mixture == "ring" else 6.0
-                modes = GaussianMixtureDataModule(mixture).modes
                 plots.setdefault(name, {})[mixture] = scatter_image(runs[0]["points"], extent, modes)
                 m, q = [r["modes"] for r in runs], [100 * r["quality"] for r in runs]
                 reached = [r["reached"] for r in runs]
                 print(
                     f"{mixture:4s} {name:30s} modes {statistics.mean(m):5.2f} +- {statistics.pstdev(m):4.2f} / "
-                    f"{modes_total}  high-quality {statistics.mean(q):5.1f}% +- {statistics.pstdev(q):4.1f}  reached "
+                    f"{len(modes)}  high-quality {statistics.mean(q):5.1f}% +- {statistics.pstdev(q):4.1f}  reached "
                     f"{statistics.mean(reached):5.2f}  ({statistics.mean(r['seconds'] for r in runs):.0f} s/run)  "
                     f"seeds: {m} {reached}",
                     flush=True,
