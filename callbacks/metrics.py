@@ -248,7 +248,8 @@ class GANMetrics(L.Callback):
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache
         self.ema = ema
         self.extractor: nn.Module | None = None
-        self.real: dict[str, Tensor] | None = None  # the reference statistics, once computed or loaded
+        self.real: dict[str, Any] | None = None  # the reference statistics and their cache key, once known
+        self._restored: dict[str, Any] | None = None  # statistics from a checkpoint, used if their key still matches
         self.last: dict[str, float] = {}  # the latest values, with "seconds"
         self._last_step = -1
 
@@ -339,19 +340,34 @@ class GANMetrics(L.Callback):
         datamodule = trainer.datamodule
         if datamodule is None:
             raise ValueError("GANMetrics needs a LightningDataModule to compute real-data statistics")
-        path = self.cache_dir / f"{self._cache_key(datamodule)}.pt"
+        key = self._cache_key(datamodule)
+        restored, self._restored = self._restored, None
+        if restored is not None and restored["key"] == key and not need_features:
+            self.real = {"mu": restored["mu"], "sigma": restored["sigma"], "key": key}
+            return self.real
+        path = self.cache_dir / f"{key}.pt"
         # Every process reads the cache only when all of them can (else they would disagree on what to compute).
         here = path.is_file()
         everywhere = here if trainer.world_size == 1 else bool(trainer.strategy.reduce_boolean_decision(here, all=True))
         if everywhere:
             cached = torch.load(path, map_location="cpu", weights_only=True)
             if not need_features or "features" in cached:
-                self.real = cached
-                return cached
-        self.real = self._compute_real(trainer, module, datamodule)
+                self.real = {**cached, "key": key}
+                return self.real
+        self.real = {**self._compute_real(trainer, module, datamodule), "key": key}
         if trainer.is_global_zero:
             atomic_save(self.real, path)  # never a half-written cache file
         return self.real
+
+    def state_dict(self) -> dict[str, Any]:
+        # The FID statistics travel with checkpoints, so a resumed run does not recompute them on a machine without
+        # the disk cache. KID's real features (N x d) would bloat every checkpoint: they stay in the disk cache.
+        if self.real is None:
+            return {}
+        return {"key": self.real["key"], "mu": self.real["mu"], "sigma": self.real["sigma"]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored = dict(state_dict) if state_dict else None
 
     def _real_dataset(self, trainer: L.Trainer, datamodule: L.LightningDataModule) -> Dataset:
         if trainer.state.fn != TrainerFn.FITTING:

@@ -9,7 +9,9 @@ from typing import Literal
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.resumable import resumable_loader
 
 #: The standard settings: ring of 8 modes of radius 2 with std 0.02 (unrolled GAN, VEEGAN); 5x5 grid of modes at
 #: {-4, -2, 0, 2, 4}^2 with std 0.05 (VEEGAN, PacGAN).
@@ -65,8 +67,15 @@ class _Points(Dataset):
     def __len__(self) -> int:
         return len(self.points)
 
-    def __getitem__(self, index: list[int]) -> Tensor:  # a whole batch of indices at once: no per-item collation
+    def __getitem__(self, index: int) -> Tensor:
         return self.points[index]
+
+    def __getitems__(self, indices: list[int]) -> Tensor:  # a whole batch at once: no per-item collation
+        return self.points[indices]
+
+
+def _as_batch(points: Tensor) -> Tensor:
+    return points
 
 
 class GaussianMixtureDataModule(L.LightningDataModule):
@@ -76,7 +85,8 @@ class GaussianMixtureDataModule(L.LightningDataModule):
         mixture: ``"ring"`` (8 modes) or ``"grid"`` (25 modes).
         num_samples: size of the training set (100,000 in PacGAN's experiments).
         batch_size: points per batch (100 in the papers).
-        seed: seeds the training set and the shuffling.
+        seed: seeds the training set and the shuffling (the order of each epoch is a function of the seed and the
+            epoch, so a resumed run continues it).
     """
 
     def __init__(
@@ -100,14 +110,9 @@ class GaussianMixtureDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.points = sample_mixture(self.mixture, self.num_samples, torch.Generator().manual_seed(self.seed))
 
-    def _loader(self, shuffle: bool) -> DataLoader:
-        dataset = _Points(self.points)
-        order = RandomSampler(dataset, generator=torch.Generator().manual_seed(self.seed)) if shuffle else None
-        sampler = BatchSampler(order or range(len(dataset)), self.batch_size, drop_last=True)
-        return DataLoader(dataset, sampler=sampler, batch_size=None)
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader(shuffle=True)
+        # Shuffled by `seed` and resumable part-way through an epoch (datamodules.resumable).
+        return resumable_loader(self, _Points(self.points), self.batch_size, seed=self.seed, collate_fn=_as_batch)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(shuffle=False)
+        return DataLoader(_Points(self.points), batch_size=self.batch_size, drop_last=True, collate_fn=_as_batch)

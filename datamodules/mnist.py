@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.resumable import resumable_loader
+
 # Folder under `data_dir`; also the name of the torchvision class that downloads into it.
 FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 SPLIT_PREFIXES = {"train": "train", "test": "t10k"}
@@ -280,14 +282,15 @@ class MNISTDataModule(L.LightningDataModule):
                 f"The {self.train_split} split in {self.raw_dir} holds {len(self.train_set)} images, fewer than one "
                 f"batch of batch_size={self.batch_size}; lower --data.batch_size"
             )
-        # Equal batches: the GAN losses and BatchNorm statistics assume a fixed batch size.
-        return self._loader(self.train_set, shuffle=True)
+        # Equal batches (the GAN losses and BatchNorm statistics assume a fixed batch size), in an order that a
+        # checkpoint resumes part-way through an epoch (datamodules.resumable).
+        return resumable_loader(self, self.train_set, self.batch_size, **self._loader_options())
 
     def val_dataloader(self) -> DataLoader | list:
         """The `t10k` split, or an empty list (Lightning then skips validation) when there is none to hold out."""
         if self.held_out_set is None:
             return []
-        return self._loader(self.held_out_set, shuffle=False)
+        return self._loader(self.held_out_set)
 
     def test_dataloader(self) -> DataLoader:
         if self.train_split == "test":
@@ -297,25 +300,25 @@ class MNISTDataModule(L.LightningDataModule):
             )
         if self.held_out_set is None:
             raise RuntimeError("MNISTDataModule: call setup('test') before test_dataloader()")
-        return self._loader(self.held_out_set, shuffle=False)
+        return self._loader(self.held_out_set)
 
     def predict_dataloader(self) -> DataLoader:
         """The `t10k` split (whatever ``train_split`` is): a GAN's ``predict`` makes one fake per example, with its
         label as the condition for conditional models."""
         if self.predict_set is None:
             raise RuntimeError("MNISTDataModule: call setup('predict') before predict_dataloader()")
-        return self._loader(self.predict_set, shuffle=False)
+        return self._loader(self.predict_set)
 
-    def _loader(self, dataset: MNISTImages, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=self.pin_memory,
-        )
+    def _loader(self, dataset: MNISTImages) -> DataLoader:
+        """An evaluation loader: in order, every image, the last batch possibly smaller."""
+        return DataLoader(dataset, batch_size=self.batch_size, **self._loader_options())
+
+    def _loader_options(self) -> dict:
+        return {
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+            "pin_memory": self.pin_memory,
+        }
 
     def _load(self, split: Literal["train", "test"]) -> MNISTImages:
         if not _has_split(self.raw_dir, split):

@@ -8,6 +8,7 @@ iterations, as in the papers. An epoch is one pass of the discriminator over the
 
 import copy
 import functools
+import hashlib
 import importlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +18,7 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.optimizer import LightningOptimizer
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from gans.losses import adversarial_loss, r1_penalty, r2_penalty
@@ -38,6 +40,12 @@ def optimizer_factory(spec: OptimizerCallable | LRSchedulerCallable | Mapping) -
 
 def _no_closure() -> None:
     return None
+
+
+def step_seed(*keys: int) -> int:
+    """A 63-bit seed from integers, well mixed (blake2b), so that neighbouring steps get unrelated streams."""
+    digest = hashlib.blake2b(b"".join(k.to_bytes(8, "little", signed=True) for k in keys), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 class GAN(L.LightningModule):
@@ -70,6 +78,12 @@ class GAN(L.LightningModule):
         g_scheduler: optional learning-rate scheduler of the generator, stepped by hand at ``scheduler_interval``.
         d_scheduler: optional learning-rate scheduler of the discriminator, stepped likewise.
         scheduler_interval: ``"step"`` steps the schedulers after every iteration, ``"epoch"`` after every epoch.
+        nonfinite: what a non-finite loss term or gradient does: ``"stop"`` raises ``FloatingPointError`` naming the
+            loss, the network and the iteration before the step is applied (the checkpoints keep the last good
+            state); ``"skip"`` drops that optimizer step, counts it in ``train/skipped_steps`` and goes on (a
+            skipped generator step does not count as an iteration). Under DDP all processes take the same decision.
+        skip_limit: with ``nonfinite="skip"``, the number of one network's steps skipped in a row after which
+            training stops anyway (its weights or the data have gone bad for good); 0 never stops.
     """
 
     generator: nn.Module
@@ -89,6 +103,8 @@ class GAN(L.LightningModule):
         g_scheduler: LRSchedulerCallable | None = None,
         d_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: Literal["step", "epoch"] = "step",
+        nonfinite: Literal["stop", "skip"] = "stop",
+        skip_limit: int = 100,
     ) -> None:
         super().__init__()
         if latent_dim <= 0:
@@ -103,6 +119,10 @@ class GAN(L.LightningModule):
             raise ValueError(f"reg_every={reg_every} must be at least 1 (discriminator steps between penalties)")
         if scheduler_interval not in ("step", "epoch"):
             raise ValueError(f"scheduler_interval={scheduler_interval!r}; expected 'step' or 'epoch'")
+        if nonfinite not in ("stop", "skip"):
+            raise ValueError(f"nonfinite={nonfinite!r}; expected 'stop' or 'skip'")
+        if skip_limit < 0:
+            raise ValueError(f"skip_limit={skip_limit} must be >= 0 (0: never stop for skipped steps)")
         # Optimizers and schedulers are training configuration (LightningCLI keeps them in config.yaml); they are
         # not needed to rebuild the networks from a checkpoint, and a callable would not pickle with weights_only.
         self.save_hyperparameters(ignore=["g_optimizer", "d_optimizer", "g_scheduler", "d_scheduler"])
@@ -117,6 +137,12 @@ class GAN(L.LightningModule):
         self.g_scheduler = None if g_scheduler is None else optimizer_factory(g_scheduler)
         self.d_scheduler = None if d_scheduler is None else optimizer_factory(d_scheduler)
         self.scheduler_interval = scheduler_interval
+        self.nonfinite, self.skip_limit = nonfinite, skip_limit
+        self.skipped_steps = 0  # optimizer steps dropped for non-finite values (nonfinite="skip")
+        self._skipped_in_a_row = {"generator": 0, "discriminator": 0}
+        # Base of the per-step seeds of the global RNG (on_train_batch_start): drawn when fitting starts, saved in
+        # checkpoints, so a resumed run draws the same latents, dropout masks and penalty points as an uninterrupted one.
+        self.rng_seed: int | None = None
         self.d_steps = 0  # discriminator steps taken; global_step counts generator steps
         self.images_seen = 0  # real images shown to the discriminator, summed over all processes
         # The exponential moving average of the generator, set by callbacks.GeneratorEMA (attach_ema); sample()
@@ -252,8 +278,8 @@ class GAN(L.LightningModule):
             )
         d_terms = self.d_loss(real, fake, **cond)
         # global_step counts generator steps only (module docstring): this step must not advance it.
-        self._optimize(d_opt, d_terms, "d_loss", count_step=False)
-        self.after_d_step(d_terms)
+        if self._optimize(d_opt, d_terms, "d_loss", count_step=False):
+            self.after_d_step(d_terms)
         self.d_steps += 1
         logs = d_terms
 
@@ -261,36 +287,90 @@ class GAN(L.LightningModule):
             # Freezing D's parameters skips their weight gradients in the generator's backward pass.
             self.toggle_optimizer(g_opt)
             g_terms = self.g_loss(real, self.generate(n, **cond), **cond)
-            self._optimize(g_opt, g_terms, "g_loss", count_step=True)
+            stepped = self._optimize(g_opt, g_terms, "g_loss", count_step=True)
             self.untoggle_optimizer(g_opt)
-            if self.scheduler_interval == "step":
+            if stepped and self.scheduler_interval == "step":
                 self._step_schedulers()
             logs = {**d_terms, **g_terms}
 
         self.log_dict({f"train/{name}": value.detach() for name, value in logs.items()})
+        if self.nonfinite == "skip":
+            self.log("train/skipped_steps", float(self.skipped_steps))
 
-    def _optimize(self, optimizer: LightningOptimizer, terms: dict[str, Tensor], total: str, count_step: bool) -> None:
-        self._check_finite(terms)
+    def _optimize(self, optimizer: LightningOptimizer, terms: dict[str, Tensor], total: str, count_step: bool) -> bool:
+        """Backward of ``terms[total]`` and the optimizer's step, unless a term or a gradient is not finite (see
+        ``nonfinite``). Returns whether the step was applied."""
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(terms[total])
+        if not self._check_finite(optimizer, terms, total):
+            optimizer.zero_grad(set_to_none=True)
+            return False
         if count_step:
             optimizer.step()
         else:
             # The strategy's step is what LightningOptimizer.step() runs (precision plugin, GradScaler included)
             # without the progress hooks that advance global_step.
             self.trainer.strategy.optimizer_step(optimizer.optimizer, closure=_no_closure)
+        return True
 
-    def _check_finite(self, terms: dict[str, Tensor]) -> None:
-        # One device sync for all terms; the names are only looked up once something is wrong.
-        if bool(torch.stack([t.detach().float() for t in terms.values()]).isfinite().all()):
-            return
-        bad = {name: float(t.detach()) for name, t in terms.items() if not torch.isfinite(t).all()}
-        name, value = next(iter(bad.items()))
+    def _check_finite(self, optimizer: LightningOptimizer, terms: dict[str, Tensor], total: str) -> bool:
+        """Whether the loss terms and the gradients of ``optimizer``'s parameters are all finite, on every process.
+        One device sync per step; names are only looked up once something is wrong. With ``nonfinite="stop"`` a
+        failure raises; with ``"skip"`` it is counted."""
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        flags = [torch.stack([t.detach().float() for t in terms.values()]).isfinite().all()]
+        # Under fp16 mixed precision the GradScaler owns overflowing gradients: it skips those steps and lowers its
+        # scale, as it must while it calibrates. Only the losses are checked then.
+        if params and getattr(self.trainer.precision_plugin, "scaler", None) is None:
+            flags.append(torch.stack(torch._foreach_norm([p.grad for p in params])).isfinite().all())
+        finite = torch.stack(flags).all()
+        if self.trainer.world_size > 1 and torch.distributed.is_initialized():
+            # The losses differ between processes: all of them must skip or stop together.
+            finite = finite.to(self.trainer.strategy.root_device, torch.int32)
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        network = "generator" if optimizer.optimizer is self.optimizers()[0].optimizer else "discriminator"
+        if bool(finite):
+            self._skipped_in_a_row[network] = 0
+            return True
+
+        bad_terms = {name: float(t.detach()) for name, t in terms.items() if not torch.isfinite(t).all()}
+        bad_grads = [name for name, p in self.named_parameters() if p.grad is not None and not p.grad.isfinite().all()]
+        where = f"at iteration {self.global_step} (discriminator step {self.d_steps}, epoch {self.current_epoch})"
+        if bad_terms:
+            name, value = next(iter(bad_terms.items()))
+            what = f"train/{name} became {value} in the {network}'s step {where}; non-finite terms: {bad_terms}"
+        elif bad_grads:
+            what = (
+                f"the {network}'s gradient of train/{total} = {float(terms[total]):.4g} became non-finite {where}, "
+                f"first in {bad_grads[0]} ({len(bad_grads)} parameter tensors)"
+            )
+        else:
+            what = f"a non-finite loss or gradient on another process in the {network}'s step {where}"
+        if self.nonfinite == "skip":
+            self.skipped_steps += 1
+            self._skipped_in_a_row[network] += 1
+            in_a_row = self._skipped_in_a_row[network]
+            if not self.skip_limit or in_a_row < self.skip_limit:
+                rank_zero_warn(f"Skipped the step: {what}. Steps skipped so far: {self.skipped_steps}.")
+                return False
+            what += f"; {in_a_row} of the {network}'s steps in a row were skipped (skip_limit={self.skip_limit})"
         raise FloatingPointError(
-            f"train/{name} became {value} at iteration {self.global_step} (discriminator step {self.d_steps}, "
-            f"epoch {self.current_epoch}); non-finite terms: {bad}. Training stopped before this step was applied: "
-            "the last checkpoint holds the last good state. Lower the learning rates or check the data."
+            f"{what}. Training stopped before this step was applied: the last checkpoint holds the last good state. "
+            "Lower the learning rates, check the data, or pass --model.init_args.nonfinite=skip to skip such steps."
         )
+
+    def setup(self, stage: str) -> None:
+        # Runs before a checkpoint is restored, which then brings back the interrupted run's seed. Drawn from the
+        # global RNG, so seed_everything fixes it; rank 0's, so that it does not depend on the process count.
+        if stage == "fit" and self.rng_seed is None:
+            self.rng_seed = self.trainer.strategy.broadcast(int(torch.randint(2**62, ())), src=0)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Every random draw of a training step (latents, dropout, penalty points) comes from the global RNG seeded
+        # from (run seed, process, discriminator step): a resumed run repeats the uninterrupted one step for step,
+        # whatever sampling, validation or metrics drew in between, and processes draw different latents.
+        if self.rng_seed is not None:
+            torch.manual_seed(step_seed(self.rng_seed, self.global_rank, self.d_steps))
 
     def _step_schedulers(self) -> None:
         schedulers = self.lr_schedulers()
@@ -339,12 +419,16 @@ class GAN(L.LightningModule):
             "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
             "d_steps": self.d_steps,
             "images_seen": self.images_seen,
+            "skipped_steps": self.skipped_steps,
+            "rng_seed": self.rng_seed,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("gans", {})
         self.d_steps = state.get("d_steps", 0)
         self.images_seen = state.get("images_seen", 0)
+        self.skipped_steps = state.get("skipped_steps", 0)
+        self.rng_seed = state.get("rng_seed", self.rng_seed)
         # Runs before the state dict is loaded: a checkpoint with an EMA generator loads with or without the callback,
         # and one without (a run that had no EMA) into a module with one starts the average at the generator.
         weights = checkpoint.get("state_dict", {})

@@ -103,8 +103,8 @@ def test_ddp_metrics_equal_single_process_and_ema_identical(synthetic_mnist, tmp
     validator = quiet_trainer(tmp_path, callbacks=[single], limit_val_batches=1)
     validator.validate(DCGAN(**TINY), tiny_datamodule(synthetic_mnist), ckpt_path=next((tmp_path / "ckpt").glob("*.ckpt")))
     # Each rank generates its share in other batch sizes than the single process, so a float rounding may flip a
-    # pixel's uint8 value; KID, a difference of kernel means near 0, then moves by ~1e-6 (seen in a full-suite run):
-    # the tolerance allows that. A misordered gather changes which samples KID's seeded subsets draw: permuting 21
-    # random fake features moved a KID of 0.07 by 0.06.
+    # pixel's uint8 value; KID, a difference of kernel means near 0, then moves by 1e-6 to 2.4e-5 (seen with different
+    # trained weights): the tolerance allows that. A misordered gather changes which samples KID's seeded subsets
+    # draw: permuting 21 random fake features moved a KID of 0.07 by 0.06.
     for name in ("fid", "kid_mean", "kid_std", "is_mean", "is_std"):
-        assert single.last[name] == pytest.approx(rank0["metrics"][name], rel=1e-4, abs=1e-5), name
+        assert single.last[name] == pytest.approx(rank0["metrics"][name], rel=1e-4, abs=1e-4), name

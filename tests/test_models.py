@@ -87,19 +87,6 @@ def test_schedulers_are_stepped_once_per_iteration(synthetic_mnist, tmp_path):
     assert d_opt.param_groups[0]["lr"] == pytest.approx(1e-4 * 0.5**3)
 
 
-def test_non_finite_loss_stops_with_name_and_iteration(tmp_path):
-    model = DCGAN(**TINY)
-    images = torch.zeros(16, 1, 8, 8)
-    images[8:] = float("nan")  # the second batch poisons D(real)
-    loader = DataLoader(TensorDataset(images), batch_size=8)
-    d0 = parameters(model.discriminator)
-    trainer = quiet_trainer(tmp_path, max_steps=5)
-    with pytest.raises(FloatingPointError, match=r"train/d_loss became nan at iteration 1 "):
-        trainer.fit(model, loader)
-    # The poisoned step was not applied: only the first iteration changed D.
-    assert torch.isfinite(parameters(model.discriminator)).all() and not torch.equal(d0, parameters(model.discriminator))
-
-
 def test_bad_arguments():
     with pytest.raises(ValueError, match="n_critic=0"):
         WGANGP(**TINY, n_critic=0)

@@ -1,0 +1,106 @@
+"""Non-finite losses and gradients: stop with a message that names them, or skip the step and count it; under DDP
+every process takes the same decision."""
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from conftest import TINY, quiet_trainer
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.strategies import DDPStrategy
+from test_ddp import clean_distributed_env  # noqa: F401 (fixture)
+from torch.utils.data import DataLoader, TensorDataset
+
+from gans import DCGAN
+
+
+def parameters(module: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten().clone() for p in module.parameters()])
+
+
+def poisoned_loader(poison: slice, n: int = 32, batch_size: int = 8) -> DataLoader:
+    images = torch.zeros(n, 1, 8, 8)
+    images[poison] = float("nan")
+    return DataLoader(TensorDataset(images), batch_size=batch_size)
+
+
+def test_nonfinite_loss_stops_with_name_network_and_iteration(tmp_path):
+    model = DCGAN(**TINY)
+    d0 = parameters(model.discriminator)
+    trainer = quiet_trainer(tmp_path, max_steps=5)
+    with pytest.raises(FloatingPointError, match=r"train/d_loss became nan in the discriminator's step at iteration 1 "):
+        trainer.fit(model, poisoned_loader(slice(8, 16)))  # the second batch poisons D(real)
+    # The poisoned step was not applied: only the first iteration changed D.
+    assert torch.isfinite(parameters(model.discriminator)).all() and not torch.equal(d0, parameters(model.discriminator))
+
+
+class PoisonGeneratorGradient(L.Callback):
+    """From iteration ``at`` on, the gradient of the generator's first weight becomes NaN (the losses stay finite)."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_train_start(self, trainer, module):
+        weight = next(module.generator.parameters())
+        weight.register_hook(lambda grad: grad * float("nan") if trainer.global_step >= self.at else grad)
+
+
+def test_nonfinite_gradient_stops_with_network_and_parameter(tmp_path):
+    model = DCGAN(**TINY)
+    trainer = quiet_trainer(tmp_path, max_steps=5, callbacks=[PoisonGeneratorGradient(at=2)])
+    name = next(n for n, _ in model.named_parameters() if n.startswith("generator."))
+    with pytest.raises(FloatingPointError, match=rf"the generator's gradient of train/g_loss = .* became non-finite "
+                                                 rf"at iteration 2 .*first in {name}"):
+        trainer.fit(model, poisoned_loader(slice(0, 0)))
+    assert trainer.global_step == 2 and torch.isfinite(parameters(model.generator)).all()
+
+
+def test_skip_drops_the_step_counts_it_and_goes_on(tmp_path):
+    model = DCGAN(**TINY, nonfinite="skip")
+    logger = CSVLogger(tmp_path, name="log")
+    trainer = quiet_trainer(tmp_path, max_steps=4, logger=logger, log_every_n_steps=1)
+    with pytest.warns(UserWarning, match=r"Skipped the step: train/d_loss became nan .* Steps skipped so far: 1"):
+        trainer.fit(model, poisoned_loader(slice(8, 16)))  # batch 2 of 4 is poisoned
+    # D's step on the poisoned batch was skipped; G's step of that iteration was applied (its loss is finite), so
+    # the run still made its 4 iterations, in the 4 batches of the epoch, with all weights finite.
+    assert model.skipped_steps == 1 and trainer.global_step == 4 and model.d_steps == 4
+    assert torch.isfinite(parameters(model)).all()
+    rows = (Path(logger.log_dir) / "metrics.csv").read_text().splitlines()
+    column = rows[0].split(",").index("train/skipped_steps")
+    assert [float(r.split(",")[column]) for r in rows[1:] if r.split(",")[column]] == [0.0, 1.0, 1.0, 1.0]
+
+
+def test_skip_limit_stops_a_run_that_only_skips(tmp_path):
+    model = DCGAN(**TINY, nonfinite="skip", skip_limit=3)
+    trainer = quiet_trainer(tmp_path, max_steps=10)
+    with pytest.raises(FloatingPointError, match=r"3 of the discriminator.s steps in a row were skipped \(skip_limit=3\)"):
+        trainer.fit(model, poisoned_loader(slice(0, 32)))
+    assert model.skipped_steps == 3
+
+
+class PoisonRankOneSecondBatch(L.Callback):
+    """Rank 1's second batch of real images turns to NaN; saves each rank's skip count and parameters at the end."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_rank == 1 and batch_idx == 1:
+            batch[0].fill_(float("nan"))
+
+    def on_train_end(self, trainer, module):
+        state = {"skipped": module.skipped_steps, "params": parameters(module)}
+        torch.save(state, self.out / f"skips_rank{trainer.global_rank}.pt")
+
+
+def test_ddp_processes_skip_together(tmp_path, clean_distributed_env):  # noqa: F811 (fixture)
+    model = DCGAN(**TINY, nonfinite="skip")
+    trainer = quiet_trainer(
+        tmp_path, devices=2, strategy=DDPStrategy(find_unused_parameters=True, start_method="spawn"), max_steps=4,
+        callbacks=[PoisonRankOneSecondBatch(tmp_path)],
+    )
+    trainer.fit(model, poisoned_loader(slice(0, 0), batch_size=4))
+    rank0, rank1 = (torch.load(tmp_path / f"skips_rank{r}.pt") for r in (0, 1))
+    assert rank0["skipped"] == rank1["skipped"] == 1  # rank 0's losses were finite, and it skipped with rank 1
+    assert torch.equal(rank0["params"], rank1["params"]) and torch.isfinite(rank0["params"]).all()
