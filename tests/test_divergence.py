@@ -10,6 +10,7 @@ from conftest import TINY, quiet_trainer
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
 from test_ddp import clean_distributed_env  # noqa: F401 (fixture)
+from testdoubles import NaNTermOnRankOne
 from torch.utils.data import DataLoader, TensorDataset
 
 from gans import DCGAN
@@ -80,13 +81,14 @@ def test_skip_limit_stops_a_run_that_only_skips(tmp_path):
 
 
 class PoisonRankOneSecondBatch(L.Callback):
-    """Rank 1's second batch of real images turns to NaN; saves each rank's skip count and parameters at the end."""
+    """With ``poison``, rank 1's second batch of real images turns to NaN; saves each rank's skip count and parameters
+    at the end."""
 
-    def __init__(self, out: Path) -> None:
-        self.out = out
+    def __init__(self, out: Path, poison: bool) -> None:
+        self.out, self.poison = out, poison
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        if trainer.global_rank == 1 and batch_idx == 1:
+        if self.poison and trainer.global_rank == 1 and batch_idx == 1:
             batch[0].fill_(float("nan"))
 
     def on_train_end(self, trainer, module):
@@ -94,11 +96,17 @@ class PoisonRankOneSecondBatch(L.Callback):
         torch.save(state, self.out / f"skips_rank{trainer.global_rank}.pt")
 
 
-def test_ddp_processes_skip_together(tmp_path, clean_distributed_env):  # noqa: F811 (fixture)
-    model = DCGAN(**TINY, nonfinite="skip")
+@pytest.mark.parametrize("make_model,poison", [
+    # rank 1's NaN images make NaN gradients, which DDP's all-reduce spreads to rank 0
+    (lambda: DCGAN(**TINY, nonfinite="skip"), True),
+    # a NaN term on rank 1 with finite gradients everywhere: only the processes' explicit agreement makes rank 0 skip
+    (lambda: NaNTermOnRankOne(**TINY, nonfinite="skip"), False),
+], ids=["nan_images", "nan_term"])
+def test_ddp_processes_skip_together(make_model, poison, tmp_path, clean_distributed_env):  # noqa: F811 (fixture)
+    model = make_model()
     trainer = quiet_trainer(
         tmp_path, devices=2, strategy=DDPStrategy(find_unused_parameters=True, start_method="spawn"), max_steps=4,
-        callbacks=[PoisonRankOneSecondBatch(tmp_path)],
+        callbacks=[PoisonRankOneSecondBatch(tmp_path, poison)],
     )
     trainer.fit(model, poisoned_loader(slice(0, 0), batch_size=4))
     rank0, rank1 = (torch.load(tmp_path / f"skips_rank{r}.pt") for r in (0, 1))

@@ -5,7 +5,6 @@ import pytest
 import torch
 from conftest import TINY, quiet_trainer, tiny_datamodule
 from lightning.pytorch.loggers import CSVLogger
-from torch.utils.data import DataLoader, TensorDataset
 
 from callbacks import IterationCheckpoint, SampleGrid
 from gans import DCGAN, WGANGP

@@ -1,11 +1,11 @@
 """Resuming: a run stopped at a checkpoint and resumed continues exactly as if it had never stopped."""
 
 import lightning as L
-from lightning.pytorch.loggers import Logger
-from lightning.pytorch.utilities import rank_zero_only
 import pytest
 import torch
 from conftest import TINY, quiet_trainer, tiny_datamodule
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_only
 
 from callbacks import GANMetrics, GeneratorEMA, IterationCheckpoint
 from datamodules.resumable import ResumableDataLoader, ResumableSampler

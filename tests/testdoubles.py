@@ -43,3 +43,14 @@ class LabelShiftDCGAN(DCGAN):
             z = z.clone()
             z[:, 0] += 3.0 * labels.to(z)
         return network(z)
+
+
+class NaNTermOnRankOne(DCGAN):
+    """DCGAN that reports a non-finite extra term on process 1 at its second discriminator step while every gradient
+    stays finite: only an explicit agreement between processes makes both skip that step."""
+
+    def d_loss(self, real: Tensor, fake: Tensor, **cond: Tensor) -> dict[str, Tensor]:
+        terms = super().d_loss(real, fake, **cond)
+        bad = self.global_rank == 1 and self.d_steps == 1
+        terms["probe"] = torch.tensor(float("nan") if bad else 0.0, device=real.device)
+        return terms
