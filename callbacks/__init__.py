@@ -1,9 +1,11 @@
-"""Callbacks for GAN training: checkpoints by iteration, generator EMA, FID/KID/IS, sample grids, predictions."""
+"""Callbacks for GAN training: checkpoints by iteration, preemption, generator EMA, FID/KID/IS, sample grids,
+predictions."""
 
 from callbacks.checkpoint import AtomicCheckpointIO, IterationCheckpoint
 from callbacks.ema import GeneratorEMA
 from callbacks.metrics import GANMetrics
 from callbacks.predictions import PredictionWriter
+from callbacks.preemption import Preemption
 from callbacks.samples import SampleGrid, log_image
 
 __all__ = [
@@ -12,6 +14,7 @@ __all__ = [
     "GeneratorEMA",
     "IterationCheckpoint",
     "PredictionWriter",
+    "Preemption",
     "SampleGrid",
     "log_image",
 ]

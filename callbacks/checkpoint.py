@@ -1,7 +1,10 @@
-"""Checkpointing by iteration, and checkpoint files that are never left half-written."""
+"""Checkpointing by iteration, checkpoint files that are never left half-written, and finding the newest complete
+one to resume from."""
 
 import os
 import warnings
+import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +56,54 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why ``path`` is not a complete checkpoint file, or ``None`` when it is one. Cheap: ``torch.save`` writes a zip
+    archive whose central directory comes last, so a truncated file has none (the data is not read)."""
+    path = Path(path)
+    if not path.is_file():
+        return "the file does not exist"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as err:
+        return f"truncated or not a checkpoint ({err})"
+    if not any(name.endswith("/data.pkl") or name == "data.pkl" for name in names):
+        return "a zip archive without the data.pkl of a torch checkpoint"
+    return None
+
+
+def newest_complete_checkpoint(folders: Iterable[str | Path]) -> tuple[Path | None, dict[Path, str]]:
+    """The most recently written complete ``.ckpt`` file under ``folders`` (searched recursively), and the newer
+    files passed over with the reason. Temporary files of an interrupted write (``.<name>.<pid>.tmp``) never match."""
+    found = {p.resolve() for folder in folders if Path(folder).is_dir() for p in Path(folder).rglob("*.ckpt")}
+    skipped: dict[Path, str] = {}
+    for path in sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name == "last.ckpt"), reverse=True):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path, skipped
+        skipped[path] = problem
+    return None, skipped
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes a checkpoint to a temporary file beside the target, flushes it to disk, then renames it over the
-    target: a crash mid-write leaves the previous checkpoint intact, never a truncated one."""
+    target: a crash mid-write leaves the previous checkpoint intact, never a truncated one. Loads with
+    ``weights_only=True`` unless told otherwise, and names the file when it is incomplete or cannot be loaded."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         if "://" in str(path):  # remote file systems: fsspec's own semantics
             return super().save_checkpoint(checkpoint, path, storage_options)
         atomic_save(checkpoint, path)
+
+    def load_checkpoint(self, path: str | Path, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if "://" in str(path):
+            return super().load_checkpoint(path, *args, **kwargs)
+        problem = checkpoint_problem(path)
+        if problem is not None:
+            raise ValueError(f"cannot load checkpoint {str(path)!r}: {problem}")
+        if kwargs.get("weights_only") is None and len(args) < 2:
+            kwargs["weights_only"] = True  # tensors and plain containers only: no arbitrary unpickling
+        try:
+            return super().load_checkpoint(path, *args, **kwargs)
+        except Exception as err:
+            raise ValueError(f"cannot load checkpoint {str(path)!r}: {type(err).__name__}: {err}") from err

@@ -5,15 +5,34 @@
 predict split, written by :class:`callbacks.PredictionWriter`).
 """
 
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
 import lightning as L
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import callbacks  # noqa: F401  (registers the callbacks for short names on the command line)
 import datamodules  # noqa: F401  (registers the data modules for --data=<Name>)
 import gans  # noqa: F401  (registers the variants for --model=<Name>)
-from callbacks import AtomicCheckpointIO, GANMetrics, GeneratorEMA, IterationCheckpoint, PredictionWriter, SampleGrid
+from callbacks import (
+    AtomicCheckpointIO,
+    GANMetrics,
+    GeneratorEMA,
+    IterationCheckpoint,
+    PredictionWriter,
+    Preemption,
+    SampleGrid,
+)
+from callbacks.checkpoint import checkpoint_problem, newest_complete_checkpoint
 from gans.base import GAN
+
+#: Exit status of a run stopped by SIGTERM: 128 + 15, as the shell reports a process killed by it.
+TERMINATED = 128 + signal.SIGTERM
 
 
 class GANCLI(LightningCLI):
@@ -42,22 +61,71 @@ class GANCLI(LightningCLI):
             trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, GANMetrics)]
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # keep any plugin the user chose
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        if not any(isinstance(c, Preemption) for c in trainer.callbacks):  # SIGTERM / SLURM's signal: save, stop
+            trainer.callbacks.append(Preemption())
         return trainer
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        # Before LightningCLI reads the checkpoint's hyperparameters (it loads the file right after parsing).
+        subcommand = self.config.get("subcommand")
+        if subcommand and self.config[subcommand].get("ckpt_path"):
+            try:
+                self._resolve_checkpoint(self.config[subcommand])
+            except ValueError as err:
+                parser.error(str(err))  # "error: ..." and exit status 2, as for any other bad argument
+
+    @staticmethod
+    def _resolve_checkpoint(config: Any) -> None:
+        """``--ckpt_path last``: the newest complete checkpoint under the run's root folder (any ``version_N`` of it)
+        and the checkpoint callbacks' folders, or a new run when there is none; Lightning's own "last" looks only in
+        the new run's empty ``version_N`` folder, and would take a truncated file. Any other path must be a complete
+        checkpoint file, or the run stops with a message that names it."""
+        ckpt_path = config["ckpt_path"]
+        if ckpt_path in ("best", "hpc", "registry") or "://" in str(ckpt_path):
+            return
+        if ckpt_path != "last":
+            problem = checkpoint_problem(ckpt_path)
+            if problem is not None:
+                raise ValueError(f"cannot load checkpoint {str(ckpt_path)!r} (--ckpt_path): {problem}")
+            return
+        trainer = config.get("trainer") or {}
+        folders = [Path(trainer.get("default_root_dir") or Path.cwd())]
+        for callback in trainer.get("callbacks") or []:
+            dirpath = (callback.get("init_args") or {}).get("dirpath") if hasattr(callback, "get") else None
+            if dirpath:
+                folders.append(Path(dirpath))
+        path, skipped = newest_complete_checkpoint(folders)
+        for bad, why in skipped.items():
+            rank_zero_warn(f"--ckpt_path=last: passing over {bad}: {why}")
+        where = ", ".join(str(f) for f in dict.fromkeys(folders))
+        if path is None:
+            rank_zero_info(f"--ckpt_path=last: no complete checkpoint under {where}; starting a new run")
+        else:
+            rank_zero_info(f"--ckpt_path=last: resuming from {path}")
+        config["ckpt_path"] = None if path is None else str(path)
 
 
 def main(args: list[str] | None = None, run: bool = True) -> GANCLI:
     """Runs the CLI on ``args`` (``sys.argv`` when ``None``). ``run=False`` only parses and instantiates; ``args``
-    then has no subcommand."""
-    return GANCLI(
-        GAN,
-        L.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        auto_configure_optimizers=False,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-        run=run,
-    )
+    then has no subcommand. A run stopped by SIGTERM (after saving its checkpoint) exits with status 143."""
+    try:
+        cli = GANCLI(
+            GAN,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            auto_configure_optimizers=False,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            run=run,
+        )
+    except SIGTERMException:  # Lightning's way out after SIGTERM; a plain SystemExit would report success
+        sys.exit(TERMINATED)
+    stopped_by = [c.received for c in cli.trainer.callbacks if isinstance(c, Preemption) and c.saved] if run else []
+    if signal.SIGTERM in stopped_by:
+        sys.exit(TERMINATED)
+    return cli
 
 
 if __name__ == "__main__":

@@ -1,0 +1,78 @@
+"""Checkpoint files are never half-written; --ckpt_path last resumes from the newest complete one; an incomplete
+file is reported by name."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from test_preemption import write_config
+
+from callbacks.checkpoint import atomic_save, checkpoint_problem, newest_complete_checkpoint
+from gans.cli import main
+
+
+def test_a_crash_while_writing_leaves_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    atomic_save({"step": 1}, path)
+
+    def crash_mid_write(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(torch, "save", crash_mid_write)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_save({"step": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left behind
+
+
+def test_checkpoint_problem_and_newest_complete(tmp_path):
+    good, newer = tmp_path / "a" / "step=2.ckpt", tmp_path / "b" / "step=4.ckpt"
+    atomic_save({"w": torch.ones(100)}, good)
+    atomic_save({"w": torch.ones(100)}, newer)
+    assert checkpoint_problem(good) is None
+    newer.write_bytes(newer.read_bytes()[:-30])  # cut off the end, as a killed copy or a full disk would
+    (tmp_path / "a" / ".last.ckpt.123.tmp").write_bytes(b"PK")  # a write interrupted by SIGKILL
+    os.utime(good, (1, 1))  # the good file is the older one
+    path, skipped = newest_complete_checkpoint([tmp_path])
+    assert path == good.resolve()
+    assert list(skipped) == [newer.resolve()] and "truncated" in skipped[newer.resolve()]
+    assert "does not exist" in checkpoint_problem(tmp_path / "nothing.ckpt")
+
+
+def fit(root, data_dir, *args):
+    # A tiny DCGAN that checkpoints every 2 iterations and logs with a CSVLogger (a version_N folder per run).
+    config = write_config(data_dir / "configs", data_dir)
+    return main(["fit", "--config", str(config), f"--trainer.default_root_dir={root}", "--metrics=false",
+                 "--trainer.logger=CSVLogger", f"--trainer.logger.save_dir={root}", *args])
+
+
+def test_ckpt_path_last_resumes_from_the_newest_complete_checkpoint(synthetic_mnist, tmp_path, caplog):
+    root = tmp_path / "run"
+    # No checkpoint yet: a new run (the first submission of a job that always passes --ckpt_path last).
+    cli = fit(root, synthetic_mnist, "--trainer.max_steps=4", "--ckpt_path=last")
+    assert cli.trainer.global_step == 4
+    first = Path(cli.trainer.checkpoint_callback.dirpath)
+    assert sorted(p.name for p in first.glob("*.ckpt")) == ["epoch=0-step=2.ckpt", "epoch=0-step=4.ckpt", "last.ckpt"]
+    # A newer file that a crash left truncated, in another folder of the same run.
+    broken = root / "elsewhere" / "epoch=0-step=6.ckpt"
+    broken.parent.mkdir()
+    broken.write_bytes((first / "last.ckpt").read_bytes()[:5000])
+
+    with pytest.warns(UserWarning, match=rf"passing over {broken.resolve()}: truncated"):
+        cli = fit(root, synthetic_mnist, "--trainer.max_steps=6", "--ckpt_path=last")
+    assert cli.trainer.global_step == 6 and cli.model.d_steps == 6  # continued from step 4, not from 0
+    assert Path(cli.trainer.checkpoint_callback.dirpath) != first  # a new version folder, found all the same
+
+
+def test_a_truncated_checkpoint_is_named(synthetic_mnist, tmp_path, capsys):
+    truncated = tmp_path / "run" / "truncated.ckpt"
+    truncated.parent.mkdir()
+    truncated.write_bytes(b"PK\x03\x04" + bytes(1000))
+    with pytest.raises(SystemExit):
+        fit(tmp_path / "run", synthetic_mnist, "--trainer.max_steps=2", f"--ckpt_path={truncated}")
+    error = capsys.readouterr().err
+    assert f"error: cannot load checkpoint '{truncated}' (--ckpt_path): truncated or not a checkpoint" in error
+    assert "Traceback" not in error
