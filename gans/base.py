@@ -10,6 +10,7 @@ import copy
 import functools
 import hashlib
 import importlib
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -439,26 +440,52 @@ class GAN(L.LightningModule):
             weights.update({f"generator_ema.{k[len(prefix):]}": v for k, v in list(weights.items()) if k.startswith(prefix)})
 
 
-def load_gan(path: str | Path, map_location: str | torch.device = "cpu") -> GAN:
+def load_gan(path: str | Path, map_location: str | torch.device = "cpu", unsafe_load: bool = False) -> GAN:
     """Rebuilds the GAN variant a checkpoint of this library was saved from, with its weights, in eval mode.
 
-    Loads with ``weights_only=True``: a checkpoint that would need arbitrary unpickling is refused.
+    ``path`` is a training checkpoint (``.ckpt``) or a generator exported by ``gans.export`` (``.safetensors``:
+    the generator's weights only, no pickle at all). A checkpoint loads with ``weights_only=True``: one that would
+    need arbitrary unpickling (objects other than tensors and plain containers, which can run code while loading) is
+    refused unless ``unsafe_load`` says its source is trusted.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist (expected a .ckpt file written by training)")
+    if path.suffix == ".safetensors":
+        from gans.export import load_exported
+
+        return load_exported(path, map_location)
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # truncated file, not a torch file, or objects that need unpickling
+    except pickle.UnpicklingError as err:
+        if not unsafe_load:
+            raise ValueError(
+                f"{str(path)!r} holds objects that only arbitrary unpickling can load, and unpickling can run any code "
+                f"({str(err).splitlines()[0][:200]}). Load it only if you trust its source: --unsafe-load "
+                "(unsafe_load=True in Python)"
+            ) from err
+        checkpoint = _load_or_explain(path, map_location, weights_only=False)
+    except Exception as err:  # truncated file, not a torch file
         raise ValueError(f"cannot load checkpoint {str(path)!r}: {type(err).__name__}: {err}") from err
     class_path = checkpoint.get("gans", {}).get("class_path") if isinstance(checkpoint, dict) else None
     if class_path is None:
         raise ValueError(f"{str(path)!r} is not a checkpoint of a gans model (it has no 'gans' entry)")
-    module_name, _, class_name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    # Keys starting with "_" are LightningCLI's bookkeeping (_class_path, _instantiator), not arguments.
-    hparams = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
-    model = cls(**hparams)
+    model = build_gan(class_path, checkpoint.get("hyper_parameters", {}))
     model.on_load_checkpoint(checkpoint)
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(map_location).eval()
+
+
+def _load_or_explain(path: Path, map_location: str | torch.device, weights_only: bool) -> Any:
+    try:
+        return torch.load(path, map_location=map_location, weights_only=weights_only)
+    except Exception as err:
+        raise ValueError(f"cannot load checkpoint {str(path)!r}: {type(err).__name__}: {err}") from err
+
+
+def build_gan(class_path: str, hyper_parameters: Mapping[str, Any]) -> GAN:
+    """An untrained instance of the variant ``class_path`` built with a checkpoint's hyperparameters."""
+    module_name, _, class_name = class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    # Keys starting with "_" are LightningCLI's bookkeeping (_class_path, _instantiator), not arguments.
+    return cls(**{k: v for k, v in hyper_parameters.items() if not k.startswith("_")})

@@ -24,6 +24,7 @@ def sample_to_file(
     batch_size: int = 256,
     device: str = "cpu",
     ema: bool = True,
+    unsafe_load: bool = False,
 ) -> torch.Tensor:
     """Draws ``num`` samples from the checkpoint's generator (its EMA when it has one and ``ema``) with latents
     seeded by ``seed`` and writes ``out``."""
@@ -34,7 +35,7 @@ def sample_to_file(
         raise ValueError(f"--batch-size {batch_size}: expected a positive integer")
     if out.suffix.lower() not in IMAGE_SUFFIXES | {".pt"}:
         raise ValueError(f"--out {str(out)!r}: expected a .pt file or an image ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    model = load_gan(ckpt, map_location=device)
+    model = load_gan(ckpt, map_location=device, unsafe_load=unsafe_load)
     rng = torch.Generator().manual_seed(seed)
     # Latents are drawn in one sequence, so the samples do not depend on batch_size.
     z = model.sample_z(num, generator=rng)
@@ -49,16 +50,20 @@ def sample_to_file(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m gans.sample", description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt", required=True, help="checkpoint written by training (.ckpt)")
+    parser.add_argument("--ckpt", required=True, help="checkpoint (.ckpt) or exported generator (.safetensors)")
     parser.add_argument("--num", type=int, required=True, help="number of samples")
     parser.add_argument("--out", required=True, help="output file: .pt (tensor in [-1, 1]) or .png (grid)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the latents (default 0)")
     parser.add_argument("--batch-size", type=int, default=256, help="samples per forward pass (default 256)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
     parser.add_argument("--raw", action="store_true", help="use the raw generator, not its EMA")
+    parser.add_argument("--unsafe-load", action="store_true",
+                        help="allow a checkpoint that needs arbitrary unpickling (only from a trusted source)")
     args = parser.parse_args(argv)
     try:
-        images = sample_to_file(args.ckpt, args.num, args.out, args.seed, args.batch_size, args.device, not args.raw)
+        images = sample_to_file(
+            args.ckpt, args.num, args.out, args.seed, args.batch_size, args.device, not args.raw, args.unsafe_load
+        )
     except (FileNotFoundError, ValueError) as err:
         parser.exit(2, f"error: {err}\n")
     print(f"wrote {images.shape[0]} samples {tuple(images.shape[1:])} to {args.out}")

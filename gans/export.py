@@ -1,0 +1,89 @@
+"""Export a trained generator to safetensors: ``python -m gans.export --ckpt PATH --out generator.safetensors``.
+
+The file holds the generator's tensors (the EMA generator's when the checkpoint has one; ``--raw`` for the trained
+one) and, as string metadata, the variant's class path and hyperparameters, so that ``gans.base.load_gan`` and
+``gans.sample`` rebuild the generator without unpickling anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_model, save_model
+
+from gans.base import GAN, build_gan, load_gan
+
+FORMAT = "gans.generator/1"
+
+
+def export_generator(model: GAN, out: str | Path, ema: bool = True) -> Path:
+    """Writes ``model``'s generator (its EMA when it has one and ``ema``) to ``out``, atomically."""
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise ValueError(f"--out {str(out)!r}: expected a .safetensors file")
+    use_ema = ema and model.generator_ema is not None
+    network = model.generator_ema if use_ema else model.generator
+    try:
+        hyper_parameters = json.dumps(dict(model.hparams))
+    except TypeError as err:
+        raise ValueError(f"the hyperparameters of {type(model).__name__} are not JSON: {err}") from err
+    metadata = {
+        "format": FORMAT,
+        "class_path": f"{type(model).__module__}.{type(model).__qualname__}",
+        "hyper_parameters": hyper_parameters,
+        "network": "generator_ema" if use_ema else "generator",
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        save_model(network, str(tmp), metadata=metadata)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def load_exported(path: str | Path, map_location: str | torch.device = "cpu") -> GAN:
+    """The variant of an exported generator, rebuilt from the file's metadata, with the generator's weights (the
+    discriminator keeps its initial weights), in eval mode."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"cannot read {str(path)!r} as safetensors: {err}") from err
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"{str(path)!r} is not a generator exported by gans.export (no format {FORMAT!r} metadata)")
+    model = build_gan(metadata["class_path"], json.loads(metadata["hyper_parameters"]))
+    missing, unexpected = load_model(model.generator, str(path), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{str(path)!r} does not fit {metadata['class_path']}'s generator: missing {missing}, "
+                         f"unexpected {unexpected}")
+    return model.to(map_location).eval()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m gans.export", description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", required=True, help="checkpoint written by training (.ckpt)")
+    parser.add_argument("--out", required=True, help="output file (.safetensors)")
+    parser.add_argument("--raw", action="store_true", help="export the raw generator, not its EMA")
+    parser.add_argument("--unsafe-load", action="store_true",
+                        help="allow a checkpoint that needs arbitrary unpickling (only from a trusted source)")
+    args = parser.parse_args(argv)
+    try:
+        if not args.out.endswith(".safetensors"):
+            raise ValueError(f"--out {args.out!r}: expected a .safetensors file")
+        model = load_gan(args.ckpt, unsafe_load=args.unsafe_load)
+        out = export_generator(model, args.out, ema=not args.raw)
+    except (FileNotFoundError, ValueError) as err:
+        parser.exit(2, f"error: {err}\n")
+    print(f"wrote the {'raw' if args.raw or model.generator_ema is None else 'EMA'} generator of {args.ckpt} to {out}")
+
+
+if __name__ == "__main__":
+    main()
