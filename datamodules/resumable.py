@@ -26,18 +26,30 @@ def default_data_seed() -> int:
 class ResumableSampler(DistributedSampler):
     """``DistributedSampler``'s order (a permutation seeded by ``seed + epoch``, every ``num_replicas``-th index for
     this rank) that can start its next pass ``start`` samples into the epoch. Its length stays the whole shard's,
-    which is what Lightning's progress counters expect of a resumed epoch."""
+    which is what Lightning's progress counters expect of a resumed epoch.
+
+    With ``tag_epoch`` it yields ``epoch * len(dataset) + index``: a data set that takes the index modulo its length
+    can seed per-item augmentation with the whole number, so that an item's crop and flip depend on the epoch and
+    are the same after a resume.
+    """
 
     def __init__(
-        self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, shuffle: bool = True, seed: int = 0
+        self,
+        dataset: Dataset,
+        num_replicas: int = 1,
+        rank: int = 0,
+        shuffle: bool = True,
+        seed: int = 0,
+        tag_epoch: bool = False,
     ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=True)
-        self.start = 0
+        self.start, self.tag_epoch = 0, tag_epoch
 
     def __iter__(self):
         indices = list(super().__iter__())
         start, self.start = self.start, 0  # only the first pass after a resume starts late
-        return iter(indices[start:])
+        offset = self.epoch * len(self.dataset) if self.tag_epoch else 0
+        return iter([offset + i for i in indices[start:]])
 
 
 class ResumableDataLoader(DataLoader):
@@ -73,12 +85,18 @@ class ResumableDataLoader(DataLoader):
 
 
 def resumable_loader(
-    datamodule: L.LightningDataModule, dataset: Dataset, batch_size: int, seed: int | None = None, **kwargs: Any
+    datamodule: L.LightningDataModule,
+    dataset: Dataset,
+    batch_size: int,
+    seed: int | None = None,
+    tag_epoch: bool = False,
+    **kwargs: Any,
 ) -> ResumableDataLoader:
     """The shuffled training loader of ``dataset`` for this process: equal batches (the last partial one dropped),
-    sharded by the trainer's rank and world size when the data module is attached to one."""
+    sharded by the trainer's rank and world size when the data module is attached to one; ``tag_epoch`` as in
+    :class:`ResumableSampler`."""
     trainer = getattr(datamodule, "trainer", None)
     world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
     seed = default_data_seed() if seed is None else seed
-    sampler = ResumableSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    sampler = ResumableSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, tag_epoch=tag_epoch)
     return ResumableDataLoader(dataset, sampler=sampler, batch_size=batch_size, drop_last=True, **kwargs)

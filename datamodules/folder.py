@@ -1,0 +1,393 @@
+"""Images from folders: any folder of images (CelebA's aligned crops, LSUN exports, your own), and paired translation
+sets in the pix2pix layout. Bad data is found before training where it can be, and reported with its path.
+
+Before training, ``setup`` reads every file's header (cheap: no pixel data is decoded) and stops with a message for
+an empty folder, a data set smaller than one batch, images of mixed channel counts, and (paired sets) images whose
+halves cannot be split. A file whose header cannot be read, or whose pixels fail to decode during training, is
+skipped and counted (``bad_files="skip"``: a warning names it, the ``data/skipped_files`` scalar goes to the
+loggers, and the next good image takes its place so batches keep their size) or stops the run (``"stop"``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.resumable import default_data_seed, resumable_loader
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+#: PIL modes by channel count: what a file decodes to before any conversion.
+CHANNELS = {"1": 1, "L": 1, "P": 3, "RGB": 3, "RGBA": 4, "CMYK": 4, "YCbCr": 3, "LA": 2, "I": 1, "I;16": 1, "F": 1}
+DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)  # what PIL raises for broken files
+
+
+class BadImageError(ValueError):
+    """A file of the data set cannot be decoded."""
+
+
+def scan_folder(folder: Path) -> list[Path]:
+    """The image files under ``folder`` (recursively, sorted), or a clear error when there is none."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder {folder} does not exist")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise FileNotFoundError(f"no images in {folder} (looked for {', '.join(IMAGE_SUFFIXES)}, in subfolders too)")
+    return files
+
+
+def read_header(path: Path) -> tuple[str, tuple[int, int]]:
+    """The PIL mode and (width, height) of an image file, from its header only."""
+    with Image.open(path) as image:
+        return image.mode, image.size
+
+
+def to_tensor(image: Image.Image, channels: int) -> Tensor:
+    """A decoded PIL image as float32 [channels, H, W] in [-1, 1]."""
+    image = image.convert("L" if channels == 1 else "RGB")
+    pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    pixels = pixels.view(image.height, image.width, channels).permute(2, 0, 1)  # [C, H, W]
+    return pixels.float() / 127.5 - 1.0
+
+
+def resize(image: Tensor, size: tuple[int, int]) -> Tensor:
+    """[C, H, W] resized to ``size`` (bilinear, antialiased)."""
+    if tuple(image.shape[-2:]) == size:
+        return image
+    return F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+def center_crop_resize(image: Tensor, size: int) -> Tensor:
+    """The largest centred square, resized to ``size`` x ``size``."""
+    height, width = image.shape[-2:]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return resize(image[:, top : top + side, left : left + side], (size, size))
+
+
+class _ImageFiles(Dataset):
+    """Files decoded on access; a file that fails is skipped (the next good one stands in) or raises. ``index`` may
+    exceed the length (an epoch-tagged index from the training sampler): it then also seeds the item's augmentation,
+    so that the same epoch and position give the same crop and flip after a resume."""
+
+    def __init__(self, files: list[Path], channels: int, bad_files: Literal["skip", "stop"], seed: int) -> None:
+        self.files, self.channels, self.bad_files, self.seed = files, channels, bad_files, seed
+        # Shared with DataLoader workers: each marks the files it failed to decode (idempotent, so no race).
+        self.bad = torch.zeros(len(files), dtype=torch.bool).share_memory_()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load(self, index: int) -> tuple[int, Tensor]:
+        """The first decodable image at or after ``index`` (cyclically), with the index it came from."""
+        for offset in range(len(self.files)):
+            i = (index + offset) % len(self.files)
+            if self.bad[i]:
+                continue
+            try:
+                with Image.open(self.files[i]) as image:
+                    return i, to_tensor(image, self.channels)
+            except DECODE_ERRORS as err:
+                if self.bad_files == "stop":
+                    raise BadImageError(
+                        f"cannot decode {self.files[i]}: {err}; remove or replace it, or pass bad_files='skip'"
+                    ) from err
+                self.bad[i] = True
+                warnings.warn(f"skipping {self.files[i]}, which cannot be decoded: {err}", stacklevel=2)
+        raise BadImageError(f"none of the {len(self.files)} images can be decoded")
+
+    def rng(self, index: int) -> torch.Generator:
+        # A tuple of ints hashes the same in every process and run (no hash randomisation for ints), and mixes well.
+        return torch.Generator().manual_seed(hash((self.seed, index)) & (2**63 - 1))
+
+
+class ImageFolder(_ImageFiles):
+    """Items are images float32 [channels, size, size] in [-1, 1]: the centred square, resized; with ``flip``,
+    mirrored with probability 1/2."""
+
+    def __init__(self, files, channels, bad_files, seed, image_size: int, flip: bool) -> None:
+        super().__init__(files, channels, bad_files, seed)
+        self.image_size, self.flip = image_size, flip
+
+    def __getitem__(self, index: int) -> Tensor:
+        _, image = self.load(index % len(self))
+        image = center_crop_resize(image, self.image_size)
+        if self.flip and torch.rand((), generator=self.rng(index)) < 0.5:
+            image = image.flip(-1)
+        return image
+
+
+class PairedImages(_ImageFiles):
+    """Items are ``(source, target)`` pairs, each float32 [channels, crop, crop] in [-1, 1], cut from one image that
+    holds A on the left and B on the right. With ``jitter`` (pix2pix's training augmentation) both halves are
+    resized to ``load_size``, cropped at the same random place to ``crop_size`` and mirrored together with
+    probability 1/2; without, they are resized to ``crop_size``."""
+
+    def __init__(self, files, channels, bad_files, seed, direction: str, load_size: int, crop_size: int,
+                 jitter: bool) -> None:
+        super().__init__(files, channels, bad_files, seed)
+        self.direction, self.load_size, self.crop_size, self.jitter = direction, load_size, crop_size, jitter
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        _, ab = self.load(index % len(self))
+        half = ab.shape[-1] // 2
+        a, b = ab[..., :half], ab[..., half : 2 * half]
+        if not self.jitter:
+            a, b = (resize(x, (self.crop_size, self.crop_size)) for x in (a, b))
+        else:
+            rng = self.rng(index)
+            a, b = (resize(x, (self.load_size, self.load_size)) for x in (a, b))
+            top, left = torch.randint(self.load_size - self.crop_size + 1, (2,), generator=rng).tolist()
+            a, b = (x[:, top : top + self.crop_size, left : left + self.crop_size] for x in (a, b))
+            if torch.rand((), generator=rng) < 0.5:
+                a, b = a.flip(-1), b.flip(-1)
+        return (a, b) if self.direction == "AtoB" else (b, a)
+
+
+class _FolderDataModule(L.LightningDataModule):
+    """What the folder data modules share: header checks, the resumable training loader, bad-file accounting."""
+
+    def __init__(
+        self,
+        batch_size: int,
+        num_workers: int,
+        to_channels: int | None,
+        bad_files: Literal["skip", "stop"],
+        seed: int | None,
+        pin_memory: bool,
+    ) -> None:
+        super().__init__()
+        if bad_files not in ("skip", "stop"):
+            raise ValueError(f"bad_files={bad_files!r}; expected 'skip' or 'stop'")
+        if to_channels not in (None, 1, 3):
+            raise ValueError(f"to_channels={to_channels}; expected 1 (grey), 3 (RGB) or None (as the files are)")
+        for name, value, low in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
+            if value < low:
+                raise ValueError(f"{name}={value} is invalid; expected an integer >= {low}")
+        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
+        self.to_channels, self.bad_files, self.seed = to_channels, bad_files, seed
+        self.train_set: _ImageFiles | None = None
+        self._header_skips = 0  # files whose header could not be read at setup (bad_files="skip")
+        self._logged_skips = 0
+
+    def check_files(self, files: list[Path], folder: Path) -> tuple[list[Path], int, list[tuple[int, int]]]:
+        """Reads every header: returns the readable files, their channel count, and their sizes. Unreadable files
+        are skipped with a warning or stop the run (``bad_files``); mixed channel counts stop it unless
+        ``to_channels`` says what to convert to."""
+        good, modes, sizes, bad = [], {}, [], []
+        for path in files:
+            try:
+                mode, size = read_header(path)
+            except DECODE_ERRORS as err:
+                if self.bad_files == "stop":
+                    raise BadImageError(
+                        f"cannot read {path}: {err}; remove or replace it, or pass --data.init_args.bad_files=skip"
+                    ) from err
+                bad.append(path)
+                warnings.warn(f"skipping {path}, which cannot be read: {err}", stacklevel=2)
+                continue
+            good.append(path)
+            modes.setdefault(CHANNELS.get(mode, 3), []).append(path)
+            sizes.append(size)
+        self._header_skips += len(bad)
+        if not good:
+            raise BadImageError(f"none of the {len(files)} images in {folder} can be read")
+        if self.to_channels is not None:
+            return good, self.to_channels, sizes
+        if len(modes) > 1:
+            examples = "; ".join(
+                f"{len(paths)} with {c} channel{'s' * (c > 1)} (e.g. {paths[0]})" for c, paths in sorted(modes.items())
+            )
+            raise ValueError(
+                f"the images in {folder} have mixed channel counts: {examples}. Pass --data.init_args.to_channels=3 "
+                "(or 1) to convert them all"
+            )
+        channels = next(iter(modes))
+        return good, (1 if channels == 1 else 3), sizes
+
+    def check_batch(self, dataset: Dataset, folder: Path) -> None:
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if len(dataset) < self.batch_size * world:
+            raise ValueError(
+                f"{folder} holds {len(dataset)} usable images, fewer than one batch (batch_size={self.batch_size}"
+                f"{f' on each of {world} processes' if world > 1 else ''}); lower --data.init_args.batch_size"
+            )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_set is None:
+            raise RuntimeError(f"{type(self).__name__}: call setup('fit') before train_dataloader()")
+        return resumable_loader(
+            self, self.train_set, self.batch_size, seed=self.seed, tag_epoch=True, **self._loader_options()
+        )
+
+    def _loader(self, dataset: Dataset) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.batch_size, **self._loader_options())
+
+    def _loader_options(self) -> dict[str, Any]:
+        return {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0,
+                "pin_memory": self.pin_memory}
+
+    def skipped_files(self) -> int:
+        """Files skipped so far: unreadable headers at setup plus files that failed to decode in training."""
+        decoded = int(self.train_set.bad.sum()) if self.train_set is not None else 0
+        return self._header_skips + decoded
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        trainer = self.trainer
+        if trainer is not None and trainer.training and trainer.is_global_zero:
+            skipped = self.skipped_files()
+            if skipped != self._logged_skips:  # logged when it changes, so the dashboard shows when files failed
+                self._logged_skips = skipped
+                for logger in trainer.loggers:
+                    logger.log_metrics({"data/skipped_files": float(skipped)}, step=trainer.global_step)
+        return batch
+
+
+class ImageFolderDataModule(_FolderDataModule):
+    """Every image under ``data_dir`` (recursively), for unconditional GANs: batches of images float32
+    [B, channels, image_size, image_size] in [-1, 1], the centred square of each file resized. All images train;
+    ``val_fraction`` holds a seeded share out for validation.
+
+    Args:
+        data_dir: folder of images (``.jpg``, ``.png``, ...), in subfolders or not (CelebA: ``img_align_celeba``).
+        image_size: side of the square images.
+        to_channels: 1 or 3 to convert every image; ``None`` takes the files' own count and refuses a mix.
+        flip: mirror training images with probability 1/2 (ProGAN and StyleGAN's augmentation for faces).
+        val_fraction: share of the images held out for validation (0: none).
+        batch_size: images per batch, per process.
+        num_workers: DataLoader worker processes.
+        bad_files: a file that cannot be decoded is skipped and counted (``"skip"``) or stops the run (``"stop"``).
+        seed: seed of the data order, the held-out split and the flips; ``seed_everything``'s when ``None``.
+        pin_memory: pinned host memory for faster copies to the GPU.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data/images",
+        image_size: int = 64,
+        to_channels: int | None = None,
+        flip: bool = False,
+        val_fraction: float = 0.0,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        bad_files: Literal["skip", "stop"] = "stop",
+        seed: int | None = None,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__(batch_size, num_workers, to_channels, bad_files, seed, pin_memory)
+        if image_size < 1:
+            raise ValueError(f"image_size={image_size} is invalid; expected an integer >= 1")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction={val_fraction} must be in [0, 1)")
+        self.save_hyperparameters()
+        self.data_dir, self.image_size, self.flip, self.val_fraction = Path(data_dir), image_size, flip, val_fraction
+        self.val_set: ImageFolder | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        files, channels, _ = self.check_files(scan_folder(self.data_dir), self.data_dir)
+        self.image_shape = (channels, self.image_size, self.image_size)
+        seed = default_data_seed() if self.seed is None else self.seed
+        order = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed)).tolist()
+        held = int(len(files) * self.val_fraction)
+        val_files, train_files = [files[i] for i in sorted(order[:held])], [files[i] for i in sorted(order[held:])]
+        self.train_set = ImageFolder(train_files, channels, self.bad_files, seed, self.image_size, self.flip)
+        self.check_batch(self.train_set, self.data_dir)
+        if val_files:
+            self.val_set = ImageFolder(val_files, channels, self.bad_files, seed, self.image_size, flip=False)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return [] if self.val_set is None else self._loader(self.val_set)
+
+    def fingerprint(self) -> dict:
+        """The settings and the training files' names, sizes and modification times (the metrics' cache key)."""
+        files = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in self.train_set.files] if self.train_set else []
+        return {"class": "ImageFolderDataModule", "image_size": self.image_size, "files": files}
+
+
+class PairedImageDataModule(_FolderDataModule):
+    """A paired translation set in the pix2pix layout: ``<data_dir>/train/``, ``val/`` (and ``test/``) of images that
+    each hold A on the left half and B on the right. Batches are ``(source, target)`` float32
+    [B, channels, crop_size, crop_size] in [-1, 1], A -> B or B -> A. Training uses pix2pix's jitter (resize to
+    ``load_size``, random crop to ``crop_size``, random mirror); validation and test are resized to ``crop_size``.
+
+    Args:
+        data_dir: the folder holding ``train/`` and ``val/``.
+        direction: ``"AtoB"`` (left half is the source) or ``"BtoA"``.
+        load_size: side the halves are resized to before the random crop (286 in pix2pix).
+        crop_size: side of the training crops and of every output image (256 in pix2pix).
+        jitter: pix2pix's random resize-crop and mirror on training pairs.
+        to_channels: 1 or 3 to convert every image; ``None`` takes the files' own count and refuses a mix.
+        batch_size: pairs per batch, per process (1 in pix2pix).
+        num_workers: DataLoader worker processes.
+        bad_files: a file that cannot be decoded is skipped and counted (``"skip"``) or stops the run (``"stop"``).
+        seed: seed of the data order and the jitter; ``seed_everything``'s when ``None``.
+        pin_memory: pinned host memory for faster copies to the GPU.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data/facades",
+        direction: Literal["AtoB", "BtoA"] = "AtoB",
+        load_size: int = 286,
+        crop_size: int = 256,
+        jitter: bool = True,
+        to_channels: int | None = None,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        bad_files: Literal["skip", "stop"] = "stop",
+        seed: int | None = None,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__(batch_size, num_workers, to_channels, bad_files, seed, pin_memory)
+        if direction not in ("AtoB", "BtoA"):
+            raise ValueError(f"direction={direction!r}; expected 'AtoB' or 'BtoA'")
+        if not 1 <= crop_size <= load_size:
+            raise ValueError(f"crop_size={crop_size} must be between 1 and load_size={load_size}")
+        self.save_hyperparameters()
+        self.data_dir, self.direction = Path(data_dir), direction
+        self.load_size, self.crop_size, self.jitter = load_size, crop_size, jitter
+        self.splits: dict[str, PairedImages] = {}
+
+    def _split(self, name: str, jitter: bool) -> PairedImages:
+        folder = self.data_dir / name
+        files, channels, sizes = self.check_files(scan_folder(folder), folder)
+        for path, (width, height) in zip(files, sizes, strict=True):
+            if width % 2 or width < 2:
+                raise ValueError(
+                    f"{path} is {width} pixels wide: a paired image holds A and B side by side, so its width must be "
+                    "even (two halves of the same size)"
+                )
+        self.image_shape = (channels, self.crop_size, self.crop_size)
+        seed = default_data_seed() if self.seed is None else self.seed
+        return PairedImages(files, channels, self.bad_files, seed, self.direction, self.load_size, self.crop_size,
+                            jitter)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_set is None:
+            self.train_set = self._split("train", self.jitter)
+            self.check_batch(self.train_set, self.data_dir / "train")
+        for name, stages in (("val", (None, "fit", "validate")), ("test", (None, "test"))):
+            if stage in stages and name not in self.splits and (self.data_dir / name).is_dir():
+                self.splits[name] = self._split(name, jitter=False)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.splits["val"]) if "val" in self.splits else []
+
+    def test_dataloader(self) -> DataLoader:
+        if "test" not in self.splits:
+            raise FileNotFoundError(f"no test split: {self.data_dir / 'test'} does not exist")
+        return self._loader(self.splits["test"])
+
+    def fingerprint(self) -> dict:
+        files = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in self.train_set.files] if self.train_set else []
+        return {"class": "PairedImageDataModule", "direction": self.direction, "crop_size": self.crop_size,
+                "files": files}

@@ -1,0 +1,148 @@
+"""Folder data modules: images and pix2pix pairs, and every kind of bad data reported with its path."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY, quiet_trainer
+from lightning.pytorch.loggers import CSVLogger
+from PIL import Image
+
+from datamodules import ImageFolderDataModule, PairedImageDataModule
+from datamodules.folder import BadImageError
+from gans import DCGAN
+
+
+def write_images(folder: Path, n: int, mode: str = "RGB", size=(12, 10), suffix=".png", start: int = 0) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(n + start)
+    paths = []
+    for i in range(start, start + n):
+        channels = {"RGB": 3, "L": 1}[mode]
+        pixels = torch.randint(0, 256, (size[1], size[0], channels), dtype=torch.uint8, generator=generator)
+        image = Image.fromarray(pixels.squeeze(-1).numpy() if channels == 1 else pixels.numpy(), mode)
+        path = folder / f"{i:03d}{suffix}"
+        image.save(path)
+        paths.append(path)
+    return paths
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: os.path.getsize(path) // 2])
+
+
+def test_image_folder_batches(tmp_path):
+    write_images(tmp_path / "imgs" / "a", 10)
+    write_images(tmp_path / "imgs" / "b", 6, start=10, suffix=".jpg")
+    dm = ImageFolderDataModule(data_dir=str(tmp_path / "imgs"), image_size=8, batch_size=4, flip=True, seed=1)
+    dm.setup("fit")
+    assert len(dm.train_set) == 16 and dm.image_shape == (3, 8, 8)
+    batches = list(dm.train_dataloader())
+    assert len(batches) == 4 and batches[0].shape == (4, 3, 8, 8) and batches[0].dtype == torch.float32
+    assert -1 <= float(torch.cat(batches).min()) and float(torch.cat(batches).max()) <= 1
+    # A flat colour survives the crop and resize exactly: 255 -> 1, 0 -> -1.
+    Image.new("RGB", (20, 12), (255, 0, 255)).save(tmp_path / "flat.png")
+    flat = ImageFolderDataModule(data_dir=str(tmp_path), image_size=8, batch_size=1, to_channels=3)
+    flat.setup("fit")
+    image = flat.train_set[[p.name for p in flat.train_set.files].index("flat.png")]
+    assert torch.allclose(image[0], torch.ones(8, 8)) and torch.allclose(image[1], -torch.ones(8, 8))
+
+
+def test_empty_folder_and_too_few_images(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=rf"no images in {tmp_path / 'empty'}"):
+        ImageFolderDataModule(data_dir=str(tmp_path / "empty")).setup("fit")
+    write_images(tmp_path / "few", 3)
+    with pytest.raises(ValueError, match=r"holds 3 usable images, fewer than one batch \(batch_size=4"):
+        ImageFolderDataModule(data_dir=str(tmp_path / "few"), batch_size=4).setup("fit")
+
+
+def test_mixed_channel_counts_are_refused_unless_converted(tmp_path):
+    write_images(tmp_path / "mixed", 4, mode="RGB")
+    grey = write_images(tmp_path / "mixed", 2, mode="L", start=4)
+    with pytest.raises(ValueError, match=rf"mixed channel counts: 2 with 1 channel \(e.g. {grey[0]}\); 4 with 3"):
+        ImageFolderDataModule(data_dir=str(tmp_path / "mixed"), batch_size=2).setup("fit")
+    dm = ImageFolderDataModule(data_dir=str(tmp_path / "mixed"), batch_size=2, to_channels=3, image_size=8)
+    dm.setup("fit")
+    assert next(iter(dm.train_dataloader())).shape == (2, 3, 8, 8)
+
+
+def test_unreadable_file_stops_or_is_skipped_before_training(tmp_path):
+    write_images(tmp_path / "imgs", 6)
+    garbage = tmp_path / "imgs" / "garbage.png"
+    garbage.write_bytes(b"not an image at all")
+    with pytest.raises(BadImageError, match=rf"cannot read {garbage}"):
+        ImageFolderDataModule(data_dir=str(tmp_path / "imgs"), batch_size=2).setup("fit")
+    dm = ImageFolderDataModule(data_dir=str(tmp_path / "imgs"), batch_size=2, bad_files="skip")
+    with pytest.warns(UserWarning, match=rf"skipping {garbage}"):
+        dm.setup("fit")
+    assert len(dm.train_set) == 6 and dm.skipped_files() == 1
+
+
+def test_file_that_fails_to_decode_in_training(tmp_path):
+    paths = write_images(tmp_path / "imgs", 8, suffix=".jpg", size=(64, 64))
+    truncate(paths[3])  # its header reads, its pixels do not
+    stop = ImageFolderDataModule(data_dir=str(tmp_path / "imgs"), image_size=8, batch_size=4)
+    with pytest.raises(BadImageError, match=rf"cannot decode {paths[3]}"):
+        quiet_trainer(tmp_path, max_steps=4).fit(DCGAN(**TINY, channels=3), stop)
+
+    skip = ImageFolderDataModule(data_dir=str(tmp_path / "imgs"), image_size=8, batch_size=4, bad_files="skip")
+    logger = CSVLogger(tmp_path, name="log")
+    with pytest.warns(UserWarning, match=rf"skipping {paths[3]}, which cannot be decoded"):
+        quiet_trainer(tmp_path, max_steps=4, logger=logger, log_every_n_steps=1).fit(DCGAN(**TINY, channels=3), skip)
+    assert skip.skipped_files() == 1 and bool(skip.train_set.bad[3])
+    rows = (Path(logger.log_dir) / "metrics.csv").read_text().splitlines()
+    column = rows[0].split(",").index("data/skipped_files")
+    assert {r.split(",")[column] for r in rows[1:]} >= {"1.0"}
+    # The next good image stands in, so batches keep their size.
+    assert skip.train_set[3].shape == skip.train_set[4].shape and torch.equal(skip.train_set[3], skip.train_set[4])
+
+
+def write_pairs(folder: Path, n: int, width: int = 24, height: int = 10) -> list[Path]:
+    folder.mkdir(parents=True)
+    paths = []
+    for i in range(n):
+        image = Image.new("RGB", (width, height), (255, 0, 0))  # A: red
+        image.paste((0, 0, 255), (width // 2, 0, width, height))  # B: blue
+        image.save(folder / f"{i}.jpg", quality=100)
+        paths.append(folder / f"{i}.jpg")
+    return paths
+
+
+def test_paired_layout_direction_and_jitter(tmp_path):
+    write_pairs(tmp_path / "train", 4)
+    write_pairs(tmp_path / "val", 2)
+    dm = PairedImageDataModule(data_dir=str(tmp_path), load_size=10, crop_size=8, batch_size=2, seed=0)
+    dm.setup("fit")
+    source, target = next(iter(dm.train_dataloader()))
+    assert source.shape == target.shape == (2, 3, 8, 8)
+    assert source[:, 0].mean() > 0.9 and target[:, 2].mean() > 0.9  # A (red) -> B (blue)
+    # Jitter is a function of the (epoch-tagged) index: the same item gives the same crop and flip.
+    assert all(torch.equal(a, b) for a, b in zip(dm.train_set[7], dm.train_set[7], strict=True))
+    val_source, _ = next(iter(dm.val_dataloader()))
+    assert val_source.shape == (2, 3, 8, 8)
+    flipped = PairedImageDataModule(data_dir=str(tmp_path), direction="BtoA", load_size=10, crop_size=8)
+    flipped.setup("fit")
+    assert flipped.train_set[0][0][2].mean() > 0.9  # the source is now B (blue)
+
+
+def test_paired_image_that_cannot_be_split(tmp_path):
+    write_pairs(tmp_path / "train", 3)
+    odd = write_pairs(tmp_path / "odd", 1, width=25)[0]
+    os.replace(odd, tmp_path / "train" / "odd.jpg")
+    with pytest.raises(ValueError, match=r"odd.jpg is 25 pixels wide: a paired image holds A and B side by side"):
+        PairedImageDataModule(data_dir=str(tmp_path)).setup("fit")
+
+
+@pytest.mark.skipif(not os.environ.get("GANS_DATA_DIR"), reason="GANS_DATA_DIR is not set (the shared real-data folder)")
+def test_real_silhouettes_pairs():
+    root = Path(os.environ["GANS_DATA_DIR"]) / "silhouettes"
+    dm = PairedImageDataModule(data_dir=str(root), batch_size=4, seed=0)
+    dm.setup("fit")
+    assert len(dm.train_set) == 100 and len(dm.splits["val"]) == 55
+    photo, outline = next(iter(dm.train_dataloader()))
+    assert photo.shape == outline.shape == (4, 3, 256, 256)
+    # B is a black outline on white: mostly white, grey (equal channels); A is a colour photo on white.
+    assert outline.mean() > 0.5 and (outline[:, 0] - outline[:, 2]).abs().mean() < 0.05
+    assert (photo[:, 0] - photo[:, 2]).abs().mean() > (outline[:, 0] - outline[:, 2]).abs().mean()
