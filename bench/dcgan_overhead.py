@@ -38,6 +38,7 @@ from torchvision.utils import save_image
 from callbacks.samples import to_grid
 from datamodules.mnist import MNISTDataModule
 from gans import losses
+from gans.base import step_seed
 from gans.dcgan import DCGAN
 from gans.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 
@@ -111,11 +112,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def check_finite(terms: dict[str, Tensor]) -> None:
-    # The same check as GAN._check_finite (stack, isfinite, one bool() per step), so both runs do the same math and
-    # the same host syncs.
-    if not bool(torch.stack([t.detach().float() for t in terms.values()]).isfinite().all()):
-        raise FloatingPointError(f"non-finite loss terms: { {name: float(t) for name, t in terms.items()} }")
+def check_finite(terms: dict[str, Tensor], params: list[nn.Parameter]) -> None:
+    # The same check as GAN._check_finite (the loss terms and the gradient norms, one bool() per step), so both runs
+    # do the same math and the same host syncs.
+    grads = [p.grad for p in params if p.grad is not None]
+    flags = [torch.stack([t.detach().float() for t in terms.values()]).isfinite().all()]
+    flags.append(torch.stack(torch._foreach_norm(grads)).isfinite().all())
+    if not bool(torch.stack(flags).all()):
+        raise FloatingPointError(f"non-finite loss terms or gradients: { {name: float(t) for name, t in terms.items()} }")
 
 
 def set_requires_grad(module: nn.Module, flag: bool) -> None:
@@ -129,8 +133,11 @@ def plain_iteration(
     discriminator: nn.Module,
     g_opt: torch.optim.Optimizer,
     d_opt: torch.optim.Optimizer,
+    seed: int,
 ) -> tuple[Tensor, Tensor]:
-    """GAN.training_step with n_critic = 1, in the same order of random draws; returns (d_loss, g_loss)."""
+    """GAN.training_step with n_critic = 1, in the same order of random draws (the global RNG seeded per step, as
+    GAN.on_train_batch_start does); returns (d_loss, g_loss)."""
+    torch.manual_seed(seed)
     n = real.shape[0]
     with torch.no_grad():
         fake = generator(torch.randn(n, LATENT_DIM))  # [N, 1, H, W]
@@ -142,17 +149,17 @@ def plain_iteration(
         "d_real": d_real.detach().mean(),
         "d_fake": d_fake.detach().mean(),
     }
-    check_finite(d_terms)
     d_opt.zero_grad(set_to_none=True)
     d_terms["d_loss"].backward()
+    check_finite(d_terms, list(discriminator.parameters()))
     d_opt.step()
 
     # Frozen D: the G step needs gradients through D's activations but not D's weight gradients.
     set_requires_grad(discriminator, False)
     g_terms = {"g_loss": losses.g_nonsaturating(discriminator(generator(torch.randn(n, LATENT_DIM))))}
-    check_finite(g_terms)
     g_opt.zero_grad(set_to_none=True)
     g_terms["g_loss"].backward()
+    check_finite(g_terms, list(generator.parameters()))
     g_opt.step()
     set_requires_grad(discriminator, True)
     return d_terms["d_loss"].detach(), g_terms["g_loss"].detach()
@@ -167,16 +174,21 @@ def run_plain(dm: MNISTDataModule, args: argparse.Namespace, iters: int, profile
     g_opt = torch.optim.Adam(generator.parameters(), **ADAM)
     d_opt = torch.optim.Adam(discriminator.parameters(), **ADAM)
     loader = dm.train_dataloader()
+    rng_seed = int(torch.randint(2**62, ()))  # as GAN.setup draws it
 
     whole_start = time.perf_counter()
-    step, start, end = 0, 0.0, 0.0
+    step, start, end, epoch = 0, 0.0, 0.0, 0
     while step < total:  # epochs, as the Trainer does
+        loader.sampler.set_epoch(epoch)
+        epoch += 1
         for real, _ in loader:
             if step == args.warmup:  # after this batch was fetched, as on_train_batch_start is
                 start = time.perf_counter()
                 if profiler is not None:
                     profiler.enable()
-            d_loss, g_loss = plain_iteration(real, generator, discriminator, g_opt, d_opt)
+            d_loss, g_loss = plain_iteration(
+                real, generator, discriminator, g_opt, d_opt, step_seed(rng_seed, 0, step)
+            )
             step += 1
             if step == total:
                 end = time.perf_counter()

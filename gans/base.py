@@ -11,6 +11,7 @@ import functools
 import hashlib
 import importlib
 import pickle
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -455,6 +456,8 @@ def load_gan(path: str | Path, map_location: str | torch.device = "cpu", unsafe_
         from gans.export import load_exported
 
         return load_exported(path, map_location)
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip whose directory comes last: a cut file has none
+        raise ValueError(f"cannot load checkpoint {str(path)!r}: truncated, or not a checkpoint written by torch.save")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:

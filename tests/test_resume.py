@@ -120,3 +120,15 @@ def test_sampler_resumes_part_way_and_shards():
     assert len(again) == 5 and len(first + rest) == 5
     with pytest.raises(ValueError, match="seeded with 3"):
         ResumableDataLoader(data, ResumableSampler(data, seed=4), batch_size=4).load_state_dict(state)
+
+
+def test_epoch_tagged_indices():
+    data = list(range(6))
+    sampler = ResumableSampler(data, seed=1, tag_epoch=True)
+    first = list(sampler)
+    sampler.set_epoch(2)
+    third = list(sampler)
+    assert sorted(first) == data and sorted(third) == [12 + i for i in data]  # epoch * len + index
+    sampler.set_epoch(2)
+    sampler.start = 4
+    assert list(sampler) == third[4:]  # a resumed epoch gives its remaining items the same tags
