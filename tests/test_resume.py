@@ -55,12 +55,15 @@ def tiny_fid(cache_dir):
                       feature_extractor="testdoubles.TinyFeatures", cache_dir=str(cache_dir))
 
 
+HALVE_EVERY_2 = {"class_path": "torch.optim.lr_scheduler.StepLR", "init_args": {"step_size": 2, "gamma": 0.5}}
 CASES = {
     # 96 images in batches of 8: 12 batches per epoch. DCGAN (BatchNorm, one D step per iteration), validated every
     # 5 batches so that validation draws fakes between checkpoints; resumed from iteration 7, in the first epoch.
     "dcgan": (lambda: DCGAN(**TINY), 14, 7, {"limit_val_batches": 2, "val_check_interval": 5}, False),
-    # WGAN-GP with 3 critic steps (4 iterations per epoch), resumed in the second epoch, part-way through it.
-    "wgan_gp": (lambda: WGANGP(**TINY, n_critic=3), 9, 5, {}, False),
+    # WGAN-GP with 3 critic steps (4 iterations per epoch) and step-wise learning-rate schedules, resumed in the
+    # second epoch, part-way through it.
+    "wgan_gp": (lambda: WGANGP(**TINY, n_critic=3, g_scheduler=HALVE_EVERY_2, d_scheduler=HALVE_EVERY_2), 9, 5, {},
+                False),
     # DCGAN with a generator EMA (half-life with ramp-up: its image count is callback state) and FID every 2
     # iterations, whose real statistics come back from the checkpoint; resumed in the second epoch.
     "ema_fid": (lambda: DCGAN(**TINY), 18, 15, {}, True),
