@@ -3,6 +3,7 @@
 from gans.base import GAN
 from gans.began import BEGAN
 from gans.dcgan import DCGAN
+from gans.distributed import GANDDPStrategy
 from gans.lsgan import LSGAN
 from gans.mlpgan import MLPGAN
 from gans.sngan import SNGAN
@@ -10,4 +11,4 @@ from gans.unrolled import UnrolledGAN
 from gans.wgan import WGAN
 from gans.wgan_gp import WGANGP
 
-__all__ = ["BEGAN", "DCGAN", "GAN", "LSGAN", "MLPGAN", "SNGAN", "WGAN", "WGANGP", "UnrolledGAN"]
+__all__ = ["BEGAN", "DCGAN", "GAN", "LSGAN", "MLPGAN", "SNGAN", "WGAN", "WGANGP", "GANDDPStrategy", "UnrolledGAN"]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -65,6 +66,13 @@ class GANCLI(LightningCLI):
             trainer.callbacks.append(Preemption())
         return trainer
 
+    def before_instantiate_classes(self) -> None:
+        # Lightning's "auto" picks plain DDP for several devices, which fails for a GAN (see gans/distributed.py).
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config.get("trainer")
+        if trainer is not None and trainer.get("strategy", "auto") == "auto" and _process_count(trainer) > 1:
+            trainer["strategy"] = "gan_ddp"
+
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
         # Before LightningCLI reads the checkpoint's hyperparameters (it loads the file right after parsing).
@@ -104,6 +112,23 @@ class GANCLI(LightningCLI):
         else:
             rank_zero_info(f"--ckpt_path=last: resuming from {path}")
         config["ckpt_path"] = None if path is None else str(path)
+
+
+def _process_count(trainer: Any) -> int:
+    """How many processes the trainer settings ask for (devices per node times nodes), as Lightning would count
+    them; 1 when they cannot tell."""
+    devices, accelerator = trainer.get("devices", "auto"), str(trainer.get("accelerator", "auto"))
+    if isinstance(devices, (list, tuple)):
+        count = len(devices)
+    elif isinstance(devices, int) or (isinstance(devices, str) and devices.strip().lstrip("-").isdigit()):
+        count = int(devices)
+        if count == -1:
+            count = torch.cuda.device_count() if accelerator != "cpu" else 1
+    elif isinstance(devices, str) and "," in devices:
+        count = len([d for d in devices.split(",") if d.strip()])
+    else:  # "auto": every GPU when there are GPUs and they are allowed
+        count = torch.cuda.device_count() if accelerator in ("auto", "gpu", "cuda") else 1
+    return max(count, 1) * int(trainer.get("num_nodes", 1) or 1)
 
 
 def main(args: list[str] | None = None, run: bool = True) -> GANCLI:

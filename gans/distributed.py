@@ -1,0 +1,103 @@
+"""A data-parallel strategy made for GAN training: no DDP wrapper; gradients all-reduced at each optimizer step.
+
+Why not Lightning's DDP: it wraps the whole LightningModule (G and D) in one ``DistributedDataParallel``. A
+discriminator step leaves the generator without gradients and a generator step leaves the (frozen) discriminator
+without them, so plain ``ddp`` fails, and ``find_unused_parameters=True`` traverses the autograd graph after every
+backward to find them; gradient penalties (``create_graph=True``) and lazy regularisation change the graph from step
+to step, which rules out ``static_graph``. Two DDP wrappers (one for G, one for D, as Fabric's DCGAN example does)
+still see the other network's parameters frozen or unused in the G step's backward through D, and a DDP wrapper
+synchronises only in the backward of its own forward.
+
+What this strategy does instead, as NVIDIA's StyleGAN2-ADA and StyleGAN3 code does: parameters and buffers are
+broadcast from rank 0 once when fitting starts; before each optimizer step the gradients of that optimizer's
+parameters are flattened (one buffer per dtype), all-reduced and divided by the number of processes, so every process
+applies the same update to the same weights, and the update equals that of one process on the combined batch;
+after each step the buffers (BatchNorm statistics, spectral-norm vectors) are broadcast from rank 0, as DDP does
+before each forward. Any backward works: penalties with ``create_graph=True``, lazy regularisation, several critic
+steps. The cost against DDP: the all-reduce starts after the backward instead of overlapping with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+
+def all_reduce_gradients(params: Iterable[nn.Parameter], world_size: int) -> None:
+    """Replaces each parameter's gradient by its mean over the processes: one all-reduce per dtype on a flat
+    buffer. Parameters without a gradient are left out; every process must have gradients for the same ones."""
+    grads = [p.grad for p in params if p.grad is not None]
+    by_dtype: dict[torch.dtype, list[Tensor]] = {}
+    for grad in grads:
+        by_dtype.setdefault(grad.dtype, []).append(grad)
+    for group in by_dtype.values():
+        flat = torch.cat([g.reshape(-1) for g in group])
+        dist.all_reduce(flat)
+        flat /= world_size
+        offset = 0
+        for grad in group:
+            grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
+            offset += grad.numel()
+
+
+def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
+    """Copies ``src``'s floating and integer buffers to every process, one broadcast per dtype."""
+    by_dtype: dict[torch.dtype, list[Tensor]] = {}
+    for buffer in module.buffers():
+        by_dtype.setdefault(buffer.dtype, []).append(buffer)
+    for group in by_dtype.values():
+        flat = torch.cat([b.reshape(-1) for b in group])
+        dist.broadcast(flat, src)
+        offset = 0
+        for buffer in group:
+            buffer.copy_(flat[offset : offset + buffer.numel()].view_as(buffer))
+            offset += buffer.numel()
+
+
+class GANDDPStrategy(DDPStrategy):
+    """Data parallelism for GANs without a DDP wrapper (see the module docstring). ``--trainer.strategy=gan_ddp``
+    (``gan_ddp_spawn`` starts the processes by spawning); ``train.py`` picks it for any run on several devices or
+    nodes whose strategy is left at ``auto``. Takes ``DDPStrategy``'s arguments; the DDP-wrapper ones
+    (``find_unused_parameters``, ``static_graph``, bucket sizes) have no effect."""
+
+    strategy_name = "gan_ddp"
+
+    def configure_ddp(self) -> None:
+        # No wrapper: the module stays a LightningModule; every process starts from rank 0's weights and buffers.
+        if dist.is_available() and dist.is_initialized():
+            for tensor in self.model.state_dict().values():
+                dist.broadcast(tensor, 0)
+
+    def optimizer_step(
+        self, optimizer: Optimizer, closure: Callable[[], Any], model: Any = None, **kwargs: Any
+    ) -> Any:
+        def closure_then_reduce() -> Any:
+            # The closure runs the backward (a no-op under the GANs' manual optimisation, which has already run it):
+            # the mean gradient is then in place before the precision plugin unscales, clips and steps.
+            result = closure()
+            if self.world_size > 1:
+                params = [p for group in optimizer.param_groups for p in group["params"]]
+                all_reduce_gradients(params, self.world_size)
+            return result
+
+        output = super().optimizer_step(optimizer, closure_then_reduce, model, **kwargs)
+        if self.world_size > 1:
+            broadcast_buffers(self.lightning_module)
+        return output
+
+
+StrategyRegistry.register(
+    "gan_ddp", GANDDPStrategy, description="GAN data parallelism: gradients all-reduced per optimizer step, no DDP wrapper"
+)
+StrategyRegistry.register(
+    "gan_ddp_spawn",
+    GANDDPStrategy,
+    description="gan_ddp with processes started by spawning",
+    start_method="spawn",
+)

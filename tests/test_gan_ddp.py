@@ -1,0 +1,93 @@
+"""The GAN data-parallel strategy: gradients equal to one process's on the combined batch, processes identical,
+training equal to DDP with find_unused_parameters, without a DDP wrapper."""
+
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from conftest import TINY, quiet_trainer, tiny_datamodule
+from lightning.pytorch.strategies import DDPStrategy
+from test_ddp import clean_distributed_env  # noqa: F401 (fixture)
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from callbacks import GeneratorEMA
+from gans import WGANGP, GANDDPStrategy
+from gans.distributed import all_reduce_gradients
+
+
+def critic_and_batch():
+    torch.manual_seed(0)
+    critic = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 1))
+    real, fake = torch.randn(8, 6), torch.randn(8, 6)
+    return critic, real, fake
+
+
+def reduce_half_batches(rank, world, init_file, out):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    critic, real, fake = critic_and_batch()
+    torch.manual_seed(1)  # the penalty's interpolation points: the same draws as the single process, split by rank
+    eps = torch.rand(8, 1)
+    shard = slice(rank * 4, rank * 4 + 4)
+    # WGAN-GP's critic loss on this process's half: a double backward through the penalty.
+    loss = critic(fake[shard]).mean() - critic(real[shard]).mean()
+    mixed = (eps[shard] * real[shard] + (1 - eps[shard]) * fake[shard]).requires_grad_(True)
+    grad = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)[0]
+    loss = loss + 10 * ((grad.norm(2, dim=1) - 1) ** 2).mean()
+    loss.backward()
+    all_reduce_gradients(list(critic.parameters()), world)
+    torch.save([p.grad for p in critic.parameters()], Path(out) / f"grads{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_reduced_gradients_equal_one_process_on_the_combined_batch(tmp_path):
+    mp.spawn(reduce_half_batches, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    critic, real, fake = critic_and_batch()
+    torch.manual_seed(1)
+    eps = torch.rand(8, 1)
+    loss = critic(fake).mean() - critic(real).mean()
+    mixed = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    grad = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)[0]
+    (loss + 10 * ((grad.norm(2, dim=1) - 1) ** 2).mean()).backward()
+    for rank in (0, 1):
+        reduced = torch.load(tmp_path / f"grads{rank}.pt")
+        for expected, got in zip([p.grad for p in critic.parameters()], reduced, strict=True):
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+class SaveState(L.Callback):
+    def __init__(self, out: Path, tag: str) -> None:
+        self.out, self.tag = out, tag
+
+    def on_train_end(self, trainer, module):
+        state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        wrapped = isinstance(trainer.strategy.model, DistributedDataParallel)
+        torch.save({"state": state, "wrapped": wrapped}, self.out / f"{self.tag}_rank{trainer.global_rank}.pt")
+
+
+def train(strategy, tag, data_dir, out):
+    # WGAN-GP with 2 critic steps, the gradient penalty, and lazy R1 every 2nd critic step; a generator EMA.
+    L.seed_everything(0, verbose=False)
+    model = WGANGP(**TINY, n_critic=2, r1_gamma=1.0, reg_every=2)
+    trainer = quiet_trainer(out, devices=2, strategy=strategy, max_steps=3,
+                            callbacks=[GeneratorEMA(half_life_kimg=0.05), SaveState(out, tag)])
+    trainer.fit(model, tiny_datamodule(data_dir))
+    return [torch.load(out / f"{tag}_rank{r}.pt") for r in (0, 1)]
+
+
+def test_gan_ddp_trains_like_ddp_and_keeps_processes_identical(synthetic_mnist, tmp_path, clean_distributed_env):  # noqa: F811
+    ours = train(GANDDPStrategy(start_method="spawn"), "gan_ddp", synthetic_mnist, tmp_path)
+    os.environ.pop("MASTER_PORT", None)  # a fresh port for the second run
+    ddp = train(DDPStrategy(find_unused_parameters=True, start_method="spawn"), "ddp", synthetic_mnist, tmp_path)
+    assert not ours[0]["wrapped"] and ddp[0]["wrapped"]
+    # Every process holds the same generator, discriminator, EMA and buffers (BatchNorm statistics included).
+    for name, tensor in ours[0]["state"].items():
+        assert torch.equal(tensor, ours[1]["state"][name]), name
+    # The same training as DDP: same data shards, same latents, the mean gradient applied on every process.
+    for name, tensor in ours[0]["state"].items():
+        if "running" in name or "num_batches" in name:  # DDP re-broadcasts rank 0's buffers before each forward
+            continue
+        torch.testing.assert_close(tensor, ddp[0]["state"][name], rtol=1e-4, atol=1e-6, msg=name)
