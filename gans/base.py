@@ -44,6 +44,10 @@ def _no_closure() -> None:
     return None
 
 
+def _channels_last(t: Tensor) -> Tensor:
+    return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+
+
 def step_seed(*keys: int) -> int:
     """A 63-bit seed from integers, well mixed (blake2b), so that neighbouring steps get unrelated streams."""
     digest = hashlib.blake2b(b"".join(k.to_bytes(8, "little", signed=True) for k in keys), digest_size=8).digest()
@@ -84,8 +88,12 @@ class GAN(L.LightningModule):
             loss, the network and the iteration before the step is applied (the checkpoints keep the last good
             state); ``"skip"`` drops that optimizer step, counts it in ``train/skipped_steps`` and goes on (a
             skipped generator step does not count as an iteration). Under DDP all processes take the same decision.
+            Under fp16 mixed precision the GradScaler skips such steps itself (as it must while it calibrates its
+            scale); they are counted, and stop the run only after ``skip_limit`` in a row.
         skip_limit: with ``nonfinite="skip"``, the number of one network's steps skipped in a row after which
             training stops anyway (its weights or the data have gone bad for good); 0 never stops.
+        channels_last: keep the networks' 4-D weights and the image batches in the channels-last memory format,
+            which tensor cores prefer for convolutions (on GPU, with mixed precision); the math is the same.
     """
 
     generator: nn.Module
@@ -107,6 +115,7 @@ class GAN(L.LightningModule):
         scheduler_interval: Literal["step", "epoch"] = "step",
         nonfinite: Literal["stop", "skip"] = "stop",
         skip_limit: int = 100,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         if latent_dim <= 0:
@@ -140,6 +149,7 @@ class GAN(L.LightningModule):
         self.d_scheduler = None if d_scheduler is None else optimizer_factory(d_scheduler)
         self.scheduler_interval = scheduler_interval
         self.nonfinite, self.skip_limit = nonfinite, skip_limit
+        self.channels_last = channels_last
         self.skipped_steps = 0  # optimizer steps dropped for non-finite values (nonfinite="skip")
         self._skipped_in_a_row = {"generator": 0, "discriminator": 0}
         # Base of the per-step seeds of the global RNG (on_train_batch_start): drawn when fitting starts, saved in
@@ -192,10 +202,16 @@ class GAN(L.LightningModule):
             ("r2", r2, self.r2_gamma, r2_penalty, d_fake, fake),
         ):
             if on:
-                value = penalty(scores, x)
+                value = penalty(scores, x, self.grad_scale())
                 terms["d_loss"] = terms["d_loss"] + gamma / 2 * self.reg_every * value
                 terms[name] = value.detach()
         return terms
+
+    def grad_scale(self) -> float:
+        """The fp16 GradScaler's current loss scale, 1.0 without one: what input-gradient penalties multiply the
+        scores by before their own backward (``gans.losses``), as PyTorch's AMP recipe asks."""
+        scaler = getattr(self._trainer.precision_plugin, "scaler", None) if self._trainer is not None else None
+        return float(scaler.get_scale()) if scaler is not None else 1.0
 
     def g_loss(self, real: Tensor, fake: Tensor, **cond: Tensor) -> dict[str, Tensor]:
         """Generator objective on a fake batch that carries the generator's graph."""
@@ -268,6 +284,8 @@ class GAN(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> None:
         g_opt, d_opt = self.optimizers()
         real, cond = self.unpack(batch)
+        if self.channels_last:
+            real, cond = _channels_last(real), {name: _channels_last(c) for name, c in cond.items()}
         n = real.shape[0]
         self.images_seen += n * self.trainer.world_size
 
@@ -296,7 +314,7 @@ class GAN(L.LightningModule):
             logs = {**d_terms, **g_terms}
 
         self.log_dict({f"train/{name}": value.detach() for name, value in logs.items()})
-        if self.nonfinite == "skip":
+        if self.nonfinite == "skip" or self.skipped_steps:
             self.log("train/skipped_steps", float(self.skipped_steps))
 
     def _optimize(self, optimizer: LightningOptimizer, terms: dict[str, Tensor], total: str, count_step: bool) -> bool:
@@ -321,9 +339,11 @@ class GAN(L.LightningModule):
         failure raises; with ``"skip"`` it is counted."""
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         flags = [torch.stack([t.detach().float() for t in terms.values()]).isfinite().all()]
-        # Under fp16 mixed precision the GradScaler owns overflowing gradients: it skips those steps and lowers its
-        # scale, as it must while it calibrates. Only the losses are checked then.
-        if params and getattr(self.trainer.precision_plugin, "scaler", None) is None:
+        # Under fp16 mixed precision the GradScaler owns overflow: while it calibrates, scaled gradients (and input
+        # gradients inside penalties) overflow, and it skips those steps and lowers its scale. Such steps are left to
+        # it (counted; stopped only after skip_limit in a row); the gradients are not checked.
+        scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None
+        if params and not scaled:
             flags.append(torch.stack(torch._foreach_norm([p.grad for p in params])).isfinite().all())
         finite = torch.stack(flags).all()
         if self.trainer.world_size > 1 and torch.distributed.is_initialized():
@@ -348,11 +368,13 @@ class GAN(L.LightningModule):
             )
         else:
             what = f"a non-finite loss or gradient on another process in the {network}'s step {where}"
-        if self.nonfinite == "skip":
+        if self.nonfinite == "skip" or scaled:
             self.skipped_steps += 1
             self._skipped_in_a_row[network] += 1
             in_a_row = self._skipped_in_a_row[network]
             if not self.skip_limit or in_a_row < self.skip_limit:
+                if scaled:  # the scaler sees the non-finite gradients, skips the step and lowers its scale
+                    return True
                 rank_zero_warn(f"Skipped the step: {what}. Steps skipped so far: {self.skipped_steps}.")
                 return False
             what += f"; {in_a_row} of the {network}'s steps in a row were skipped (skip_limit={self.skip_limit})"
@@ -366,6 +388,8 @@ class GAN(L.LightningModule):
         # global RNG, so seed_everything fixes it; rank 0's, so that it does not depend on the process count.
         if stage == "fit" and self.rng_seed is None:
             self.rng_seed = self.trainer.strategy.broadcast(int(torch.randint(2**62, ())), src=0)
+        if self.channels_last:  # before the optimizers exist: they then hold channels-last state too
+            self.to(memory_format=torch.channels_last)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Every random draw of a training step (latents, dropout, penalty points) comes from the global RNG seeded

@@ -94,14 +94,21 @@ def adversarial_loss(name: str) -> tuple[DLoss, GLoss]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _input_gradient(outputs: Tensor, inputs: Tensor) -> Tensor:
+def _input_gradient(outputs: Tensor, inputs: Tensor, scale: float | Tensor = 1.0) -> Tensor:
     # Summing the per-sample outputs gives each sample's own input gradient, since samples do not interact in D.
-    (grad,) = torch.autograd.grad(outputs.sum(), inputs, create_graph=True)
-    return grad.flatten(1)  # [N, C*H*W]
+    # Under fp16 mixed precision the outputs are multiplied by the GradScaler's scale before the backward, so that
+    # small gradients do not underflow in half precision, and the gradient divided by it after (PyTorch's AMP
+    # recipe for gradient penalties); in float32, so that its square does not overflow.
+    (grad,) = torch.autograd.grad(outputs.sum() * scale, inputs, create_graph=True)
+    return grad.flatten(1).float() / scale  # [N, C*H*W]
 
 
 def gradient_penalty(
-    discriminator: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, eps: Tensor | None = None
+    discriminator: Callable[[Tensor], Tensor],
+    real: Tensor,
+    fake: Tensor,
+    eps: Tensor | None = None,
+    scale: float | Tensor = 1.0,
 ) -> Tensor:
     """WGAN-GP two-sided penalty (Gulrajani et al.): E[(||grad_x D(x_hat)||_2 - 1)^2].
 
@@ -113,23 +120,25 @@ def gradient_penalty(
         real: real batch, [N, ...].
         fake: generated batch of the same shape (detached from the generator).
         eps: interpolation weights, [N]; drawn uniformly when ``None``.
+        scale: the fp16 GradScaler's current scale (1 without one); the value does not depend on it.
     """
     if eps is None:
         eps = torch.rand(real.shape[0], device=real.device, dtype=real.dtype)
     eps = eps.view(-1, *([1] * (real.dim() - 1)))  # [N, 1, 1, 1]
     x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
-    grad = _input_gradient(discriminator(x_hat), x_hat)
+    grad = _input_gradient(discriminator(x_hat), x_hat, scale)
     return (grad.norm(2, dim=1) - 1).square().mean()
 
 
-def r1_penalty(d_real: Tensor, real: Tensor) -> Tensor:
+def r1_penalty(d_real: Tensor, real: Tensor, scale: float | Tensor = 1.0) -> Tensor:
     """R1 penalty (Mescheder et al. 2018): E_real[||grad_x D(x)||^2]. Multiply by gamma / 2 in the caller.
 
-    ``real`` must have had ``requires_grad_(True)`` before ``d_real = D(real)`` was computed.
+    ``real`` must have had ``requires_grad_(True)`` before ``d_real = D(real)`` was computed. ``scale``: the fp16
+    GradScaler's current scale (1 without one).
     """
-    return _input_gradient(d_real, real).square().sum(dim=1).mean()
+    return _input_gradient(d_real, real, scale).square().sum(dim=1).mean()
 
 
-def r2_penalty(d_fake: Tensor, fake: Tensor) -> Tensor:
+def r2_penalty(d_fake: Tensor, fake: Tensor, scale: float | Tensor = 1.0) -> Tensor:
     """R2 penalty (Mescheder et al. 2018): the same zero-centred penalty on generated samples."""
-    return _input_gradient(d_fake, fake).square().sum(dim=1).mean()
+    return _input_gradient(d_fake, fake, scale).square().sum(dim=1).mean()

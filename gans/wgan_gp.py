@@ -52,7 +52,7 @@ class WGANGP(DCGAN):
 
     def d_loss(self, real: Tensor, fake: Tensor, **cond: Tensor) -> dict[str, Tensor]:
         terms = super().d_loss(real, fake, **cond)
-        gp = gradient_penalty(self.critic, real, fake)
+        gp = gradient_penalty(self.critic, real, fake, scale=self.grad_scale())
         terms["d_loss"] = terms["d_loss"] + self.gp_weight * gp
         terms["gp"] = gp.detach()
         terms["wasserstein"] = terms["d_real"] - terms["d_fake"]  # the critic's estimate of W(P_real, P_fake)

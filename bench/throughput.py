@@ -1,0 +1,259 @@
+"""Training throughput: the library's module against a plain PyTorch loop of the same networks and math, and the GAN
+data-parallel strategy against DDP with find_unused_parameters=True.
+
+    python bench/throughput.py --models dcgan wgan_gp --modes plain lightning ddp_find_unused gan_ddp
+
+Each (model, mode) runs in its own process (clean peak-memory figures, a fresh process group). Synthetic data:
+random images in [-1, 1], 64x64 RGB, so data loading is negligible and the figures are the training step's. An
+iteration is ``n_critic`` discriminator steps and one generator step (DCGAN: 1, WGAN-GP: 5); images per second
+count real images shown to the discriminator, summed over processes. The two-process modes split the cores
+between the processes (CPU) or take one GPU each. Peak memory: the largest resident set of a process (CPU) or
+``torch.cuda.max_memory_allocated`` (GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from gans import DCGAN, WGANGP
+from gans.base import step_seed
+from gans.losses import gradient_penalty
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+MODES = ("plain", "lightning", "ddp_find_unused", "gan_ddp")
+
+
+class RandomImages(Dataset):
+    """``n`` fixed random images [3, size, size] in [-1, 1]."""
+
+    def __init__(self, n: int, size: int) -> None:
+        self.images = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.images[index]
+
+
+def build(name: str, size: int) -> L.LightningModule:
+    torch.manual_seed(0)
+    if name == "dcgan":
+        return DCGAN(channels=3, image_size=size)
+    return WGANGP(channels=3, image_size=size)
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# Plain PyTorch: the same networks, losses, penalty, optimizers and per-step seeds as the module's training_step.
+# -------------------------------------------------------------------------------------------------------------------
+
+
+def run_plain(args: argparse.Namespace, device: torch.device) -> dict:
+    model = build(args.model, args.size).to(device)
+    generator, discriminator = model.generator, model.discriminator
+    g_opt = model.g_optimizer(generator.parameters())
+    d_opt = model.d_optimizer(discriminator.parameters())
+    loader = DataLoader(RandomImages(args.num_images, args.size), batch_size=args.batch_size, shuffle=True,
+                        drop_last=True, pin_memory=device.type == "cuda")
+    rng_seed, d_steps, iterations = int(torch.randint(2**62, ())), 0, 0
+    total = args.warmup + args.iters
+    start = time.perf_counter()
+    while iterations < total:
+        for real in loader:
+            if iterations == args.warmup and d_steps % model.n_critic == 0:
+                _sync(device)
+                start = time.perf_counter()
+            torch.manual_seed(step_seed(rng_seed, 0, d_steps))
+            real = real.to(device, non_blocking=True)
+            n = real.shape[0]
+            with torch.no_grad():
+                fake = generator(torch.randn(n, model.latent_dim, device=device))
+            d_real, d_fake = discriminator(real), discriminator(fake)
+            d_loss = model.d_adversarial(d_real, d_fake)
+            if args.model == "wgan_gp":
+                d_loss = d_loss + model.gp_weight * gradient_penalty(discriminator, real, fake)
+            d_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            _check_finite([d_loss, d_real.detach().mean(), d_fake.detach().mean()], discriminator)
+            d_opt.step()
+            d_steps += 1
+            if d_steps % model.n_critic == 0:
+                discriminator.requires_grad_(False)
+                g_loss = model.g_adversarial(discriminator(generator(torch.randn(n, model.latent_dim, device=device))))
+                g_opt.zero_grad(set_to_none=True)
+                g_loss.backward()
+                _check_finite([g_loss], generator)
+                g_opt.step()
+                discriminator.requires_grad_(True)
+                iterations += 1
+                if iterations == total:
+                    break
+    _sync(device)
+    return {"seconds": time.perf_counter() - start, "world": 1}
+
+
+def _check_finite(terms: list[torch.Tensor], network: torch.nn.Module) -> None:
+    # What GAN._check_finite does: losses and gradient norms, one host sync.
+    grads = [p.grad for p in network.parameters() if p.grad is not None]
+    flags = torch.stack([torch.stack([t.detach().float() for t in terms]).isfinite().all(),
+                         torch.stack(torch._foreach_norm(grads)).isfinite().all()])
+    if not bool(flags.all()):
+        raise FloatingPointError("non-finite loss or gradient")
+
+
+def cpu_name() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def peak_mib() -> float:
+    """This process's peak memory: CUDA memory allocated on GPU, the resident set on CPU."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# The library's module through Lightning, in one process or two
+# -------------------------------------------------------------------------------------------------------------------
+
+
+class Timer(L.Callback):
+    """Times the iterations after the warm-up ones (from the first D step of iteration ``warmup``)."""
+
+    def __init__(self, warmup: int, out: Path) -> None:
+        self.warmup, self.out, self.start = warmup, out, None
+
+    def on_train_batch_start(self, trainer, module, *args) -> None:
+        if self.start is None and trainer.global_step == self.warmup and module.d_steps % module.n_critic == 0:
+            _sync(module.device)
+            self.start = time.perf_counter()
+
+    def on_train_end(self, trainer, module) -> None:
+        _sync(module.device)
+        seconds = time.perf_counter() - self.start
+        if trainer.is_global_zero:  # measured here: with two processes this is a spawned one, not the benchmark's
+            self.out.write_text(json.dumps({"seconds": seconds, "world": trainer.world_size, "peak_mib": peak_mib()}))
+
+
+def run_lightning(args: argparse.Namespace, device: torch.device, out: Path) -> dict | None:
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from gans import GANDDPStrategy
+
+    model = build(args.model, args.size)
+    processes = 1 if args.mode == "lightning" else 2
+    strategy = {
+        "lightning": "auto",
+        "ddp_find_unused": DDPStrategy(find_unused_parameters=True, start_method="spawn"),
+        "gan_ddp": GANDDPStrategy(start_method="spawn"),
+    }[args.mode]
+    trainer = L.Trainer(
+        accelerator=device.type, devices=processes, strategy=strategy, max_steps=args.warmup + args.iters,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        num_sanity_val_steps=0, limit_val_batches=0, callbacks=[Timer(args.warmup, out)],
+    )
+    loader = DataLoader(RandomImages(args.num_images, args.size), batch_size=args.batch_size, shuffle=True,
+                        drop_last=True, pin_memory=device.type == "cuda")
+    trainer.fit(model, loader)
+    return json.loads(out.read_text())
+
+
+# -------------------------------------------------------------------------------------------------------------------
+
+
+def one_run(args: argparse.Namespace) -> None:
+    """Runs one (model, mode) and prints its result as JSON on the last line."""
+    device = torch.device(args.device)
+    if device.type == "cpu" and args.mode in ("ddp_find_unused", "gan_ddp"):
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))  # the two processes share the cores
+        os.environ["OMP_NUM_THREADS"] = str(torch.get_num_threads())
+    out = Path(args.out) / f"{args.model}_{args.mode}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = run_plain(args, device) if args.mode == "plain" else run_lightning(args, device, out)
+    n_critic = 5 if args.model == "wgan_gp" else 1
+    result.update(
+        model=args.model,
+        mode=args.mode,
+        it_per_s=args.iters / result["seconds"],
+        images_per_s=args.iters * n_critic * args.batch_size * result["world"] / result["seconds"],
+    )
+    result.setdefault("peak_mib", peak_mib())
+    print(json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["dcgan", "wgan_gp"], choices=["dcgan", "wgan_gp"])
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--size", type=int, default=64, help="image side (64: DCGAN-64, WGAN-GP-64)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per batch, per process")
+    parser.add_argument("--iters", type=int, default=10, help="timed iterations")
+    parser.add_argument("--warmup", type=int, default=3, help="iterations before the timing starts")
+    parser.add_argument("--num-images", type=int, default=2048, help="size of the synthetic data set")
+    parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "out" / "throughput"))
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.mode is not None:
+        return one_run(args)
+
+    rows = []
+    for model in args.models:
+        for mode in args.modes:
+            command = [sys.executable, __file__, "--model", model, "--mode", mode, "--device", args.device,
+                       "--size", str(args.size), "--batch-size", str(args.batch_size), "--iters", str(args.iters),
+                       "--warmup", str(args.warmup), "--num-images", str(args.num_images), "--out", args.out]
+            print(f"{model} / {mode} ...", file=sys.stderr, flush=True)
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                print(done.stderr[-3000:], file=sys.stderr)
+                raise SystemExit(f"{model} / {mode} failed")
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+
+    gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else None
+    print(f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
+    print(f"- command: `python bench/throughput.py {shlex.join(sys.argv[1:])}`")
+    print(f"- hardware: {gpu or cpu_name()}, {os.cpu_count()} logical cores")
+    print(f"- software: Python {platform.python_version()}, torch {torch.__version__}, lightning {L.__version__}")
+    print(f"- run: {args.size}x{args.size} RGB synthetic images, batch {args.batch_size} per process, "
+          f"{args.iters} timed iterations after {args.warmup}, fp32\n")
+    # The comparisons the targets ask for: the module against the plain loop (one process), and the GAN strategy
+    # against DDP with find_unused_parameters (two processes).
+    print("| model | mode | processes | it/s | images/s | peak MiB (per process) | speed vs reference |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    speed = {(r["model"], r["mode"]): r["it_per_s"] for r in rows}
+    reference = {"lightning": "plain", "gan_ddp": "ddp_find_unused"}
+    for r in rows:
+        ref = speed.get((r["model"], reference.get(r["mode"], "")))
+        ratio = f"{r['it_per_s'] / ref:.3f}x {reference[r['mode']]}" if ref else ""
+        print(f"| {r['model']} | {r['mode']} | {r['world']} | {r['it_per_s']:.3f} | {r['images_per_s']:.1f} | "
+              f"{r['peak_mib']:.0f} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()

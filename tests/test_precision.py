@@ -1,0 +1,75 @@
+"""Mixed precision: every variant trains under bf16-mixed; input-gradient penalties follow PyTorch's AMP recipe so
+that fp16 gradients do not underflow."""
+
+import pytest
+import torch
+from conftest import quiet_trainer, tiny_datamodule
+from test_classic import DC, TINY_VARIANTS, flat
+
+from gans import WGANGP
+from gans.losses import gradient_penalty, r1_penalty
+
+VARIANTS = {**TINY_VARIANTS, "wgan_gp": (WGANGP, {**DC, "n_critic": 2})}
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_every_variant_trains_under_bf16_mixed(name, synthetic_mnist, tmp_path):
+    cls, kwargs = VARIANTS[name]
+    model = cls(**kwargs)
+    g0, d0 = flat(model.generator), flat(model.discriminator)
+    trainer = quiet_trainer(tmp_path, fast_dev_run=2 * model.n_critic, precision="bf16-mixed")
+    trainer.fit(model, tiny_datamodule(synthetic_mnist))
+    assert trainer.global_step == 2
+    assert not torch.equal(g0, flat(model.generator)) and not torch.equal(d0, flat(model.discriminator))
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay float32
+    assert all(torch.isfinite(v) for v in trainer.callback_metrics.values())
+
+
+def test_scaled_penalty_does_not_underflow_in_fp16():
+    # D(x) = sum(x * a * a) with a = 1e-4: the input gradient a^2 = 1e-8 is below fp16's smallest subnormal (6e-8).
+    a = torch.tensor(1e-4, dtype=torch.float16)
+    x = torch.ones(4, 3, dtype=torch.float16, requires_grad=True)
+    expected = 3 * float(a.double() ** 2) ** 2  # ||grad||^2 per sample, in float64
+    assert r1_penalty((x * a * a).sum(1), x) == 0  # unscaled: the gradient underflows to zero
+    scaled = r1_penalty((x * a * a).sum(1), x, scale=8192.0)  # 8192 * 1e-8 is a normal fp16 number
+    assert scaled.dtype == torch.float32 and float(scaled) == pytest.approx(expected, rel=1e-2)
+
+
+def test_the_scale_does_not_change_a_float32_penalty():
+    critic = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 1))
+    real, fake, eps = torch.randn(5, 3, 2, 2), torch.randn(5, 3, 2, 2), torch.rand(5)
+    plain = gradient_penalty(critic, real, fake, eps)
+    torch.testing.assert_close(gradient_penalty(critic, real, fake, eps, scale=1024.0), plain)
+
+
+def test_channels_last_keeps_the_math(synthetic_mnist, tmp_path):
+    from conftest import TINY
+
+    from gans import DCGAN
+
+    def run(channels_last, root):
+        torch.manual_seed(0)
+        model = DCGAN(**TINY, channels_last=channels_last)
+        quiet_trainer(root, max_steps=3).fit(model, tiny_datamodule(synthetic_mnist))
+        return model
+
+    plain, cl = run(False, tmp_path / "a"), run(True, tmp_path / "b")
+    conv = next(p for p in cl.discriminator.parameters() if p.dim() == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(flat(cl), flat(plain), rtol=1e-4, atol=1e-5)
+
+
+def test_fp16_with_a_grad_scaler_calibrates_instead_of_stopping(synthetic_mnist, tmp_path):
+    # Lightning turns precision="16-mixed" on CPU into bf16; the plugin given explicitly runs fp16 autocast with a
+    # GradScaler on CPU, as on a GPU. Its first steps overflow (scale 65536): the scaler skips them and lowers the
+    # scale, and the module counts them instead of stopping (nonfinite="stop" is the default).
+    from conftest import TINY
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    model = WGANGP(**TINY, n_critic=2, r1_gamma=1.0)  # the gradient penalty and R1 under the AMP recipe
+    plugin = MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu"))
+    trainer = quiet_trainer(tmp_path, max_steps=3, plugins=[plugin])
+    trainer.fit(model, tiny_datamodule(synthetic_mnist))
+    assert trainer.global_step == 3 and plugin.scaler.get_scale() < 65536.0
+    assert model.skipped_steps >= 1 and torch.isfinite(flat(model)).all()
+    assert torch.isfinite(trainer.callback_metrics["train/gp"]) and torch.isfinite(trainer.callback_metrics["train/r1"])
