@@ -32,7 +32,18 @@ class IterationCheckpoint(ModelCheckpoint):
     ) -> None:
         super().__init__(every_n_train_steps=every_n_train_steps, save_top_k=save_top_k, save_last=save_last, **kwargs)
 
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        super().on_train_batch_end(trainer, pl_module, *args)
+        # The last iteration is saved here, inside the epoch, rather than at on_train_end, by which time Lightning
+        # has marked the epoch complete: a run resumed from it with a larger max_steps then continues the epoch where
+        # it stopped, as an uninterrupted longer run would, instead of starting the next one.
+        if 0 < trainer.max_steps <= trainer.global_step:
+            self._save_now(trainer)
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save_now(trainer)  # training ended between two intervals (max_epochs, a stop)
+
+    def _save_now(self, trainer: L.Trainer) -> None:
         if self._should_skip_saving_checkpoint(trainer):  # fast_dev_run, or already saved at this step
             return
         candidates = self._monitor_candidates(trainer)

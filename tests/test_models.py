@@ -69,7 +69,8 @@ def test_training_length_counts_generator_steps(synthetic_mnist, tmp_path):
     assert steps.g_steps == max_steps
     assert steps.d_steps == model.d_steps == n_critic * max_steps
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
-        "epoch=0-step=2.ckpt", "epoch=0-step=4.ckpt", "epoch=2-step=5.ckpt", "last.ckpt",
+        # The last one is written inside epoch 1 (D steps 13 to 15), where the run stopped, not after it.
+        "epoch=0-step=2.ckpt", "epoch=0-step=4.ckpt", "epoch=1-step=5.ckpt", "last.ckpt",
     ]
     assert torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["global_step"] == max_steps
     pngs = sorted(p.name for p in (tmp_path / "csv").rglob("*.png"))

@@ -29,11 +29,11 @@ class MemoryLogger(Logger):
         pass
 
 
-def fit(data_dir, run_dir, make_model, max_steps, ckpt_path=None, callbacks=(), **trainer_kwargs):
+def fit(data_dir, run_dir, make_model, max_steps, ckpt_path=None, callbacks=(), every=1, **trainer_kwargs):
     L.seed_everything(0, verbose=False)
     model = make_model()
     logger = MemoryLogger()
-    checkpoint = IterationCheckpoint(dirpath=run_dir / "ckpt", every_n_train_steps=1)
+    checkpoint = IterationCheckpoint(dirpath=run_dir / "ckpt", every_n_train_steps=every)
     trainer = quiet_trainer(
         run_dir, max_steps=max_steps, enable_checkpointing=True, callbacks=[*callbacks, checkpoint], logger=logger,
         log_every_n_steps=1, **trainer_kwargs,
@@ -81,7 +81,9 @@ def test_resume_is_exact(case, synthetic_mnist, tmp_path):
     whole, whole_rows = fit(synthetic_mnist, tmp_path / "whole", make_model, total, callbacks=whole_callbacks,
                             **trainer_kwargs)
     part = tmp_path / "part"
-    _, first_rows = fit(synthetic_mnist, part, make_model, stop, callbacks=callbacks(part), **trainer_kwargs)
+    # The interrupted run checkpoints only when it ends (max_steps=stop): the checkpoint a longer run resumes from.
+    _, first_rows = fit(synthetic_mnist, part, make_model, stop, callbacks=callbacks(part), every=1000,
+                        **trainer_kwargs)
     ckpt = part / "ckpt" / "last.ckpt"
     assert torch.load(ckpt, weights_only=True)["global_step"] == stop
 
