@@ -164,6 +164,19 @@ def _gather_strided(trainer: L.Trainer, rows: Tensor, total: int) -> Tensor:
     return gathered.transpose(0, 1).reshape(per_rank * world, *rows.shape[1:])[:total]
 
 
+class _Items(Dataset):
+    """A data set seen one item at a time."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[index]
+
+
 class GANMetrics(L.Callback):
     """FID, KID and IS of ``module.sample`` (the EMA generator when there is one) every ``every_n_steps``
     iterations and on ``validate``, logged as ``metrics/fid``, ``metrics/kid_mean``, ``metrics/kid_std``,
@@ -386,7 +399,8 @@ class GANMetrics(L.Callback):
         # A seeded random subset: folder data sets are sorted by class, so a prefix would be biased.
         indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(self.seed))[:total]
         rank, world = trainer.global_rank, trainer.world_size
-        loader = DataLoader(Subset(dataset, indices[rank::world].tolist()), batch_size=self.batch_size)
+        # Item by item (_Items hides a batch-level __getitems__, e.g. a data set held on the GPU).
+        loader = DataLoader(Subset(_Items(dataset), indices[rank::world].tolist()), batch_size=self.batch_size)
         features = []
         for batch in loader:
             images = batch[0] if isinstance(batch, (tuple, list)) else batch

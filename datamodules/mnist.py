@@ -163,6 +163,23 @@ class MNISTImages(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.images[index].float() / 127.5 - 1.0, int(self.labels[index])
 
+    def batch(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A whole batch in one indexing operation, on the device the images are on: images float32
+        [B, 1, H, W] in [-1, 1], labels int64 [B]."""
+        index = torch.as_tensor(indices, device=self.images.device)
+        return self.images[index].float() / 127.5 - 1.0, self.labels[index]
+
+
+class _OnDeviceImages(MNISTImages):
+    """The data set held on the accelerator: the DataLoader asks for whole batches (``__getitems__``), which are
+    cut and converted there, with no worker processes and no host-to-device copy."""
+
+    __getitems__ = MNISTImages.batch
+
+
+def _as_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    return batch
+
 
 class MNISTDataModule(L.LightningDataModule):
     """MNIST or Fashion-MNIST from `<data_dir>/MNIST/raw/` or `<data_dir>/FashionMNIST/raw/`.
@@ -186,6 +203,9 @@ class MNISTDataModule(L.LightningDataModule):
         download: Download the files with torchvision when the needed split is missing.
         train_split: Split to train on: "train" (the `train-*` files) or "test" (the `t10k-*` files).
         pin_memory: Pin batches in page-locked memory for faster copies to the GPU.
+        on_device: Hold the whole preprocessed training split on the trainer's device (60,000 28x28 digits are 47 MB
+            as uint8; 61 MB at 32x32) and cut each batch there: no DataLoader workers, no copies per step. Needs
+            ``num_workers=0`` and ``pin_memory=False``.
     """
 
     def __init__(
@@ -198,6 +218,7 @@ class MNISTDataModule(L.LightningDataModule):
         download: bool = False,
         train_split: Literal["train", "test"] = "train",
         pin_memory: bool = False,
+        on_device: bool = False,
     ) -> None:
         super().__init__()
         if dataset not in FOLDERS:
@@ -219,7 +240,13 @@ class MNISTDataModule(L.LightningDataModule):
         self.image_size = image_size
         self.download = download
         self.train_split = train_split
+        if on_device and (num_workers or pin_memory):
+            raise ValueError(
+                f"on_device=True serves batches from the device itself: it needs num_workers=0 and pin_memory=False, "
+                f"not num_workers={num_workers}, pin_memory={pin_memory}"
+            )
         self.pin_memory = pin_memory
+        self.on_device = on_device
         self.raw_dir = self.data_dir / FOLDERS[dataset] / "raw"
         self.image_shape = (1, image_size, image_size)
         self.num_classes = 10
@@ -247,6 +274,9 @@ class MNISTDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_set is None:
             self.train_set = self._load(self.train_split)
+            if self.on_device:
+                device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+                self.train_set = _OnDeviceImages(self.train_set.images.to(device), self.train_set.labels.to(device))
         if self.train_split == "train" and stage in (None, "fit", "validate", "test") and self.held_out_set is None:
             if _has_split(self.raw_dir, "test"):
                 self.held_out_set = self._load("test")
@@ -284,7 +314,8 @@ class MNISTDataModule(L.LightningDataModule):
             )
         # Equal batches (the GAN losses and BatchNorm statistics assume a fixed batch size), in an order that a
         # checkpoint resumes part-way through an epoch (datamodules.resumable).
-        return resumable_loader(self, self.train_set, self.batch_size, **self._loader_options())
+        options = {"collate_fn": _as_batch} if self.on_device else self._loader_options()
+        return resumable_loader(self, self.train_set, self.batch_size, **options)
 
     def val_dataloader(self) -> DataLoader | list:
         """The `t10k` split, or an empty list (Lightning then skips validation) when there is none to hold out."""

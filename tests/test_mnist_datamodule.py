@@ -305,3 +305,42 @@ def test_real_mnist_needs_train_split_test() -> None:
     assert dm.train_set.images.float().mean().item() / 255 == pytest.approx(0.1325, abs=0.005)
     images, _ = next(iter(dm.train_dataloader()))
     assert images.shape == (64, 1, 32, 32) and images.min() >= -1 and images.max() <= 1
+
+
+def test_on_device_serves_the_same_batches(synthetic_mnist: Path, tmp_path: Path) -> None:
+    import lightning as L
+
+    from gans import DCGAN
+
+    class Batches(L.Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            self.seen.append((batch[0].clone(), batch[1].clone()))
+
+    runs = []
+    for on_device in (False, True):
+        dm = MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=8, image_size=8, on_device=on_device)
+        batches = Batches()
+        L.seed_everything(0, verbose=False)
+        trainer = L.Trainer(accelerator="cpu", max_steps=14, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                            callbacks=[batches], default_root_dir=str(tmp_path))
+        trainer.fit(DCGAN(image_size=8, g_features=4, d_features=4, latent_dim=8), dm)
+        runs.append(batches.seen)
+        if on_device:
+            assert type(dm.train_set).__name__ == "_OnDeviceImages"
+            assert dm.train_set.images.device == trainer.strategy.root_device
+    assert len(runs[0]) == len(runs[1]) == 14  # 12 batches per epoch: the second epoch's order too
+    # The metrics read the on-device training set item by item for their real statistics.
+    from callbacks import GANMetrics
+
+    metrics = GANMetrics(num_samples=8, metrics=["fid"], batch_size=4, feature_extractor="testdoubles.TinyFeatures",
+                         cache_dir=str(tmp_path / "cache"))
+    metrics.setup(trainer, trainer.lightning_module, "fit")
+    assert metrics._compute_real(trainer, trainer.lightning_module, dm)["mu"].shape == (16,)
+    for (x0, y0), (x1, y1) in zip(*runs, strict=True):
+        assert torch.equal(x0, x1) and torch.equal(y0, y1) and y1.dtype == torch.int64
+    with pytest.raises(ValueError, match="on_device=True .* needs num_workers=0"):
+        MNISTDataModule(on_device=True, num_workers=2)
