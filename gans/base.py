@@ -94,6 +94,9 @@ class GAN(L.LightningModule):
             training stops anyway (its weights or the data have gone bad for good); 0 never stops.
         channels_last: keep the networks' 4-D weights and the image batches in the channels-last memory format,
             which tensor cores prefer for convolutions (on GPU, with mixed precision); the math is the same.
+        compile: networks to compile with ``torch.compile`` when training starts, any of ``"generator"`` and
+            ``"discriminator"``; one that fails to compile runs eagerly, with a warning. A discriminator under an
+            input-gradient penalty (WGAN-GP, R1, R2) or unrolled cannot be compiled: those need its double backward.
     """
 
     generator: nn.Module
@@ -116,6 +119,7 @@ class GAN(L.LightningModule):
         nonfinite: Literal["stop", "skip"] = "stop",
         skip_limit: int = 100,
         channels_last: bool = False,
+        compile: list[str] | None = None,
     ) -> None:
         super().__init__()
         if latent_dim <= 0:
@@ -134,6 +138,8 @@ class GAN(L.LightningModule):
             raise ValueError(f"nonfinite={nonfinite!r}; expected 'stop' or 'skip'")
         if skip_limit < 0:
             raise ValueError(f"skip_limit={skip_limit} must be >= 0 (0: never stop for skipped steps)")
+        if not set(compile or []) <= {"generator", "discriminator"}:
+            raise ValueError(f"compile={compile}; expected a list of 'generator' and/or 'discriminator'")
         # Optimizers and schedulers are training configuration (LightningCLI keeps them in config.yaml); they are
         # not needed to rebuild the networks from a checkpoint, and a callable would not pickle with weights_only.
         self.save_hyperparameters(ignore=["g_optimizer", "d_optimizer", "g_scheduler", "d_scheduler"])
@@ -150,6 +156,7 @@ class GAN(L.LightningModule):
         self.scheduler_interval = scheduler_interval
         self.nonfinite, self.skip_limit = nonfinite, skip_limit
         self.channels_last = channels_last
+        self.compile_networks = list(compile or [])
         self.skipped_steps = 0  # optimizer steps dropped for non-finite values (nonfinite="skip")
         self._skipped_in_a_row = {"generator": 0, "discriminator": 0}
         # Base of the per-step seeds of the global RNG (on_train_batch_start): drawn when fitting starts, saved in
@@ -321,7 +328,16 @@ class GAN(L.LightningModule):
         """Backward of ``terms[total]`` and the optimizer's step, unless a term or a gradient is not finite (see
         ``nonfinite``). Returns whether the step was applied."""
         optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(terms[total])
+        try:
+            self.manual_backward(terms[total])
+        except RuntimeError as err:
+            if "double backward" not in str(err) or not self.compile_networks:
+                raise
+            raise RuntimeError(
+                f"train/{total} needs a double backward through a compiled network (compile={self.compile_networks}): "
+                "input-gradient penalties (WGAN-GP, R1, R2) and unrolling differentiate through the discriminator's "
+                "gradient, which torch.compile does not support; compile only the generator"
+            ) from err
         if not self._check_finite(optimizer, terms, total):
             optimizer.zero_grad(set_to_none=True)
             return False
@@ -390,6 +406,14 @@ class GAN(L.LightningModule):
             self.rng_seed = self.trainer.strategy.broadcast(int(torch.randint(2**62, ())), src=0)
         if self.channels_last:  # before the optimizers exist: they then hold channels-last state too
             self.to(memory_format=torch.channels_last)
+
+    def on_train_start(self) -> None:
+        # After a checkpoint is restored and the EMA copy made (a copy of a compiled module would share its code).
+        if self.compile_networks:
+            # A network that dynamo cannot compile then runs eagerly instead of stopping the run.
+            torch._dynamo.config.suppress_errors = True
+            for name in self.compile_networks:
+                getattr(self, name).compile()
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Every random draw of a training step (latents, dropout, penalty points) comes from the global RNG seeded

@@ -73,3 +73,24 @@ def test_fp16_with_a_grad_scaler_calibrates_instead_of_stopping(synthetic_mnist,
     assert trainer.global_step == 3 and plugin.scaler.get_scale() < 65536.0
     assert model.skipped_steps >= 1 and torch.isfinite(flat(model)).all()
     assert torch.isfinite(trainer.callback_metrics["train/gp"]) and torch.isfinite(trainer.callback_metrics["train/r1"])
+
+
+def test_compiled_networks_train_like_eager_ones(synthetic_mnist, tmp_path):
+    from conftest import TINY
+
+    from gans import DCGAN
+
+    def run(compile, root):
+        torch.manual_seed(0)
+        model = DCGAN(**TINY, compile=compile)
+        quiet_trainer(root, max_steps=2).fit(model, tiny_datamodule(synthetic_mnist))
+        return model
+
+    eager, compiled = run(None, tmp_path / "a"), run(["generator", "discriminator"], tmp_path / "b")
+    assert compiled.generator._compiled_call_impl is not None  # it did run compiled
+    torch.testing.assert_close(flat(compiled), flat(eager), rtol=1e-4, atol=1e-5)
+    assert list(compiled.state_dict()) == list(eager.state_dict())  # checkpoints keep their keys
+
+    penalised = WGANGP(**TINY, n_critic=1, compile=["discriminator"])
+    with pytest.raises(RuntimeError, match=r"double backward through a compiled network .* compile only the generator"):
+        quiet_trainer(tmp_path / "c", max_steps=1).fit(penalised, tiny_datamodule(synthetic_mnist))
