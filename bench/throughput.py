@@ -31,7 +31,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from gans import DCGAN, WGANGP
 from gans.base import step_seed
+from gans.dcgan import DCGAN_ADAM
 from gans.losses import gradient_penalty
+from gans.wgan_gp import WGANGP_ADAM
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,11 +53,14 @@ class RandomImages(Dataset):
         return self.images[index]
 
 
-def build(name: str, size: int) -> L.LightningModule:
+def build(name: str, size: int, fused: bool = False, **options) -> L.LightningModule:
+    """The paper's 64x64 model; ``fused`` gives its Adam the fused implementation, ``options`` go to the module
+    (``channels_last``, ``compile``)."""
     torch.manual_seed(0)
-    if name == "dcgan":
-        return DCGAN(channels=3, image_size=size)
-    return WGANGP(channels=3, image_size=size)
+    cls, adam = (DCGAN, DCGAN_ADAM) if name == "dcgan" else (WGANGP, WGANGP_ADAM)
+    if fused:
+        adam = {**adam, "init_args": {**adam["init_args"], "fused": True}}
+    return cls(channels=3, image_size=size, g_optimizer=adam, d_optimizer=adam, **options)
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -164,7 +169,10 @@ def run_lightning(args: argparse.Namespace, device: torch.device, out: Path) -> 
 
     from gans import GANDDPStrategy
 
-    model = build(args.model, args.size)
+    options = {"channels_last": args.channels_last, "compile": ["generator"] if args.compile else None}
+    if args.compile and args.model == "dcgan":  # WGAN-GP's critic needs a double backward: it stays eager
+        options["compile"] = ["generator", "discriminator"]
+    model = build(args.model, args.size, fused=args.fused, **options)
     processes = 1 if args.mode == "lightning" else 2
     strategy = {
         "lightning": "auto",
@@ -173,6 +181,7 @@ def run_lightning(args: argparse.Namespace, device: torch.device, out: Path) -> 
     }[args.mode]
     trainer = L.Trainer(
         accelerator=device.type, devices=processes, strategy=strategy, max_steps=args.warmup + args.iters,
+        precision=args.precision,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0, limit_val_batches=0, callbacks=[Timer(args.warmup, out)],
     )
@@ -216,6 +225,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="iterations before the timing starts")
     parser.add_argument("--num-images", type=int, default=2048, help="size of the synthetic data set")
     parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "out" / "throughput"))
+    # Speed options of the library's runs; the plain loop stays the fp32 eager reference.
+    parser.add_argument("--precision", default="32-true", help="Trainer precision: 32-true, bf16-mixed, 16-mixed")
+    parser.add_argument("--channels-last", action="store_true", help="the module's channels_last option")
+    parser.add_argument("--fused", action="store_true", help="fused Adam for both networks")
+    parser.add_argument("--compile", action="store_true", help="torch.compile G (and DCGAN's D)")
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -227,7 +241,10 @@ def main() -> None:
         for mode in args.modes:
             command = [sys.executable, __file__, "--model", model, "--mode", mode, "--device", args.device,
                        "--size", str(args.size), "--batch-size", str(args.batch_size), "--iters", str(args.iters),
-                       "--warmup", str(args.warmup), "--num-images", str(args.num_images), "--out", args.out]
+                       "--warmup", str(args.warmup), "--num-images", str(args.num_images), "--out", args.out,
+                       "--precision", args.precision]
+            command += [flag for flag, on in (("--channels-last", args.channels_last), ("--fused", args.fused),
+                                              ("--compile", args.compile)) if on]
             print(f"{model} / {mode} ...", file=sys.stderr, flush=True)
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             if done.returncode != 0:
@@ -241,7 +258,9 @@ def main() -> None:
     print(f"- hardware: {gpu or cpu_name()}, {os.cpu_count()} logical cores")
     print(f"- software: Python {platform.python_version()}, torch {torch.__version__}, lightning {L.__version__}")
     print(f"- run: {args.size}x{args.size} RGB synthetic images, batch {args.batch_size} per process, "
-          f"{args.iters} timed iterations after {args.warmup}, fp32\n")
+          f"{args.iters} timed iterations after {args.warmup}; plain loop: fp32 eager; library: {args.precision}"
+          f"{', channels_last' if args.channels_last else ''}{', fused Adam' if args.fused else ''}"
+          f"{', compiled' if args.compile else ''}\n")
     # The comparisons the targets ask for: the module against the plain loop (one process), and the GAN strategy
     # against DDP with find_unused_parameters (two processes).
     print("| model | mode | processes | it/s | images/s | peak MiB (per process) | speed vs reference |")
