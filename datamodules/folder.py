@@ -234,6 +234,15 @@ class _FolderDataModule(L.LightningDataModule):
         return {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0,
                 "pin_memory": self.pin_memory}
 
+    def fingerprint(self) -> dict:
+        """The settings that shape the images and the training files' names, sizes and modification times (the
+        metrics' cache key)."""
+        files = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in self.train_set.files] if self.train_set else []
+        return {"class": type(self).__name__, **self._data_settings(), "files": files}
+
+    def _data_settings(self) -> dict:
+        raise NotImplementedError
+
     def skipped_files(self) -> int:
         """Files skipped so far: unreadable headers at setup plus files that failed to decode in training."""
         decoded = int(self.train_set.bad.sum()) if self.train_set is not None else 0
@@ -307,10 +316,8 @@ class ImageFolderDataModule(_FolderDataModule):
     def val_dataloader(self) -> DataLoader | list:
         return [] if self.val_set is None else self._loader(self.val_set)
 
-    def fingerprint(self) -> dict:
-        """The settings and the training files' names, sizes and modification times (the metrics' cache key)."""
-        files = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in self.train_set.files] if self.train_set else []
-        return {"class": "ImageFolderDataModule", "image_size": self.image_size, "files": files}
+    def _data_settings(self) -> dict:
+        return {"image_size": self.image_size}
 
 
 class PairedImageDataModule(_FolderDataModule):
@@ -387,7 +394,5 @@ class PairedImageDataModule(_FolderDataModule):
             raise FileNotFoundError(f"no test split: {self.data_dir / 'test'} does not exist")
         return self._loader(self.splits["test"])
 
-    def fingerprint(self) -> dict:
-        files = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in self.train_set.files] if self.train_set else []
-        return {"class": "PairedImageDataModule", "direction": self.direction, "crop_size": self.crop_size,
-                "files": files}
+    def _data_settings(self) -> dict:
+        return {"direction": self.direction, "crop_size": self.crop_size}

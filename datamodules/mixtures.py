@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.resumable import resumable_loader
+from datamodules.resumable import as_batch, resumable_loader
 
 #: The standard settings: ring of 8 modes of radius 2 with std 0.02 (unrolled GAN, VEEGAN); 5x5 grid of modes at
 #: {-4, -2, 0, 2, 4}^2 with std 0.05 (VEEGAN, PacGAN).
@@ -74,10 +74,6 @@ class _Points(Dataset):
         return self.points[indices]
 
 
-def _as_batch(points: Tensor) -> Tensor:
-    return points
-
-
 class GaussianMixtureDataModule(L.LightningDataModule):
     """A fixed training set of points drawn from a 2-D mixture, served in shuffled batches ([B, 2] tensors).
 
@@ -112,7 +108,7 @@ class GaussianMixtureDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         # Shuffled by `seed` and resumable part-way through an epoch (datamodules.resumable).
-        return resumable_loader(self, _Points(self.points), self.batch_size, seed=self.seed, collate_fn=_as_batch)
+        return resumable_loader(self, _Points(self.points), self.batch_size, seed=self.seed, collate_fn=as_batch)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(_Points(self.points), batch_size=self.batch_size, drop_last=True, collate_fn=_as_batch)
+        return DataLoader(_Points(self.points), batch_size=self.batch_size, drop_last=True, collate_fn=as_batch)

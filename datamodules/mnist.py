@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.resumable import resumable_loader
+from datamodules.resumable import as_batch, resumable_loader
 
 # Folder under `data_dir`; also the name of the torchvision class that downloads into it.
 FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
@@ -177,10 +177,6 @@ class _OnDeviceImages(MNISTImages):
     __getitems__ = MNISTImages.batch
 
 
-def _as_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    return batch
-
-
 class MNISTDataModule(L.LightningDataModule):
     """MNIST or Fashion-MNIST from `<data_dir>/MNIST/raw/` or `<data_dir>/FashionMNIST/raw/`.
 
@@ -314,7 +310,7 @@ class MNISTDataModule(L.LightningDataModule):
             )
         # Equal batches (the GAN losses and BatchNorm statistics assume a fixed batch size), in an order that a
         # checkpoint resumes part-way through an epoch (datamodules.resumable).
-        options = {"collate_fn": _as_batch} if self.on_device else self._loader_options()
+        options = {"collate_fn": as_batch} if self.on_device else self._loader_options()
         return resumable_loader(self, self.train_set, self.batch_size, **options)
 
     def val_dataloader(self) -> DataLoader | list:

@@ -84,6 +84,11 @@ class ResumableDataLoader(DataLoader):
         sampler.start = state["batches"] * self.batch_size
 
 
+def as_batch(batch: Any) -> Any:
+    """The collate function of data sets whose ``__getitems__`` already returns a whole batch."""
+    return batch
+
+
 def resumable_loader(
     datamodule: L.LightningDataModule,
     dataset: Dataset,
