@@ -11,7 +11,6 @@ import functools
 import hashlib
 import importlib
 import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -217,8 +216,12 @@ class GAN(L.LightningModule):
     def grad_scale(self) -> float:
         """The fp16 GradScaler's current loss scale, 1.0 without one: what input-gradient penalties multiply the
         scores by before their own backward (``gans.losses``), as PyTorch's AMP recipe asks."""
-        scaler = getattr(self._trainer.precision_plugin, "scaler", None) if self._trainer is not None else None
-        return float(scaler.get_scale()) if scaler is not None else 1.0
+        return float(self._scaler.get_scale()) if self._scaler is not None else 1.0
+
+    @property
+    def _scaler(self) -> Any:
+        """The precision plugin's GradScaler (fp16 mixed precision), or None."""
+        return getattr(self._trainer.precision_plugin, "scaler", None) if self._trainer is not None else None
 
     def g_loss(self, real: Tensor, fake: Tensor, **cond: Tensor) -> dict[str, Tensor]:
         """Generator objective on a fake batch that carries the generator's graph."""
@@ -358,7 +361,7 @@ class GAN(L.LightningModule):
         # Under fp16 mixed precision the GradScaler owns overflow: while it calibrates, scaled gradients (and input
         # gradients inside penalties) overflow, and it skips those steps and lowers its scale. Such steps are left to
         # it (counted; stopped only after skip_limit in a row); the gradients are not checked.
-        scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None
+        scaled = self._scaler is not None
         if params and not scaled:
             flags.append(torch.stack(torch._foreach_norm([p.grad for p in params])).isfinite().all())
         finite = torch.stack(flags).all()
@@ -504,20 +507,12 @@ def load_gan(path: str | Path, map_location: str | torch.device = "cpu", unsafe_
         from gans.export import load_exported
 
         return load_exported(path, map_location)
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip whose directory comes last: a cut file has none
-        raise ValueError(f"cannot load checkpoint {str(path)!r}: truncated, or not a checkpoint written by torch.save")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        if not unsafe_load:
-            raise ValueError(
-                f"{str(path)!r} holds objects that only arbitrary unpickling can load, and unpickling can run any code "
-                f"({str(err).splitlines()[0][:200]}). Load it only if you trust its source: --unsafe-load "
-                "(unsafe_load=True in Python)"
-            ) from err
-        checkpoint = _load_or_explain(path, map_location, weights_only=False)
-    except Exception as err:  # truncated file, not a torch file
-        raise ValueError(f"cannot load checkpoint {str(path)!r}: {type(err).__name__}: {err}") from err
+    from callbacks.checkpoint import checkpoint_problem  # here: callbacks import gans at module level
+
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise ValueError(f"cannot load checkpoint {str(path)!r}: {problem}")
+    checkpoint = _load_checkpoint(path, map_location, unsafe_load)
     class_path = checkpoint.get("gans", {}).get("class_path") if isinstance(checkpoint, dict) else None
     if class_path is None:
         raise ValueError(f"{str(path)!r} is not a checkpoint of a gans model (it has no 'gans' entry)")
@@ -527,9 +522,22 @@ def load_gan(path: str | Path, map_location: str | torch.device = "cpu", unsafe_
     return model.to(map_location).eval()
 
 
-def _load_or_explain(path: Path, map_location: str | torch.device, weights_only: bool) -> Any:
+def _load_checkpoint(path: Path, map_location: str | torch.device, unsafe_load: bool) -> Any:
+    """``torch.load`` with ``weights_only=True``, or without it for a file that needs it when ``unsafe_load``;
+    any failure becomes a ValueError that names the file."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=weights_only)
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as err:
+            if not unsafe_load:
+                raise ValueError(
+                    f"{str(path)!r} holds objects that only arbitrary unpickling can load, and unpickling can run any "
+                    f"code ({str(err).splitlines()[0][:200]}). Load it only if you trust its source: --unsafe-load "
+                    "(unsafe_load=True in Python)"
+                ) from err
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except ValueError:
+        raise
     except Exception as err:
         raise ValueError(f"cannot load checkpoint {str(path)!r}: {type(err).__name__}: {err}") from err
 
