@@ -3,10 +3,10 @@ that fp16 gradients do not underflow."""
 
 import pytest
 import torch
-from conftest import quiet_trainer, tiny_datamodule
+from conftest import TINY, quiet_trainer, tiny_datamodule
 from test_classic import DC, TINY_VARIANTS, flat
 
-from gans import WGANGP
+from gans import DCGAN, WGANGP
 from gans.losses import gradient_penalty, r1_penalty
 
 VARIANTS = {**TINY_VARIANTS, "wgan_gp": (WGANGP, {**DC, "n_critic": 2})}
@@ -42,18 +42,17 @@ def test_the_scale_does_not_change_a_float32_penalty():
     torch.testing.assert_close(gradient_penalty(critic, real, fake, eps, scale=1024.0), plain)
 
 
+def tiny_dcgan_run(data_dir, root, max_steps, **options):
+    """A tiny DCGAN from seed 0 trained ``max_steps`` iterations with the module ``options``."""
+    torch.manual_seed(0)
+    model = DCGAN(**TINY, **options)
+    quiet_trainer(root, max_steps=max_steps).fit(model, tiny_datamodule(data_dir))
+    return model
+
+
 def test_channels_last_keeps_the_math(synthetic_mnist, tmp_path):
-    from conftest import TINY
-
-    from gans import DCGAN
-
-    def run(channels_last, root):
-        torch.manual_seed(0)
-        model = DCGAN(**TINY, channels_last=channels_last)
-        quiet_trainer(root, max_steps=3).fit(model, tiny_datamodule(synthetic_mnist))
-        return model
-
-    plain, cl = run(False, tmp_path / "a"), run(True, tmp_path / "b")
+    plain = tiny_dcgan_run(synthetic_mnist, tmp_path / "a", 3, channels_last=False)
+    cl = tiny_dcgan_run(synthetic_mnist, tmp_path / "b", 3, channels_last=True)
     conv = next(p for p in cl.discriminator.parameters() if p.dim() == 4)
     assert conv.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(flat(cl), flat(plain), rtol=1e-4, atol=1e-5)
@@ -63,7 +62,6 @@ def test_fp16_with_a_grad_scaler_calibrates_instead_of_stopping(synthetic_mnist,
     # Lightning turns precision="16-mixed" on CPU into bf16; the plugin given explicitly runs fp16 autocast with a
     # GradScaler on CPU, as on a GPU. Its first steps overflow (scale 65536): the scaler skips them and lowers the
     # scale, and the module counts them instead of stopping (nonfinite="stop" is the default).
-    from conftest import TINY
     from lightning.pytorch.plugins.precision import MixedPrecision
 
     model = WGANGP(**TINY, n_critic=2, r1_gamma=1.0)  # the gradient penalty and R1 under the AMP recipe
@@ -76,17 +74,8 @@ def test_fp16_with_a_grad_scaler_calibrates_instead_of_stopping(synthetic_mnist,
 
 
 def test_compiled_networks_train_like_eager_ones(synthetic_mnist, tmp_path):
-    from conftest import TINY
-
-    from gans import DCGAN
-
-    def run(compile, root):
-        torch.manual_seed(0)
-        model = DCGAN(**TINY, compile=compile)
-        quiet_trainer(root, max_steps=2).fit(model, tiny_datamodule(synthetic_mnist))
-        return model
-
-    eager, compiled = run(None, tmp_path / "a"), run(["generator", "discriminator"], tmp_path / "b")
+    eager = tiny_dcgan_run(synthetic_mnist, tmp_path / "a", 2)
+    compiled = tiny_dcgan_run(synthetic_mnist, tmp_path / "b", 2, compile=["generator", "discriminator"])
     assert compiled.generator._compiled_call_impl is not None  # it did run compiled
     torch.testing.assert_close(flat(compiled), flat(eager), rtol=1e-4, atol=1e-5)
     assert list(compiled.state_dict()) == list(eager.state_dict())  # checkpoints keep their keys
