@@ -29,35 +29,34 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 
+def _flat_in_place(tensors: Iterable[Tensor], collective: Callable[[Tensor], Any]) -> None:
+    """Runs ``collective`` on one flat copy of ``tensors`` per dtype and copies the result back into them."""
+    by_dtype: dict[torch.dtype, list[Tensor]] = {}
+    for tensor in tensors:
+        by_dtype.setdefault(tensor.dtype, []).append(tensor)
+    for group in by_dtype.values():
+        flat = torch.cat([t.reshape(-1) for t in group])
+        collective(flat)
+        offset = 0
+        for tensor in group:
+            tensor.copy_(flat[offset : offset + tensor.numel()].view_as(tensor))
+            offset += tensor.numel()
+
+
 def all_reduce_gradients(params: Iterable[nn.Parameter], world_size: int) -> None:
     """Replaces each parameter's gradient by its mean over the processes: one all-reduce per dtype on a flat
     buffer. Parameters without a gradient are left out; every process must have gradients for the same ones."""
-    grads = [p.grad for p in params if p.grad is not None]
-    by_dtype: dict[torch.dtype, list[Tensor]] = {}
-    for grad in grads:
-        by_dtype.setdefault(grad.dtype, []).append(grad)
-    for group in by_dtype.values():
-        flat = torch.cat([g.reshape(-1) for g in group])
+
+    def mean(flat: Tensor) -> None:
         dist.all_reduce(flat)
         flat /= world_size
-        offset = 0
-        for grad in group:
-            grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
-            offset += grad.numel()
+
+    _flat_in_place((p.grad for p in params if p.grad is not None), mean)
 
 
 def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
-    """Copies ``src``'s floating and integer buffers to every process, one broadcast per dtype."""
-    by_dtype: dict[torch.dtype, list[Tensor]] = {}
-    for buffer in module.buffers():
-        by_dtype.setdefault(buffer.dtype, []).append(buffer)
-    for group in by_dtype.values():
-        flat = torch.cat([b.reshape(-1) for b in group])
-        dist.broadcast(flat, src)
-        offset = 0
-        for buffer in group:
-            buffer.copy_(flat[offset : offset + buffer.numel()].view_as(buffer))
-            offset += buffer.numel()
+    """Copies ``src``'s buffers to every process, one broadcast per dtype."""
+    _flat_in_place(module.buffers(), lambda flat: dist.broadcast(flat, src))
 
 
 class GANDDPStrategy(DDPStrategy):
