@@ -27,6 +27,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from dcgan_overhead import check_finite  # the same check as GAN._check_finite (bench/ is on sys.path)
 from torch.utils.data import DataLoader, Dataset
 
 from gans import DCGAN, WGANGP
@@ -94,7 +95,8 @@ def run_plain(args: argparse.Namespace, device: torch.device) -> dict:
                 d_loss = d_loss + model.gp_weight * gradient_penalty(discriminator, real, fake)
             d_opt.zero_grad(set_to_none=True)
             d_loss.backward()
-            _check_finite([d_loss, d_real.detach().mean(), d_fake.detach().mean()], discriminator)
+            check_finite({"d_loss": d_loss, "d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean()},
+                         list(discriminator.parameters()))
             d_opt.step()
             d_steps += 1
             if d_steps % model.n_critic == 0:
@@ -102,7 +104,7 @@ def run_plain(args: argparse.Namespace, device: torch.device) -> dict:
                 g_loss = model.g_adversarial(discriminator(generator(torch.randn(n, model.latent_dim, device=device))))
                 g_opt.zero_grad(set_to_none=True)
                 g_loss.backward()
-                _check_finite([g_loss], generator)
+                check_finite({"g_loss": g_loss}, list(generator.parameters()))
                 g_opt.step()
                 discriminator.requires_grad_(True)
                 iterations += 1
@@ -110,15 +112,6 @@ def run_plain(args: argparse.Namespace, device: torch.device) -> dict:
                     break
     _sync(device)
     return {"seconds": time.perf_counter() - start, "world": 1}
-
-
-def _check_finite(terms: list[torch.Tensor], network: torch.nn.Module) -> None:
-    # What GAN._check_finite does: losses and gradient norms, one host sync.
-    grads = [p.grad for p in network.parameters() if p.grad is not None]
-    flags = torch.stack([torch.stack([t.detach().float() for t in terms]).isfinite().all(),
-                         torch.stack(torch._foreach_norm(grads)).isfinite().all()])
-    if not bool(flags.all()):
-        raise FloatingPointError("non-finite loss or gradient")
 
 
 def cpu_name() -> str:
