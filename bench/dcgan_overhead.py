@@ -38,7 +38,7 @@ from torchvision.utils import save_image
 from callbacks.samples import to_grid
 from datamodules.mnist import MNISTDataModule
 from gans import losses
-from gans.base import step_seed
+from gans.base import fused_where_supported, step_seed
 from gans.dcgan import DCGAN
 from gans.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 
@@ -171,8 +171,9 @@ def run_plain(dm: MNISTDataModule, args: argparse.Namespace, iters: int, profile
     torch.manual_seed(args.seed)
     generator = DCGANGenerator(LATENT_DIM, 1, args.image_size, WIDTH).train()
     discriminator = DCGANDiscriminator(1, args.image_size, WIDTH).train()
-    g_opt = torch.optim.Adam(generator.parameters(), **ADAM)
-    d_opt = torch.optim.Adam(discriminator.parameters(), **ADAM)
+    # Fused where the device has the kernels, as the module's configure_optimizers makes them.
+    g_opt = fused_where_supported(torch.optim.Adam(generator.parameters(), **ADAM))
+    d_opt = fused_where_supported(torch.optim.Adam(discriminator.parameters(), **ADAM))
     loader = dm.train_dataloader()
     rng_seed = int(torch.randint(2**62, ()))  # as GAN.setup draws it
 

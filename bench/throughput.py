@@ -31,7 +31,7 @@ from dcgan_overhead import check_finite  # the same check as GAN._check_finite (
 from torch.utils.data import DataLoader, Dataset
 
 from gans import DCGAN, WGANGP
-from gans.base import step_seed
+from gans.base import fused_where_supported, step_seed
 from gans.dcgan import DCGAN_ADAM
 from gans.losses import gradient_penalty
 from gans.wgan_gp import WGANGP_ADAM
@@ -54,13 +54,14 @@ class RandomImages(Dataset):
         return self.images[index]
 
 
-def build(name: str, size: int, fused: bool = False, **options) -> L.LightningModule:
-    """The paper's 64x64 model; ``fused`` gives its Adam the fused implementation, ``options`` go to the module
+def build(name: str, size: int, adam_step: str = "fused", **options) -> L.LightningModule:
+    """The paper's 64x64 model; ``adam_step`` ``"fused"`` leaves its Adam to the module (fused where the device has
+    the kernels), ``"foreach"`` asks for PyTorch's default multi-tensor step; ``options`` go to the module
     (``channels_last``, ``compile``)."""
     torch.manual_seed(0)
     cls, adam = (DCGAN, DCGAN_ADAM) if name == "dcgan" else (WGANGP, WGANGP_ADAM)
-    if fused:
-        adam = {**adam, "init_args": {**adam["init_args"], "fused": True}}
+    if adam_step == "foreach":
+        adam = {**adam, "init_args": {**adam["init_args"], "foreach": True}}
     return cls(channels=3, image_size=size, g_optimizer=adam, d_optimizer=adam, **options)
 
 
@@ -70,10 +71,10 @@ def build(name: str, size: int, fused: bool = False, **options) -> L.LightningMo
 
 
 def run_plain(args: argparse.Namespace, device: torch.device) -> dict:
-    model = build(args.model, args.size).to(device)
+    model = build(args.model, args.size, args.adam).to(device)
     generator, discriminator = model.generator, model.discriminator
-    g_opt = model.g_optimizer(generator.parameters())
-    d_opt = model.d_optimizer(discriminator.parameters())
+    g_opt = fused_where_supported(model.g_optimizer(generator.parameters()))  # as the module's configure_optimizers
+    d_opt = fused_where_supported(model.d_optimizer(discriminator.parameters()))
     loader = DataLoader(RandomImages(args.num_images, args.size), batch_size=args.batch_size, shuffle=True,
                         drop_last=True, pin_memory=device.type == "cuda")
     rng_seed, d_steps, iterations = int(torch.randint(2**62, ())), 0, 0
@@ -165,7 +166,7 @@ def run_lightning(args: argparse.Namespace, device: torch.device, out: Path) -> 
     options = {"channels_last": args.channels_last, "compile": ["generator"] if args.compile else None}
     if args.compile and args.model == "dcgan":  # WGAN-GP's critic needs a double backward: it stays eager
         options["compile"] = ["generator", "discriminator"]
-    model = build(args.model, args.size, fused=args.fused, **options)
+    model = build(args.model, args.size, args.adam, **options)
     processes = 1 if args.mode == "lightning" else 2
     strategy = {
         "lightning": "auto",
@@ -218,10 +219,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="iterations before the timing starts")
     parser.add_argument("--num-images", type=int, default=2048, help="size of the synthetic data set")
     parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "out" / "throughput"))
+    parser.add_argument(
+        "--adam", choices=["fused", "foreach"], default="fused",
+        help="Adam's step in both loops: fused (the module's default where the device has the kernels) or foreach "
+        "(PyTorch's default)",
+    )
     # Speed options of the library's runs; the plain loop stays the fp32 eager reference.
     parser.add_argument("--precision", default="32-true", help="Trainer precision: 32-true, bf16-mixed, 16-mixed")
     parser.add_argument("--channels-last", action="store_true", help="the module's channels_last option")
-    parser.add_argument("--fused", action="store_true", help="fused Adam for both networks")
     parser.add_argument("--compile", action="store_true", help="torch.compile G (and DCGAN's D)")
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
@@ -235,9 +240,9 @@ def main() -> None:
             command = [sys.executable, __file__, "--model", model, "--mode", mode, "--device", args.device,
                        "--size", str(args.size), "--batch-size", str(args.batch_size), "--iters", str(args.iters),
                        "--warmup", str(args.warmup), "--num-images", str(args.num_images), "--out", args.out,
-                       "--precision", args.precision]
-            command += [flag for flag, on in (("--channels-last", args.channels_last), ("--fused", args.fused),
-                                              ("--compile", args.compile)) if on]
+                       "--precision", args.precision, "--adam", args.adam]
+            command += [flag for flag, on in (("--channels-last", args.channels_last), ("--compile", args.compile))
+                        if on]
             print(f"{model} / {mode} ...", file=sys.stderr, flush=True)
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             if done.returncode != 0:
@@ -251,8 +256,8 @@ def main() -> None:
     print(f"- hardware: {gpu or cpu_name()}, {os.cpu_count()} logical cores")
     print(f"- software: Python {platform.python_version()}, torch {torch.__version__}, lightning {L.__version__}")
     print(f"- run: {args.size}x{args.size} RGB synthetic images, batch {args.batch_size} per process, "
-          f"{args.iters} timed iterations after {args.warmup}; plain loop: fp32 eager; library: {args.precision}"
-          f"{', channels_last' if args.channels_last else ''}{', fused Adam' if args.fused else ''}"
+          f"{args.iters} timed iterations after {args.warmup}; {args.adam} Adam; plain loop: fp32 eager; library: "
+          f"{args.precision}{', channels_last' if args.channels_last else ''}"
           f"{', compiled' if args.compile else ''}\n")
     # The comparisons the targets ask for: the module against the plain loop (one process), and the GAN strategy
     # against DDP with find_unused_parameters (two processes).

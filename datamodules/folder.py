@@ -317,7 +317,8 @@ class ImageFolderDataModule(_FolderDataModule):
         return [] if self.val_set is None else self._loader(self.val_set)
 
     def _data_settings(self) -> dict:
-        return {"image_size": self.image_size}
+        # The metrics read epoch 0's items: which of them are mirrored depends on the seed.
+        return {"image_size": self.image_size, "flip_seed": getattr(self.train_set, "seed", None) if self.flip else None}
 
 
 class PairedImageDataModule(_FolderDataModule):
@@ -395,4 +396,5 @@ class PairedImageDataModule(_FolderDataModule):
         return self._loader(self.splits["test"])
 
     def _data_settings(self) -> dict:
-        return {"direction": self.direction, "crop_size": self.crop_size}
+        jitter = {"load_size": self.load_size, "seed": getattr(self.train_set, "seed", None)} if self.jitter else None
+        return {"direction": self.direction, "crop_size": self.crop_size, "jitter": jitter}

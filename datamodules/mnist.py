@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.resumable import as_batch, resumable_loader
+from datamodules.resumable import as_batch, default_data_seed, resumable_loader
 
 # Folder under `data_dir`; also the name of the torchvision class that downloads into it.
 FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
@@ -146,33 +146,55 @@ def resize_images(images: torch.Tensor, image_size: int) -> torch.Tensor:
 class MNISTImages(Dataset):
     """Preprocessed images with their labels.
 
-    Items are `(image, label)`: image float32 [1, H, W] in [-1, 1], label a Python int.
+    Items are `(image, label)`: image float32 [1, H, W] in [-1, 1], label a Python int. An index may exceed the
+    length (an epoch-tagged index from the training sampler, ``datamodules.resumable``): its epoch then picks the
+    mirrored images.
 
     Args:
         images: uint8 [N, 1, H, W].
         labels: int64 [N].
+        flip_seed: with a seed, each epoch mirrors a random half of the images left to right (which half is a
+            function of the seed and the epoch, so a resumed run mirrors the same ones); None mirrors nothing.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, flip_seed: int | None = None) -> None:
         self.images = images
         self.labels = labels
+        self.flip_seed = flip_seed
+        self._flips: tuple[int, torch.Tensor] | None = None  # (epoch, bool [N]) of the latest epoch asked for
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.images[index].float() / 127.5 - 1.0, int(self.labels[index])
+        epoch, i = divmod(index, len(self))
+        image = self.images[i].float() / 127.5 - 1.0
+        if self.flip_seed is not None and self.flips(epoch)[i]:
+            image = image.flip(-1)
+        return image, int(self.labels[i])
 
     def batch(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """A whole batch in one indexing operation, on the device the images are on: images float32
-        [B, 1, H, W] in [-1, 1], labels int64 [B]."""
-        index = torch.as_tensor(indices, device=self.images.device)
-        return self.images[index].float() / 127.5 - 1.0, self.labels[index]
+        """A whole batch in one indexing operation, on the device the images are on (flips included): images
+        float32 [B, 1, H, W] in [-1, 1], labels int64 [B]. The indices are of one epoch, as a sampler gives them."""
+        index = torch.as_tensor(indices, device=self.images.device) % len(self)
+        images = self.images[index].float() / 127.5 - 1.0
+        if self.flip_seed is not None:
+            flips = self.flips(indices[0] // len(self))[index]
+            images = torch.where(flips[:, None, None, None], images.flip(-1), images)
+        return images, self.labels[index]
+
+    def flips(self, epoch: int) -> torch.Tensor:
+        """Which images epoch ``epoch`` mirrors: bool [N], on the images' device."""
+        if self._flips is None or self._flips[0] != epoch:
+            # A tuple of ints hashes the same in every process and run.
+            rng = torch.Generator().manual_seed(hash((self.flip_seed, epoch)) & (2**63 - 1))
+            self._flips = (epoch, (torch.rand(len(self), generator=rng) < 0.5).to(self.images.device))
+        return self._flips[1]
 
 
 class _OnDeviceImages(MNISTImages):
     """The data set held on the accelerator: the DataLoader asks for whole batches (``__getitems__``), which are
-    cut and converted there, with no worker processes and no host-to-device copy."""
+    cut, converted and mirrored there, with no worker processes and no host-to-device copy."""
 
     __getitems__ = MNISTImages.batch
 
@@ -200,8 +222,11 @@ class MNISTDataModule(L.LightningDataModule):
         train_split: Split to train on: "train" (the `train-*` files) or "test" (the `t10k-*` files).
         pin_memory: Pin batches in page-locked memory for faster copies to the GPU.
         on_device: Hold the whole preprocessed training split on the trainer's device (60,000 28x28 digits are 47 MB
-            as uint8; 61 MB at 32x32) and cut each batch there: no DataLoader workers, no copies per step. Needs
-            ``num_workers=0`` and ``pin_memory=False``.
+            as uint8; 61 MB at 32x32) and cut each batch there, flips included: no DataLoader workers, no copies per
+            step. Needs ``num_workers=0`` and ``pin_memory=False``.
+        flip: Mirror a random half of the training images left to right, a new half every epoch (on the device with
+            ``on_device``). Suits Fashion-MNIST's clothes; digits are not mirror-symmetric, so leave it off for MNIST.
+            Seeded by ``seed_everything`` (``PL_GLOBAL_SEED``): a resumed run mirrors the same images.
     """
 
     def __init__(
@@ -215,6 +240,7 @@ class MNISTDataModule(L.LightningDataModule):
         train_split: Literal["train", "test"] = "train",
         pin_memory: bool = False,
         on_device: bool = False,
+        flip: bool = False,
     ) -> None:
         super().__init__()
         if dataset not in FOLDERS:
@@ -243,6 +269,7 @@ class MNISTDataModule(L.LightningDataModule):
             )
         self.pin_memory = pin_memory
         self.on_device = on_device
+        self.flip = flip
         self.raw_dir = self.data_dir / FOLDERS[dataset] / "raw"
         self.image_shape = (1, image_size, image_size)
         self.num_classes = 10
@@ -270,9 +297,11 @@ class MNISTDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_set is None:
             self.train_set = self._load(self.train_split)
+            flip_seed = default_data_seed() if self.flip else None
             if self.on_device:
                 device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
                 self.train_set = _OnDeviceImages(self.train_set.images.to(device), self.train_set.labels.to(device))
+            self.train_set.flip_seed = flip_seed
         if self.train_split == "train" and stage in (None, "fit", "validate", "test") and self.held_out_set is None:
             if _has_split(self.raw_dir, "test"):
                 self.held_out_set = self._load("test")
@@ -296,6 +325,7 @@ class MNISTDataModule(L.LightningDataModule):
             "dataset": self.dataset,
             "train_split": self.train_split,
             "image_size": self.image_size,
+            "flip_seed": default_data_seed() if self.flip else None,  # the metrics read epoch 0's mirrored images
             "files": files,
         }
 
@@ -311,7 +341,7 @@ class MNISTDataModule(L.LightningDataModule):
         # Equal batches (the GAN losses and BatchNorm statistics assume a fixed batch size), in an order that a
         # checkpoint resumes part-way through an epoch (datamodules.resumable).
         options = {"collate_fn": as_batch} if self.on_device else self._loader_options()
-        return resumable_loader(self, self.train_set, self.batch_size, **options)
+        return resumable_loader(self, self.train_set, self.batch_size, tag_epoch=self.flip, **options)
 
     def val_dataloader(self) -> DataLoader | list:
         """The `t10k` split, or an empty list (Lightning then skips validation) when there is none to hold out."""

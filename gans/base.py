@@ -10,6 +10,7 @@ import copy
 import functools
 import hashlib
 import importlib
+import inspect
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +22,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
+from torch.optim import Optimizer
 
 from gans.losses import adversarial_loss, r1_penalty, r2_penalty
 from gans.nets.layers import pack as pack_samples
@@ -37,6 +39,32 @@ def optimizer_factory(spec: OptimizerCallable | LRSchedulerCallable | Mapping) -
     module_name, _, class_name = spec["class_path"].rpartition(".")
     cls = getattr(importlib.import_module(module_name), class_name)
     return functools.partial(cls, **dict(spec.get("init_args", {})))
+
+
+#: Devices with fused Adam kernels in torch 2.14.
+FUSED_DEVICES = frozenset({"cpu", "cuda", "mps", "xpu"})
+
+
+def fused_where_supported(optimizer: Optimizer) -> Optimizer:
+    """An Adam or AdamW whose configuration set neither ``fused`` nor ``foreach``, rebuilt with ``fused=True`` when
+    all its parameters are floating-point tensors on a device in ``FUSED_DEVICES``; any other optimizer as it is.
+
+    The fused step updates every parameter in one kernel per device: on a GPU it saves the launches of the default
+    multi-tensor step, and on this project's CPU it is 4.3x faster for DCGAN-64's 6.3 M parameters (BENCHMARKS.md,
+    "Fused Adam"). ``fused: false`` or ``foreach: true`` in the optimizer's ``init_args`` keeps the unfused step.
+    """
+    chosen = optimizer.defaults
+    if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW) or chosen.get("differentiable"):
+        return optimizer
+    if chosen.get("fused") is not None or chosen.get("foreach") is not None:
+        return optimizer
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if not params or not all(p.is_floating_point() and p.device.type in FUSED_DEVICES for p in params):
+        return optimizer
+    accepted = inspect.signature(type(optimizer)).parameters
+    settings = {name: value for name, value in chosen.items() if name in accepted}
+    groups = [{**group, "fused": True} for group in optimizer.param_groups]
+    return type(optimizer)(groups, **{**settings, "fused": True})
 
 
 def _no_closure() -> None:
@@ -91,6 +119,10 @@ class GAN(L.LightningModule):
             scale); they are counted, and stop the run only after ``skip_limit`` in a row.
         skip_limit: with ``nonfinite="skip"``, the number of one network's steps skipped in a row after which
             training stops anyway (its weights or the data have gone bad for good); 0 never stops.
+        clip_grad_norm: the largest L2 norm of each optimizer step's gradient (all of one network's parameters
+            together); larger ones are scaled down to it, after the gradients are averaged over processes and, under
+            fp16 mixed precision, unscaled. The norm before clipping is logged as ``train/g_grad_norm`` and
+            ``train/d_grad_norm``. None: no clipping (none of the classic GANs' papers clips).
         channels_last: keep the networks' 4-D weights and the image batches in the channels-last memory format,
             which tensor cores prefer for convolutions (on GPU, with mixed precision); the math is the same.
         compile: networks to compile with ``torch.compile`` when training starts, any of ``"generator"`` and
@@ -117,6 +149,7 @@ class GAN(L.LightningModule):
         scheduler_interval: Literal["step", "epoch"] = "step",
         nonfinite: Literal["stop", "skip"] = "stop",
         skip_limit: int = 100,
+        clip_grad_norm: float | None = None,
         channels_last: bool = False,
         compile: list[str] | None = None,
     ) -> None:
@@ -137,6 +170,8 @@ class GAN(L.LightningModule):
             raise ValueError(f"nonfinite={nonfinite!r}; expected 'stop' or 'skip'")
         if skip_limit < 0:
             raise ValueError(f"skip_limit={skip_limit} must be >= 0 (0: never stop for skipped steps)")
+        if clip_grad_norm is not None and not clip_grad_norm > 0:
+            raise ValueError(f"clip_grad_norm={clip_grad_norm} must be positive (or None: no clipping)")
         if not set(compile or []) <= {"generator", "discriminator"}:
             raise ValueError(f"compile={compile}; expected a list of 'generator' and/or 'discriminator'")
         # Optimizers and schedulers are training configuration (LightningCLI keeps them in config.yaml); they are
@@ -154,6 +189,7 @@ class GAN(L.LightningModule):
         self.d_scheduler = None if d_scheduler is None else optimizer_factory(d_scheduler)
         self.scheduler_interval = scheduler_interval
         self.nonfinite, self.skip_limit = nonfinite, skip_limit
+        self.clip_grad_norm = clip_grad_norm
         self.channels_last = channels_last
         self.compile_networks = list(compile or [])
         self.skipped_steps = 0  # optimizer steps dropped for non-finite values (nonfinite="skip")
@@ -282,8 +318,8 @@ class GAN(L.LightningModule):
 
     def configure_optimizers(self) -> list[dict[str, Any]]:
         pairs = [
-            (self.g_optimizer(self.generator.parameters()), self.g_scheduler),
-            (self.d_optimizer(self.discriminator.parameters()), self.d_scheduler),
+            (fused_where_supported(self.g_optimizer(self.generator.parameters())), self.g_scheduler),
+            (fused_where_supported(self.d_optimizer(self.discriminator.parameters())), self.d_scheduler),
         ]
         # Returned to Lightning so that their states are checkpointed; in manual optimisation it never steps them.
         return [
@@ -351,6 +387,21 @@ class GAN(L.LightningModule):
             # without the progress hooks that advance global_step.
             self.trainer.strategy.optimizer_step(optimizer.optimizer, closure=_no_closure)
         return True
+
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        # The precision plugin calls this inside the step: after gan_ddp's all-reduce and the GradScaler's unscale_,
+        # before the optimizer runs (Lightning's Trainer(gradient_clip_val) does not apply to manual optimisation).
+        if self.clip_grad_norm is None:
+            return
+        scaler = self._scaler
+        if scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
+            # Lightning leaves a fused optimizer's gradients scaled, for its step to unscale; clipping needs them
+            # unscaled first, and GradScaler.step then tells the optimizer they are.
+            scaler.unscale_(optimizer)
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
+        network = "g" if optimizer is self.trainer.optimizers[0] else "d"
+        self.log(f"train/{network}_grad_norm", norm)
 
     def _check_finite(self, optimizer: LightningOptimizer, terms: dict[str, Tensor], total: str) -> bool:
         """Whether the loss terms and the gradients of ``optimizer``'s parameters are all finite, on every process.

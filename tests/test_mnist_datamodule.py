@@ -307,7 +307,8 @@ def test_real_mnist_needs_train_split_test() -> None:
     assert images.shape == (64, 1, 32, 32) and images.min() >= -1 and images.max() <= 1
 
 
-def test_on_device_serves_the_same_batches(synthetic_mnist: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("flip", [False, True])
+def test_on_device_serves_the_same_batches(synthetic_mnist: Path, tmp_path: Path, flip: bool) -> None:
     import lightning as L
 
     from gans import DCGAN
@@ -321,7 +322,7 @@ def test_on_device_serves_the_same_batches(synthetic_mnist: Path, tmp_path: Path
 
     runs = []
     for on_device in (False, True):
-        dm = MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=8, image_size=8, on_device=on_device)
+        dm = MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=8, image_size=8, on_device=on_device, flip=flip)
         batches = Batches()
         L.seed_everything(0, verbose=False)
         trainer = L.Trainer(accelerator="cpu", max_steps=14, logger=False, enable_checkpointing=False,
@@ -344,3 +345,33 @@ def test_on_device_serves_the_same_batches(synthetic_mnist: Path, tmp_path: Path
         assert torch.equal(x0, x1) and torch.equal(y0, y1) and y1.dtype == torch.int64
     with pytest.raises(ValueError, match="on_device=True .* needs num_workers=0"):
         MNISTDataModule(on_device=True, num_workers=2)
+
+
+def test_flip_mirrors_a_new_half_every_epoch(synthetic_mnist: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PL_GLOBAL_SEED", "3")
+    plain = MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=8, image_size=8)
+    plain.setup("fit")
+    original = stack(plain.train_set)[0]  # [96, 1, 8, 8]; noise images, none mirror-symmetric
+    dm = MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=8, image_size=8, flip=True)
+    dm.setup("fit")
+    n = len(dm.train_set)
+    mirrored = []
+    for epoch in (0, 1):
+        flipped = torch.tensor([
+            torch.equal(dm.train_set[epoch * n + i][0], original[i].flip(-1)) for i in range(n)
+        ])
+        kept = torch.tensor([torch.equal(dm.train_set[epoch * n + i][0], original[i]) for i in range(n)])
+        assert torch.equal(flipped, ~kept) and 30 < int(flipped.sum()) < 66  # each image, mirrored or not
+        assert torch.equal(flipped, dm.train_set.flips(epoch))
+        mirrored.append(flipped)
+    assert not torch.equal(*mirrored)  # a new half every epoch
+    # The loader tags indices with their epoch; a fresh data module (a resumed run) mirrors the same images.
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(1)
+    again = MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=8, image_size=8, flip=True)
+    again.setup("fit")
+    assert torch.equal(again.train_set.flips(1), mirrored[1])
+    images, labels = next(iter(loader))
+    first = next(iter(loader.sampler)) - n
+    assert torch.equal(images[0], original[first].flip(-1) if mirrored[1][first] else original[first])
+    assert plain.fingerprint()["flip_seed"] is None and dm.fingerprint()["flip_seed"] == 3

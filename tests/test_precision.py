@@ -7,6 +7,7 @@ from conftest import TINY, quiet_trainer, tiny_datamodule
 from test_classic import DC, TINY_VARIANTS, flat
 
 from gans import DCGAN, WGANGP
+from gans.base import fused_where_supported
 from gans.losses import gradient_penalty, r1_penalty
 
 VARIANTS = {**TINY_VARIANTS, "wgan_gp": (WGANGP, {**DC, "n_critic": 2})}
@@ -83,3 +84,70 @@ def test_compiled_networks_train_like_eager_ones(synthetic_mnist, tmp_path):
     penalised = WGANGP(**TINY, n_critic=1, compile=["discriminator"])
     with pytest.raises(RuntimeError, match=r"double backward through a compiled network .* compile only the generator"):
         quiet_trainer(tmp_path / "c", max_steps=1).fit(penalised, tiny_datamodule(synthetic_mnist))
+
+
+class StepRecordingSGD(torch.optim.SGD):
+    """Plain SGD (no momentum) that records the norm of each step's update divided by the learning rate: the
+    gradient the step applied, unscaled or not."""
+
+    def __init__(self, params, lr=1e-2, fused=None):
+        super().__init__(params, lr=lr, fused=fused)
+        self.applied = []
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+        before = [p.clone() for p in params]
+        out = super().step(closure)
+        lr = self.param_groups[0]["lr"]
+        self.applied.append(float(torch.cat([(b - p).flatten() for b, p in zip(before, params)]).norm() / lr))
+        return out
+
+
+@pytest.mark.parametrize("setting", ["fp32", "fp16", "fp16_fused"])
+def test_gradients_are_clipped_after_unscaling(setting, synthetic_mnist, tmp_path):
+    # A clip far below the tiny DCGAN's gradient norms: every applied step has exactly that norm. Clipping the
+    # GradScaler's scaled gradients (scale 2^16 at first, still > 2^10 after the overflows) would leave steps
+    # thousands of times smaller; Lightning does not unscale a fused optimizer's gradients before the hook.
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    clip, fused = 1e-4, setting == "fp16_fused"
+    opt = {"class_path": f"{__name__}.StepRecordingSGD", "init_args": {"fused": fused}}
+    torch.manual_seed(0)
+    model = DCGAN(**TINY, clip_grad_norm=clip, g_optimizer=opt, d_optimizer=opt)
+    plugins = [MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu"))] if setting != "fp32" else []
+    trainer = quiet_trainer(tmp_path, max_steps=6, plugins=plugins)
+    trainer.fit(model, tiny_datamodule(synthetic_mnist))
+    g_opt, d_opt = trainer.optimizers
+    # A fused step that the scaler found non-finite runs but changes nothing (it skips inside the kernel).
+    g_applied, d_applied = ([a for a in opt.applied if a > 0] for opt in (g_opt, d_opt))
+    assert g_opt.defaults["fused"] == fused and len(g_applied) >= 3 and len(d_applied) >= 3
+    for applied in g_applied + d_applied:
+        assert applied == pytest.approx(clip, rel=1e-2)
+    assert trainer.callback_metrics["train/d_grad_norm"] > clip  # the norm before clipping
+
+
+def test_adam_is_fused_unless_the_configuration_chose(synthetic_mnist, tmp_path):
+    net = torch.nn.Linear(3, 2)
+    groups = [{"params": [net.weight], "lr": 0.1}, {"params": [net.bias]}]
+    adam = fused_where_supported(torch.optim.Adam(groups, lr=3e-4, betas=(0.0, 0.9), weight_decay=0.5, amsgrad=True))
+    assert adam.defaults["fused"] and adam._step_supports_amp_scaling
+    assert [(g["lr"], g["betas"], g["weight_decay"], g["amsgrad"], g["fused"]) for g in adam.param_groups] == [
+        (0.1, (0.0, 0.9), 0.5, True, True), (3e-4, (0.0, 0.9), 0.5, True, True),
+    ]
+    adamw = fused_where_supported(torch.optim.AdamW(net.parameters(), lr=3e-4))
+    assert type(adamw) is torch.optim.AdamW and adamw.defaults["fused"] and adamw.defaults["decoupled_weight_decay"]
+    for kept in (
+        torch.optim.Adam(net.parameters(), fused=False),
+        torch.optim.Adam(net.parameters(), foreach=True),
+        torch.optim.SGD(net.parameters(), lr=0.1),
+        torch.optim.Adam(torch.nn.Linear(3, 2, device="meta").parameters()),  # a device without fused kernels
+    ):
+        assert fused_where_supported(kept) is kept
+
+    unfused = {"class_path": "torch.optim.Adam", "init_args": {"lr": 2e-4, "fused": False}}
+    model = DCGAN(**TINY, d_optimizer=unfused)
+    trainer = quiet_trainer(tmp_path, max_steps=1)
+    trainer.fit(model, tiny_datamodule(synthetic_mnist))
+    g_opt, d_opt = trainer.optimizers
+    assert g_opt.defaults["fused"] is True and d_opt.defaults["fused"] is False
