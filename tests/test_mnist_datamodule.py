@@ -371,7 +371,7 @@ def test_flip_mirrors_a_new_half_every_epoch(synthetic_mnist: Path, monkeypatch:
     again = MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=8, image_size=8, flip=True)
     again.setup("fit")
     assert torch.equal(again.train_set.flips(1), mirrored[1])
-    images, labels = next(iter(loader))
+    images, _ = next(iter(loader))
     first = next(iter(loader.sampler)) - n
     assert torch.equal(images[0], original[first].flip(-1) if mirrored[1][first] else original[first])
     assert plain.fingerprint()["flip_seed"] is None and dm.fingerprint()["flip_seed"] == 3
