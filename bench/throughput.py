@@ -154,8 +154,31 @@ class Timer(L.Callback):
     def on_train_end(self, trainer, module) -> None:
         _sync(module.device)
         seconds = time.perf_counter() - self.start
+        result = {"seconds": seconds, "world": trainer.world_size, "peak_mib": peak_mib()}
+        if trainer.world_size > 1 and type(trainer.strategy).__name__ == "GANDDPStrategy":
+            result.update(allreduce_ms(module, trainer.world_size))
         if trainer.is_global_zero:  # measured here: with two processes this is a spawned one, not the benchmark's
-            self.out.write_text(json.dumps({"seconds": seconds, "world": trainer.world_size, "peak_mib": peak_mib()}))
+            self.out.write_text(json.dumps(result))
+
+
+def allreduce_ms(module: L.LightningModule, world: int, repeats: int = 10) -> dict:
+    """What gan_ddp's communication costs: the milliseconds of one gradient all-reduce of G and of D, as its
+    optimizer steps run them (after the backward, not overlapped with it), timed in the training processes."""
+    from gans.distributed import all_reduce_gradients
+
+    times = {}
+    for name in ("generator", "discriminator"):
+        params = list(getattr(module, name).parameters())
+        for p in params:
+            p.grad = torch.zeros_like(p) if p.grad is None else p.grad
+        all_reduce_gradients(params, world)  # warm-up
+        _sync(module.device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            all_reduce_gradients(params, world)
+        _sync(module.device)
+        times[f"allreduce_{name[0]}_ms"] = (time.perf_counter() - start) / repeats * 1000
+    return times
 
 
 def run_lightning(args: argparse.Namespace, device: torch.device, out: Path) -> dict | None:
@@ -270,6 +293,13 @@ def main() -> None:
         ratio = f"{r['it_per_s'] / ref:.3f}x {reference[r['mode']]}" if ref else ""
         print(f"| {r['model']} | {r['mode']} | {r['world']} | {r['it_per_s']:.3f} | {r['images_per_s']:.1f} | "
               f"{r['peak_mib']:.0f} | {ratio} |")
+    for r in rows:
+        if "allreduce_d_ms" in r:
+            # An iteration runs n_critic D all-reduces and one G all-reduce, none overlapped with a backward.
+            n_critic = 5 if r["model"] == "wgan_gp" else 1
+            comm = (n_critic * r["allreduce_d_ms"] + r["allreduce_g_ms"]) / 1000
+            print(f"\n{r['model']} gan_ddp all-reduce: G {r['allreduce_g_ms']:.1f} ms, D {r['allreduce_d_ms']:.1f} ms; "
+                  f"{comm * r['it_per_s']:.1%} of an iteration")
 
 
 if __name__ == "__main__":

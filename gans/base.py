@@ -462,6 +462,12 @@ class GAN(L.LightningModule):
             self.to(memory_format=torch.channels_last)
 
     def on_train_start(self) -> None:
+        # A restored optimizer state brings its parameter groups' step implementation (fused, foreach) along: the
+        # configured one wins, so a run resumed from an unfused optimizer's checkpoint takes the fused step that the
+        # GradScaler now expects of it (an unfused Adam fails when handed its scale).
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                group.update({k: optimizer.defaults[k] for k in ("fused", "foreach") if k in optimizer.defaults})
         # After a checkpoint is restored and the EMA copy made (a copy of a compiled module would share its code).
         if self.compile_networks:
             # A network that dynamo cannot compile then runs eagerly instead of stopping the run.

@@ -151,3 +151,25 @@ def test_adam_is_fused_unless_the_configuration_chose(synthetic_mnist, tmp_path)
     trainer.fit(model, tiny_datamodule(synthetic_mnist))
     g_opt, d_opt = trainer.optimizers
     assert g_opt.defaults["fused"] is True and d_opt.defaults["fused"] is False
+
+
+def test_a_checkpoint_of_unfused_adam_resumes_with_the_fused_step(synthetic_mnist, tmp_path):
+    # A checkpoint written before Adam was fused by default holds parameter groups with fused=None; loading them must
+    # not switch the run back to the unfused step, which fails when the fp16 GradScaler hands it its scale.
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    trainer = quiet_trainer(tmp_path, max_steps=1)
+    trainer.fit(DCGAN(**TINY), tiny_datamodule(synthetic_mnist))
+    trainer.save_checkpoint(tmp_path / "old.ckpt")
+    checkpoint = torch.load(tmp_path / "old.ckpt", weights_only=True)
+    for state in checkpoint["optimizer_states"]:
+        for group in state["param_groups"]:
+            group["fused"] = None
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+
+    plugin = MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu"))
+    trainer = quiet_trainer(tmp_path, max_steps=4, plugins=[plugin])
+    model = DCGAN(**TINY)
+    trainer.fit(model, tiny_datamodule(synthetic_mnist), ckpt_path=tmp_path / "old.ckpt")
+    assert trainer.global_step == 4 and torch.isfinite(flat(model)).all()
+    assert all(group["fused"] for optimizer in trainer.optimizers for group in optimizer.param_groups)
