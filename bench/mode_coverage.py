@@ -17,6 +17,7 @@ batch: at the metz batch of 512 a run of it takes hours on a CPU (BENCHMARKS.md)
 
     python bench/mode_coverage.py --mixtures ring --seeds 0 1 2 --out bench/out/mode_coverage_ring
     python bench/mode_coverage.py --preset pacgan --steps 10000 --mixtures grid --variants PacGAN2 ...
+    python bench/mode_coverage.py --merge bench/out/run_a bench/out/run_b --out bench/out/merged
 """
 
 import argparse
@@ -275,7 +276,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (runs are small: 1 is fastest)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count(), help="runs in parallel processes")
     parser.add_argument("--out", type=Path, default=Path("bench/out/mode_coverage"))
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        metavar="DIR",
+        help="train nothing: combine the results.json and points.pt of earlier runs' --out folders into one table "
+        "and one scatter.png in --out",
+    )
     args = parser.parse_args()
+    if args.merge:
+        return merge(args.merge, args.out)
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -312,6 +323,26 @@ def main() -> None:
     )
 
     print_table(results, args.mixtures)
+
+
+def merge(folders: list[Path], out: Path) -> None:
+    """One table and one figure (seed 0's samples) from several runs' output folders, variants in order of appearance;
+    a variant and mixture found in two folders is taken from the later one."""
+    results: dict[str, dict[str, list[dict]]] = {}
+    points: dict[str, dict[str, torch.Tensor]] = {}
+    for folder in folders:
+        for name, per in json.loads((folder / "results.json").read_text())["results"].items():
+            results.setdefault(name, {}).update(per)
+        for name, per in torch.load(folder / "points.pt", weights_only=True).items():
+            points.setdefault(name, {}).update(per)
+    mixtures = [m for m in ("ring", "grid") if any(m in per for per in results.values())]
+    extent = {"ring": 3.0, "grid": 6.0}
+    plots = {
+        name: {m: scatter_image(p[0], extent[m], mixture_modes(m)) for m, p in per.items()} for name, per in points.items()
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    save_figure(plots, mixtures, out / "scatter.png")
+    print_table(results, mixtures)
 
 
 def print_table(results: dict[str, dict[str, list[dict]]], mixtures: list[str]) -> None:

@@ -112,7 +112,8 @@ def run_plain(args: argparse.Namespace, device: torch.device) -> dict:
                 if iterations == total:
                     break
     _sync(device)
-    return {"seconds": time.perf_counter() - start, "world": 1}
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "world": 1, **adam_ms([g_opt, d_opt], device)}
 
 
 def cpu_name() -> str:
@@ -155,10 +156,27 @@ class Timer(L.Callback):
         _sync(module.device)
         seconds = time.perf_counter() - self.start
         result = {"seconds": seconds, "world": trainer.world_size, "peak_mib": peak_mib()}
+        if trainer.world_size == 1:
+            result.update(adam_ms(trainer.optimizers, module.device))
         if trainer.world_size > 1 and type(trainer.strategy).__name__ == "GANDDPStrategy":
             result.update(allreduce_ms(module, trainer.world_size))
         if trainer.is_global_zero:  # measured here: with two processes this is a spawned one, not the benchmark's
             self.out.write_text(json.dumps(result))
+
+
+def adam_ms(optimizers: list[torch.optim.Optimizer], device: torch.device, repeats: int = 20) -> dict:
+    """Milliseconds of one optimizer step of G and of D (the last gradients, stepped again after the timed run)."""
+    times = {}
+    for name, optimizer in zip(("g", "d"), optimizers, strict=True):
+        for _ in range(3):  # warm-up
+            optimizer.step()
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            optimizer.step()
+        _sync(device)
+        times[f"adam_{name}_ms"] = (time.perf_counter() - start) / repeats * 1000
+    return times
 
 
 def allreduce_ms(module: L.LightningModule, world: int, repeats: int = 10) -> dict:
@@ -284,15 +302,16 @@ def main() -> None:
           f"{', compiled' if args.compile else ''}\n")
     # The comparisons the targets ask for: the module against the plain loop (one process), and the GAN strategy
     # against DDP with find_unused_parameters (two processes).
-    print("| model | mode | processes | it/s | images/s | peak MiB (per process) | speed vs reference |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| model | mode | processes | it/s | images/s | peak MiB (per process) | Adam step G / D ms | speed vs reference |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     speed = {(r["model"], r["mode"]): r["it_per_s"] for r in rows}
     reference = {"lightning": "plain", "gan_ddp": "ddp_find_unused"}
     for r in rows:
         ref = speed.get((r["model"], reference.get(r["mode"], "")))
         ratio = f"{r['it_per_s'] / ref:.3f}x {reference[r['mode']]}" if ref else ""
+        adam = f"{r['adam_g_ms']:.1f} / {r['adam_d_ms']:.1f}" if "adam_g_ms" in r else ""
         print(f"| {r['model']} | {r['mode']} | {r['world']} | {r['it_per_s']:.3f} | {r['images_per_s']:.1f} | "
-              f"{r['peak_mib']:.0f} | {ratio} |")
+              f"{r['peak_mib']:.0f} | {adam} | {ratio} |")
     for r in rows:
         if "allreduce_d_ms" in r:
             # An iteration runs n_critic D all-reduces and one G all-reduce, none overlapped with a backward.
