@@ -284,9 +284,10 @@ def main() -> None:
         help="train nothing: combine the results.json and points.pt of earlier runs' --out folders into one table "
         "and one scatter.png in --out",
     )
+    parser.add_argument("--every-seed", action="store_true", help="with --merge: a figure row per variant and seed")
     args = parser.parse_args()
     if args.merge:
-        return merge(args.merge, args.out)
+        return merge(args.merge, args.out, args.every_seed)
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -325,9 +326,9 @@ def main() -> None:
     print_table(results, args.mixtures)
 
 
-def merge(folders: list[Path], out: Path) -> None:
-    """One table and one figure (seed 0's samples) from several runs' output folders, variants in order of appearance;
-    a variant and mixture found in two folders is taken from the later one."""
+def merge(folders: list[Path], out: Path, every_seed: bool = False) -> None:
+    """One table and one figure (seed 0's samples, or every seed's) from several runs' output folders, variants in
+    order of appearance; a variant and mixture found in two folders is taken from the later one."""
     results: dict[str, dict[str, list[dict]]] = {}
     points: dict[str, dict[str, torch.Tensor]] = {}
     for folder in folders:
@@ -338,7 +339,11 @@ def merge(folders: list[Path], out: Path) -> None:
     mixtures = [m for m in ("ring", "grid") if any(m in per for per in results.values())]
     extent = {"ring": 3.0, "grid": 6.0}
     plots = {
-        name: {m: scatter_image(p[0], extent[m], mixture_modes(m)) for m, p in per.items()} for name, per in points.items()
+        f"{name} (seed {seed})" if every_seed else name: {
+            m: scatter_image(p[seed], extent[m], mixture_modes(m)) for m, p in per.items() if seed < len(p)
+        }
+        for name, per in points.items()
+        for seed in range(max(len(p) for p in per.values()) if every_seed else 1)
     }
     out.mkdir(parents=True, exist_ok=True)
     save_figure(plots, mixtures, out / "scatter.png")
