@@ -1,5 +1,6 @@
-"""Mixed precision: every variant trains under bf16-mixed; input-gradient penalties follow PyTorch's AMP recipe so
-that fp16 gradients do not underflow."""
+"""Mixed precision and the speed options: every variant trains under bf16-mixed; input-gradient penalties follow
+PyTorch's AMP recipe so that fp16 gradients do not underflow; gradients are clipped after unscaling; Adam is fused
+unless configured otherwise; channels_last and compile keep the math."""
 
 import pytest
 import torch
@@ -120,7 +121,7 @@ def test_gradients_are_clipped_after_unscaling(setting, synthetic_mnist, tmp_pat
     trainer.fit(model, tiny_datamodule(synthetic_mnist))
     g_opt, d_opt = trainer.optimizers
     # A fused step that the scaler found non-finite runs but changes nothing (it skips inside the kernel).
-    g_applied, d_applied = ([a for a in opt.applied if a > 0] for opt in (g_opt, d_opt))
+    g_applied, d_applied = ([a for a in optimizer.applied if a > 0] for optimizer in (g_opt, d_opt))
     assert g_opt.defaults["fused"] == fused and len(g_applied) >= 3 and len(d_applied) >= 3
     for applied in g_applied + d_applied:
         assert applied == pytest.approx(clip, rel=1e-2)
