@@ -135,6 +135,8 @@ def swapped(model: GAN, generator: nn.Module, discriminator: nn.Module) -> GAN:
 #: The looser radius of the second measure: a quarter of the spacing between neighbouring modes on the grid (2) and
 #: about a third on the ring (1.53): modes a generator reaches, sharp or not.
 REACH = 0.5
+#: Half the side of the square each mixture's scatter plot shows.
+EXTENT = {"ring": 3.0, "grid": 6.0}
 TINY_IMAGES = {"image_size": 8, "g_features": 1, "d_features": 1}  # networks replaced at once
 VARIANTS: dict[str, Callable[[argparse.Namespace], GAN]] = {
     "GAN (minimax)": lambda a: mlp(a, loss="minimax"),
@@ -302,12 +304,11 @@ def main() -> None:
         points: dict[str, dict[str, torch.Tensor]] = {}
         for mixture in args.mixtures:
             modes = mixture_modes(mixture)
-            extent = 3.0 if mixture == "ring" else 6.0
             for name in args.variants:
                 runs = [futures[(name, mixture, seed)].result() for seed in args.seeds]
                 results.setdefault(name, {})[mixture] = [{k: v for k, v in r.items() if k != "points"} for r in runs]
                 points.setdefault(name, {})[mixture] = torch.stack([r["points"] for r in runs])  # [seeds, N, 2]
-                plots.setdefault(name, {})[mixture] = scatter_image(runs[0]["points"], extent, modes)
+                plots.setdefault(name, {})[mixture] = scatter_image(runs[0]["points"], EXTENT[mixture], modes)
                 m, q = [r["modes"] for r in runs], [100 * r["quality"] for r in runs]
                 reached = [r["reached"] for r in runs]
                 print(
@@ -337,10 +338,9 @@ def merge(folders: list[Path], out: Path, every_seed: bool = False) -> None:
         for name, per in torch.load(folder / "points.pt", weights_only=True).items():
             points.setdefault(name, {}).update(per)
     mixtures = [m for m in ("ring", "grid") if any(m in per for per in results.values())]
-    extent = {"ring": 3.0, "grid": 6.0}
     plots = {
         f"{name} (seed {seed})" if every_seed else name: {
-            m: scatter_image(p[seed], extent[m], mixture_modes(m)) for m, p in per.items() if seed < len(p)
+            m: scatter_image(p[seed], EXTENT[m], mixture_modes(m)) for m, p in per.items() if seed < len(p)
         }
         for name, per in points.items()
         for seed in range(max(len(p) for p in per.values()) if every_seed else 1)
