@@ -68,6 +68,10 @@ def fused_where_supported(optimizer: Optimizer) -> Optimizer:
     return type(optimizer)(groups, **{**settings, "fused": True})
 
 
+def _params_with_grad(optimizer: Optimizer | LightningOptimizer) -> list[nn.Parameter]:
+    return [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+
+
 def _no_closure() -> None:
     return None
 
@@ -399,16 +403,18 @@ class GAN(L.LightningModule):
             # Lightning leaves a fused optimizer's gradients scaled, for its step to unscale; clipping needs them
             # unscaled first, and GradScaler.step then tells the optimizer they are.
             scaler.unscale_(optimizer)
-        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        norm = torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
-        network = "g" if optimizer is self.trainer.optimizers[0] else "d"
-        self.log(f"train/{network}_grad_norm", norm)
+        norm = torch.nn.utils.clip_grad_norm_(_params_with_grad(optimizer), self.clip_grad_norm)
+        self.log(f"train/{self._network(optimizer)[0]}_grad_norm", norm)
+
+    def _network(self, optimizer: Optimizer) -> str:
+        """``"generator"`` or ``"discriminator"``: whose parameters the (unwrapped) ``optimizer`` steps."""
+        return "generator" if optimizer is self.trainer.optimizers[0] else "discriminator"
 
     def _check_finite(self, optimizer: LightningOptimizer, terms: dict[str, Tensor], total: str) -> bool:
         """Whether the loss terms and the gradients of ``optimizer``'s parameters are all finite, on every process.
         One device sync per step; names are only looked up once something is wrong. With ``nonfinite="stop"`` a
         failure raises; with ``"skip"`` it is counted."""
-        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        params = _params_with_grad(optimizer)
         flags = [torch.stack([t.detach().float() for t in terms.values()]).isfinite().all()]
         # Under fp16 mixed precision the GradScaler owns overflow: while it calibrates, scaled gradients (and input
         # gradients inside penalties) overflow, and it skips those steps and lowers its scale. Such steps are left to
@@ -421,7 +427,7 @@ class GAN(L.LightningModule):
             # The losses differ between processes: all of them must skip or stop together.
             finite = finite.to(self.trainer.strategy.root_device, torch.int32)
             torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-        network = "generator" if optimizer.optimizer is self.optimizers()[0].optimizer else "discriminator"
+        network = self._network(optimizer.optimizer)
         if bool(finite):
             self._skipped_in_a_row[network] = 0
             return True
