@@ -296,12 +296,13 @@ class MNISTDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_set is None:
-            self.train_set = self._load(self.train_split)
+            loaded = self._load(self.train_split)
             flip_seed = default_data_seed() if self.flip else None
             if self.on_device:
                 device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-                self.train_set = _OnDeviceImages(self.train_set.images.to(device), self.train_set.labels.to(device))
-            self.train_set.flip_seed = flip_seed
+                self.train_set = _OnDeviceImages(loaded.images.to(device), loaded.labels.to(device), flip_seed)
+            else:
+                self.train_set = MNISTImages(loaded.images, loaded.labels, flip_seed)
         if self.train_split == "train" and stage in (None, "fit", "validate", "test") and self.held_out_set is None:
             if _has_split(self.raw_dir, "test"):
                 self.held_out_set = self._load("test")
