@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -170,22 +171,27 @@ class Timer(L.Callback):
             self.out.write_text(json.dumps(result))
 
 
-def adam_ms(optimizers: list[torch.optim.Optimizer], device: torch.device, repeats: int = 20) -> dict:
+def ms_per_call(fn, device: torch.device, repeats: int, warmup: int) -> float:
+    """Milliseconds per call of ``fn`` over ``repeats`` calls, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - start) / repeats * 1000
+
+
+def adam_ms(optimizers: list[torch.optim.Optimizer], device: torch.device) -> dict:
     """Milliseconds of one optimizer step of G and of D (the last gradients, stepped again after the timed run)."""
-    times = {}
-    for name, optimizer in zip(("g", "d"), optimizers, strict=True):
-        for _ in range(3):  # warm-up
-            optimizer.step()
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            optimizer.step()
-        _sync(device)
-        times[f"adam_{name}_ms"] = (time.perf_counter() - start) / repeats * 1000
-    return times
+    return {
+        f"adam_{name}_ms": ms_per_call(optimizer.step, device, repeats=20, warmup=3)
+        for name, optimizer in zip(("g", "d"), optimizers, strict=True)
+    }
 
 
-def allreduce_ms(module: L.LightningModule, world: int, repeats: int = 10) -> dict:
+def allreduce_ms(module: L.LightningModule, world: int) -> dict:
     """What gan_ddp's communication costs: the milliseconds of one gradient all-reduce of G and of D, as its
     optimizer steps run them (after the backward, not overlapped with it), timed in the training processes."""
     from gans.distributed import all_reduce_gradients
@@ -195,13 +201,8 @@ def allreduce_ms(module: L.LightningModule, world: int, repeats: int = 10) -> di
         params = list(getattr(module, name).parameters())
         for p in params:
             p.grad = torch.zeros_like(p) if p.grad is None else p.grad
-        all_reduce_gradients(params, world)  # warm-up
-        _sync(module.device)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            all_reduce_gradients(params, world)
-        _sync(module.device)
-        times[f"allreduce_{name[0]}_ms"] = (time.perf_counter() - start) / repeats * 1000
+        reduce = functools.partial(all_reduce_gradients, params, world)
+        times[f"allreduce_{name[0]}_ms"] = ms_per_call(reduce, module.device, repeats=10, warmup=1)
     return times
 
 
