@@ -1,7 +1,6 @@
 """Checkpointing by iteration, checkpoint files that are never left half-written, and finding the newest complete
 one to resume from."""
 
-import os
 import warnings
 import zipfile
 from collections.abc import Iterable
@@ -12,6 +11,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from gans.files import atomic_write
 
 # Lightning warns on every save under manual optimisation that the checkpoint holds the state after the optimizer
 # step. That is the intended meaning here: the checkpoint of iteration N is the state after N generator steps.
@@ -52,19 +53,9 @@ class IterationCheckpoint(ModelCheckpoint):
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, flushed to disk, then renamed over ``path``: a crash
-    mid-write leaves the previous file intact, never a truncated one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """``torch.save`` through :func:`gans.files.atomic_write`: a crash mid-write leaves the previous file intact, never
+    a truncated one, and the file gets the permissions of the process umask."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def checkpoint_problem(path: str | Path) -> str | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -17,12 +16,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 
 from gans.base import GAN, build_gan, load_gan
+from gans.files import atomic_write
 
 FORMAT = "gans.generator/1"
 
 
 def export_generator(model: GAN, out: str | Path, ema: bool = True) -> Path:
-    """Writes ``model``'s generator (its EMA when it has one and ``ema``) to ``out``, atomically."""
+    """Writes ``model``'s generator (its EMA when it has one and ``ema``) to ``out``, atomically, with the permissions
+    of the process umask (0644 under the usual 022)."""
     out = Path(out)
     if out.suffix != ".safetensors":
         raise ValueError(f"--out {str(out)!r}: expected a .safetensors file")
@@ -38,14 +39,8 @@ def export_generator(model: GAN, out: str | Path, ema: bool = True) -> Path:
         "hyper_parameters": hyper_parameters,
         "network": "generator_ema" if use_ema else "generator",
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        save_model(network, str(tmp), metadata=metadata)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    # safetensors alone would create the file with mode 0600, unreadable for the colleagues it is meant for.
+    return atomic_write(out, lambda tmp: save_model(network, str(tmp), metadata=metadata))
 
 
 def load_exported(path: str | Path, map_location: str | torch.device = "cpu") -> GAN:
