@@ -6,15 +6,15 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
-from torchvision.utils import save_image
 
 from callbacks.checkpoint import atomic_save
-from callbacks.samples import to_grid
+from callbacks.samples import save_png, to_grid
 
 
 class PredictionWriter(BasePredictionWriter):
     """Saves each rank's generated images as ``<output_dir>/predictions_rank<r>.pt``, a float tensor [N, C, H, W]
-    in [-1, 1] in the order of the predict data loader, plus a PNG grid of the first ``grid_size`` of rank 0.
+    in [-1, 1] in the order of the predict data loader, plus a PNG grid of the first ``grid_size`` of rank 0 (the
+    pixels of :func:`callbacks.samples.to_uint8`, as every logged sample grid). Rank 0 prints where they went.
 
     The file is written to a temporary name and renamed, so an interrupted run never leaves a truncated tensor.
 
@@ -47,7 +47,15 @@ class PredictionWriter(BasePredictionWriter):
         images = torch.cat([p.detach().float().cpu() for p in predictions])  # [N, C, H, W]
         folder = self._folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_save(images, folder / f"predictions_rank{trainer.global_rank}.pt")
-        if self.grid_size and trainer.is_global_zero:
+        path = folder / f"predictions_rank{trainer.global_rank}.pt"
+        atomic_save(images, path)
+        if not trainer.is_global_zero:
+            return
+        # The phrasing of gans.sample, so both tools report their files alike.
+        print(f"wrote {images.shape[0]} samples {tuple(images.shape[1:])} to {path}")
+        if trainer.world_size > 1:
+            print(f"the other {trainer.world_size - 1} processes wrote theirs to {folder / 'predictions_rank<r>.pt'}")
+        if self.grid_size:
             grid = images[: self.grid_size]
-            save_image(to_grid(grid, max(1, round(len(grid) ** 0.5))), folder / "predictions_grid.png")
+            grid_path = save_png(to_grid(grid, max(1, round(len(grid) ** 0.5))), folder / "predictions_grid.png")
+            print(f"wrote a grid of the first {len(grid)} samples to {grid_path}")

@@ -6,28 +6,48 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torch import Tensor
-from torchvision.utils import make_grid, save_image
+from torchvision.io import write_png
+from torchvision.utils import make_grid
 
 from gans.latent import slerp
 
 
-def log_image(trainer: L.Trainer, key: str, image: Tensor, step: int) -> list[Path]:
-    """Logs one image [C, H, W] in [0, 1] on every logger of ``trainer``: ``wandb.Image`` for W&B, ``add_image``
-    for TensorBoard, and a PNG file ``<log_dir>/images/<key>_<step>.png`` for loggers without image support (or
-    under ``default_root_dir`` when the run has no logger). Returns the PNG files written."""
+def to_uint8(image: Tensor) -> Tensor:
+    """The 8-bit pixels that every logger and PNG file of this library stores for an image [C, H, W] in [0, 1]:
+    uint8 [C, H, W], ``floor(255 x + 0.5)`` after clamping to [0, 1], the rounding of torchvision's ``save_image``
+    (NaN becomes 0)."""
+    image = torch.nan_to_num(image.detach().float().cpu(), nan=0.0).clamp(0, 1)
+    return image.mul(255).add(0.5).to(torch.uint8)
+
+
+def save_png(image: Tensor, path: str | Path) -> Path:
+    """Writes an image [C, H, W] in [0, 1] (C = 1 or 3) to ``path`` as a PNG of :func:`to_uint8`'s pixels, creating
+    its folder. Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_png(to_uint8(image), str(path))
+    return path
+
+
+def log_image(trainer: L.Trainer, key: str, image: Tensor, step: int, caption: str | None = None) -> list[Path]:
+    """Logs one image [C, H, W] in [0, 1] (C = 1 or 3) on every logger of ``trainer``, each storing the same pixels
+    (:func:`to_uint8`): ``wandb.Image`` with ``caption`` for W&B, ``add_image`` for TensorBoard, and a PNG file
+    ``<log_dir>/images/<key>_<step>.png`` for loggers without image support (or under ``default_root_dir`` when the
+    run has no logger). Returns the PNG files written."""
     written = []
-    image = image.detach().float().cpu().clamp(0, 1)
+    pixels = to_uint8(image)  # [C, H, W]
     for logger in trainer.loggers or [None]:
         if isinstance(logger, WandbLogger):
-            logger.log_image(key=key, images=[image], step=step)
+            # wandb.Image casts float arrays and tensors with astype(uint8) (0.31 turns [0, 1] into black); an HWC
+            # uint8 array is stored unchanged.
+            captions = {"caption": [caption]} if caption else {}
+            logger.log_image(key=key, images=[pixels.permute(1, 2, 0).numpy()], step=step, **captions)
         elif isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_image(key, image, global_step=step)
+            # Floats would be truncated (x * 255 cast to uint8), one level below the PNG's rounding.
+            logger.experiment.add_image(key, pixels, global_step=step, dataformats="CHW")
         else:
             root = getattr(logger, "log_dir", None) or trainer.default_root_dir
-            path = Path(root) / "images" / f"{key.replace('/', '_')}_{step:08d}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_image(image, path)
-            written.append(path)
+            written.append(save_png(image, Path(root) / "images" / f"{key.replace('/', '_')}_{step:08d}.png"))
     return written
 
 
@@ -62,22 +82,28 @@ def to_grid(images: Tensor, nrow: int) -> Tensor:
     return make_grid((images.detach().float().cpu() + 1) / 2, nrow=nrow, padding=2, pad_value=1.0).clamp(0, 1)
 
 
-def side_by_side(*grids: Tensor, gap: int = 8) -> Tensor:
-    """Grid images [C, H, W] of equal height next to each other, separated by white columns."""
-    white = torch.ones(grids[0].shape[0], grids[0].shape[1], gap)
-    parts = [part for grid in grids for part in (grid, white)][:-1]
-    return torch.cat(parts, dim=2)
+#: What each grid of :class:`SampleGrid` shows, as W&B captions (TensorBoard and PNG files show the key only).
+CAPTIONS = {
+    "fixed": "generator, fixed latents",
+    "fixed_ema": "EMA generator (what sample() returns), fixed latents: the same z as fixed_raw",
+    "fixed_raw": "trained generator without EMA, fixed latents: the same z as fixed_ema",
+    "interpolation": "each row: spherical interpolation between two fixed latents (EMA generator if there is one)",
+    "classes": "row k: class k; each column: one latent (EMA generator if there is one)",
+}
 
 
 class SampleGrid(L.Callback):
     """What a person looks at, logged every ``every_n_steps`` iterations and when training ends:
 
-    - ``samples/fixed``: ``module.sample`` of a fixed set of latents; with an EMA generator, the EMA grid (left)
-      and the raw generator's (right) side by side, so successive grids show how the same z evolve;
+    - ``samples/fixed``: ``module.sample`` of a fixed set of latents, so successive grids show how the same z
+      evolve; with an EMA generator, ``samples/fixed_ema`` (the EMA generator's, what ``sample`` returns) and
+      ``samples/fixed_raw`` (the trained generator's) instead, from the same latents;
     - ``samples/interpolation``: ``interpolation_rows`` rows, each a spherical interpolation between two fixed
       latents in ``interpolation_steps`` images (0 rows: none);
     - ``samples/classes``: for a conditional model (``module.num_classes > 0``), one row per class, the same
       latent in each column.
+
+    On W&B each image has a caption saying what it shows (:data:`CAPTIONS`).
 
     Args:
         every_n_steps: interval in iterations (generator steps, ``trainer.global_step``); ``0`` logs only at the end.
@@ -117,14 +143,16 @@ class SampleGrid(L.Callback):
         self._last_step = -1
 
     def images(self, module: L.LightningModule) -> dict[str, Tensor]:
-        """The grids, by name, as images [C, H, W] in [0, 1]."""
+        """The grids, by name (``fixed`` or ``fixed_ema`` and ``fixed_raw``, ``interpolation``, ``classes``), as
+        images [C, H, W] in [0, 1]."""
         rng = torch.Generator().manual_seed(self.seed)
         z = module.sample_z(self.num_samples, generator=rng)
         grids = {}
-        fixed = to_grid(module.sample(z=z), self.nrow)
         if getattr(module, "generator_ema", None) is not None:
-            fixed = side_by_side(fixed, to_grid(module.sample(z=z, ema=False), self.nrow))
-        grids["fixed"] = fixed
+            grids["fixed_ema"] = to_grid(module.sample(z=z), self.nrow)
+            grids["fixed_raw"] = to_grid(module.sample(z=z, ema=False), self.nrow)
+        else:
+            grids["fixed"] = to_grid(module.sample(z=z), self.nrow)
         if self.interpolation_rows:
             ends = module.sample_z(2 * self.interpolation_rows, generator=rng)  # [2R, d]
             t = torch.linspace(0, 1, self.interpolation_steps)
@@ -144,7 +172,7 @@ class SampleGrid(L.Callback):
             return
         self._last_step = step
         for name, image in self.images(module).items():
-            log_image(trainer, f"{self.key}/{name}", image, step)
+            log_image(trainer, f"{self.key}/{name}", image, step, caption=CAPTIONS.get(name))
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args) -> None:
         if self.every_n_steps and trainer.global_step > 0 and trainer.global_step % self.every_n_steps == 0:

@@ -11,7 +11,7 @@ from testdoubles import LabelShiftDCGAN
 from callbacks import GeneratorEMA, SampleGrid
 from gans import DCGAN
 
-KEYS = {"samples/fixed", "samples/interpolation"}
+KEYS = {"samples/fixed_ema", "samples/fixed_raw", "samples/interpolation"}
 
 
 def grid_width(images_per_row, size=8, padding=2):
@@ -35,12 +35,12 @@ def test_grids_show_ema_and_raw_interpolations_and_classes():
     with torch.no_grad():
         for p in model.generator_ema.parameters():
             p.add_(0.1)
-    fixed = grid.images(model)["fixed"]
-    assert fixed.shape == (3, grid_width(2), 2 * grid_width(2) + 8)  # EMA | gap | raw
-    ema_half, raw_half = fixed[:, :, : grid_width(2)], fixed[:, :, grid_width(2) + 8 :]
+    with_ema = grid.images(model)
+    assert "fixed" not in with_ema and with_ema["fixed_ema"].shape == (3, grid_width(2), grid_width(2))
+    ema_half, raw_half = with_ema["fixed_ema"], with_ema["fixed_raw"]
     assert not torch.equal(ema_half, raw_half)
     assert torch.equal(raw_half, images["fixed"])  # the raw generator's grid is unchanged, the same latents
-    assert torch.equal(grid.images(model)["fixed"], fixed)  # fixed latents: the same grid every time
+    assert torch.equal(grid.images(model)["fixed_ema"], ema_half)  # fixed latents: the same grid every time
 
 
 def test_bad_arguments():
@@ -62,12 +62,13 @@ def test_png_files_and_tensorboard_images_with_two_loggers(synthetic_mnist, tmp_
     csv, tensorboard = CSVLogger(tmp_path, name="csv"), TensorBoardLogger(tmp_path, name="tb")
     train(tmp_path, synthetic_mnist, [csv, tensorboard])
     pngs = sorted(p.name for p in (tmp_path / "csv").rglob("*.png"))
-    assert pngs == [f"samples_{key}_{step:08d}.png" for key in ("fixed", "interpolation") for step in (1, 2)]
+    keys = ("fixed_ema", "fixed_raw", "interpolation")
+    assert pngs == [f"samples_{key}_{step:08d}.png" for key in keys for step in (1, 2)]
     events = EventAccumulator(str(tensorboard.log_dir), size_guidance={"images": 0})
     events.Reload()
     assert set(events.Tags()["images"]) == KEYS
-    fixed = events.Images("samples/fixed")
-    assert [event.step for event in fixed] == [1, 2] and fixed[0].width == 2 * grid_width(2) + 8
+    fixed = events.Images("samples/fixed_ema")
+    assert [event.step for event in fixed] == [1, 2] and fixed[0].width == grid_width(2)
 
 
 def test_wandb_offline_run_holds_the_images(synthetic_mnist, tmp_path, monkeypatch):
@@ -85,7 +86,7 @@ def test_wandb_offline_run_holds_the_images(synthetic_mnist, tmp_path, monkeypat
     media = sorted(p.relative_to(runs[0] / "files" / "media" / "images") for p in runs[0].rglob("media/images/**/*.png"))
     names = {p.parts[0] if len(p.parts) > 1 else p.name for p in media}
     assert any(str(n).startswith("samples") for n in names), media
-    assert len(media) == 4  # two keys at two steps
+    assert len(media) == 6  # three keys at two steps
     assert (runs[0] / f"run-{runs[0].name.split('-')[-1]}.wandb").is_file()
 
 
