@@ -12,6 +12,7 @@ import torch
 from torchvision.utils import save_image
 
 from gans.base import load_gan
+from gans.files import atomic_write
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
@@ -40,10 +41,10 @@ def sample_to_file(
     # Latents are drawn in one sequence, so the samples do not depend on batch_size.
     z = model.sample_z(num, generator=rng)
     images = torch.cat([model.sample(z=chunk, ema=ema).cpu() for chunk in z.split(batch_size)])  # [num, C, H, W]
-    out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".pt":
-        torch.save(images, out)
+        atomic_write(out, lambda tmp: torch.save(images, tmp))
     else:
+        out.parent.mkdir(parents=True, exist_ok=True)
         save_image((images + 1) / 2, out, nrow=max(1, round(math.sqrt(num))), padding=2, pad_value=1.0)
     return images
 
