@@ -54,6 +54,13 @@ class GANProgressBar(TQDMProgressBar):
         bar.n = n
 
     @override
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        # A run resumed part-way through an epoch gets no on_train_epoch_start for it: its first batch places the bar.
+        self._first_batch = True
+        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch}")
+
+    @override
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.train_progress_bar.initial = 0  # else the reset below shows a negative rate for a moment
         super().on_train_epoch_start(trainer, pl_module)

@@ -68,16 +68,21 @@ def test_bar_counts_iterations_under_n_critic(synthetic_mnist, tmp_path):
     assert shown["kimg"] == pytest.approx(15 * 8 / 1000, abs=0.05) and shown["img/s"] > 0
 
 
-def test_resumed_bar_starts_at_the_restored_iteration(synthetic_mnist, tmp_path):
+@pytest.mark.parametrize("max_steps, max_epochs, total, batches", [(5, None, 5, 9), (-1, 1, 4, 6)],
+                         ids=["max_steps", "epoch"])
+def test_resumed_bar_starts_at_the_restored_iteration(synthetic_mnist, tmp_path, max_steps, max_epochs, total,
+                                                      batches):
     L.seed_everything(0, verbose=False)
     first, _ = fit(synthetic_mnist, tmp_path, DCGAN(**TINY, n_critic=3), max_steps=2)
     ckpt = tmp_path / "ckpt" / "last.ckpt"
     assert ckpt.is_file() and first.global_step == 2
-    trainer, spy = fit(synthetic_mnist, tmp_path, DCGAN(**TINY, n_critic=3), ckpt_path=ckpt, max_steps=5)
-    # Part-way through the first epoch (6 of its 12 batches): the bar starts at iteration 2 of 5, and its rate
-    # (n - initial) / elapsed counts the iterations of this run only.
-    assert spy.starts[0] == (2, 2, 5)
-    assert len(spy.ends) == 9 and spy.ends[-1][:3] == (5, 5, 5)
+    trainer, spy = fit(synthetic_mnist, tmp_path, DCGAN(**TINY, n_critic=3), ckpt_path=ckpt, max_steps=max_steps,
+                       max_epochs=max_epochs)
+    # Part-way through the first epoch (6 of its 12 batches; Lightning calls no on_train_epoch_start for it): the bar
+    # starts at iteration 2, and its rate (n - initial) / elapsed counts the iterations of this run only.
+    assert spy.starts[0] == (2, 2, total)
+    assert len(spy.ends) == batches and spy.ends[-1][:2] == (total, total)
+    assert trainer.global_step == total
 
 
 def test_bar_counts_the_epochs_iterations_without_max_steps(synthetic_mnist, tmp_path):
