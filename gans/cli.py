@@ -5,14 +5,20 @@
 predict split, written by :class:`callbacks.PredictionWriter`).
 """
 
+import logging
+import re
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -23,6 +29,7 @@ import gans  # noqa: F401  (registers the variants for --model=<Name>)
 from callbacks import (
     AtomicCheckpointIO,
     GANMetrics,
+    GANProgressBar,
     GeneratorEMA,
     IterationCheckpoint,
     PredictionWriter,
@@ -31,6 +38,20 @@ from callbacks import (
 )
 from callbacks.checkpoint import checkpoint_problem, newest_complete_checkpoint
 from gans.base import GAN
+
+# Noise a user of this tool cannot act on, silenced by its exact text only: Lightning 2.6 still builds torch's
+# deprecated LeafSpec (its own code, not ours), and it advertises its cloud services on every run.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+_ADVERT = re.compile(r"💡 Tip: .*\[lit(logger|models)\]\(https://pypi\.org/project/lit(logger|models)/\)")
+
+
+def _not_an_advert(record: logging.LogRecord) -> bool:
+    return not _ADVERT.match(record.getMessage())
+
+
+# lightning_utilities' rank_zero_info logs through whichever of these two Lightning imported last.
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(_not_an_advert)
 
 #: Exit status of a run stopped by SIGTERM: 128 + 15, as the shell reports a process killed by it.
 TERMINATED = 128 + signal.SIGTERM
@@ -64,6 +85,20 @@ class GANCLI(LightningCLI):
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         if not any(isinstance(c, Preemption) for c in trainer.callbacks):  # SIGTERM / SLURM's signal: save, stop
             trainer.callbacks.append(Preemption())
+        # Lightning's default bar (not one the config names) counts discriminator batches: count iterations instead.
+        # Replaced here rather than listed in the default callbacks, which a config's own list would drop.
+        bar = trainer.progress_bar_callback
+        configured = config.get("trainer", {}).get("callbacks") or []
+        configured = configured if isinstance(configured, list) else [configured]
+        named = any(str(getattr(c, "class_path", "")).endswith("TQDMProgressBar") for c in configured)
+        if type(bar) is TQDMProgressBar and not named:
+            trainer.callbacks[trainer.callbacks.index(bar)] = GANProgressBar()
+        # Lightning's default logger (logger=True) writes hp_metric = -1 to TensorBoard's HPARAMS tab, a placeholder
+        # for a metric this library never logs: the same logger without it.
+        if config.get("trainer", {}).get("logger") in (None, True) and type(trainer.logger) is TensorBoardLogger:
+            trainer.logger = TensorBoardLogger(
+                save_dir=trainer.default_root_dir, version=SLURMEnvironment.job_id(), default_hp_metric=False
+            )
         return trainer
 
     def before_instantiate_classes(self) -> None:
