@@ -59,6 +59,11 @@ SUBCOMMANDS = {
     "test": "The same on the data module's test split (test/d_real, test/d_fake).",
     "predict": "Generate one fake per example of the data module's predict split and save them with a PNG grid.",
 }
+#: Titles of the --model and --data option groups in a subcommand's help (else the classes' first docstring lines).
+GROUP_TITLES = {
+    "model": "The GAN variant, by name (gans --help lists them) or class path, and its arguments",
+    "data": "The data module, by name (gans --help lists them) or class path, and its arguments",
+}
 _LAST = (
     "'last': the newest complete checkpoint under --trainer.default_root_dir (any of its version_N folders) and the "
     "checkpoint callbacks' dirpath, passing over truncated files with a warning"
@@ -159,12 +164,17 @@ class GANCLI(LightningCLI):
         self, add_subcommands: bool, main_kwargs: dict[str, Any], subparser_kwargs: dict[str, Any]
     ) -> None:
         super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
-        # The subcommands' one-line help and --ckpt_path come from the Trainer's docstrings; argparse keeps them in
-        # its actions (the subcommand list in the pseudo-actions of ``_choices_actions``).
+        # The subcommands' one-line help, the title of their own options' group and --ckpt_path's help come from
+        # the Trainer's docstrings; argparse keeps them in its actions and groups (the subcommand list in the
+        # pseudo-actions of ``_choices_actions``).
         for name, parser in getattr(self, "_subcommand_parsers", {}).items():
-            for action in parser._actions:
-                if action.dest == "ckpt_path":
-                    action.help = CKPT_PATH_HELP["fit" if name == "fit" else "eval"]
+            for group in parser._action_groups:
+                for action in group._group_actions:
+                    if action.dest == "ckpt_path":
+                        action.help = CKPT_PATH_HELP["fit" if name == "fit" else "eval"]
+                        group.title = f"options of {name}"
+                    elif action.dest in GROUP_TITLES:  # the GAN's and LightningDataModule's docstrings, cut
+                        group.title = GROUP_TITLES[action.dest]
         for action in self.parser._actions:
             for choice in getattr(action, "_choices_actions", []):
                 choice.help = SUBCOMMANDS.get(choice.dest, choice.help)
@@ -184,9 +194,9 @@ class GANCLI(LightningCLI):
         """Ends the run with ``error: --<where>=<value> ...`` and exit status 2."""
         if not isinstance(err, ConfigurationError):
             err = ConfigurationError(str(err)).with_traceback(err.__traceback__)
-        config = getattr(self, "config", None)
-        if config is not None and self.subcommand:
-            config = config[self.subcommand]
+        config, subcommand = getattr(self, "config", None), getattr(self, "subcommand", None)
+        if config is not None and subcommand:
+            config = config[subcommand]
         message = " ".join(str(err).split())  # one line, also when it quotes a multi-line error of a library
         where = _where(config, err) if config is not None else None
         if where is not None:
@@ -196,7 +206,7 @@ class GANCLI(LightningCLI):
             else:
                 message = f"{option}={value}: {message}"
         # The subcommand's parser, so that the tip names its --help.
-        parser = getattr(self, "_subcommand_parsers", {}).get(self.subcommand, self.parser)
+        parser = getattr(self, "_subcommand_parsers", {}).get(subcommand, self.parser)
         parser.error(message, err)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -295,7 +305,9 @@ def _where(config: Any, err: ConfigurationError) -> tuple[str, str] | None:
 
 
 def _raised_by(err: BaseException) -> type | None:
-    """The class of the model, data module or callback whose method raised ``err`` (the outermost such frame)."""
+    """The class of the model, data module or callback whose method raised ``err`` (the outermost such frame).
+    jsonargparse's wrapper of a constructor's error and Lightning's hooks do not say which component failed; the
+    frames of the component's own methods do, and the message then names the option the user set."""
     tb = err.__traceback__
     while tb is not None:
         owner = tb.tb_frame.f_locals.get("self")
