@@ -24,7 +24,9 @@ TINY = [
     "--model.init_args.image_size=8", "--model.init_args.g_features=4", "--model.init_args.d_features=4",
     "--trainer.enable_progress_bar=false", "--trainer.max_steps=1",
 ]
-TINY_MNIST = [*TINY, "--data.init_args.image_size=8", "--data.init_args.batch_size=8", "--data.init_args.download=false"]
+TINY_MNIST = [
+    *TINY, "--data.init_args.image_size=8", "--data.init_args.batch_size=8", "--data.init_args.download=false",
+]
 #: Lightning's own --ckpt_path text, which describes its "last", not the newest complete checkpoint we resume from.
 LIGHTNING_LAST = "from the previous ``trainer.fit`` call"
 
