@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from callbacks.checkpoint import atomic_save
+from gans.errors import ConfigurationError, MissingFileError
 
 #: torch-fidelity's FID Inception (TensorFlow's 2015-12-05 graph converted to PyTorch).
 INCEPTION_URL = (
@@ -96,7 +97,9 @@ def inception_weights(path: str | None = None) -> Path:
     downloaded there when missing. Raises one error that says where to put the file when it cannot be had."""
     if path is not None:
         if not Path(path).is_file():
-            raise FileNotFoundError(f"Inception weights {path!r} do not exist; expected the file {INCEPTION_FILE}")
+            raise MissingFileError(
+                f"Inception weights {path!r} do not exist; expected the file {INCEPTION_FILE}", "feature_extractor_args"
+            )
         return Path(path)
     cached = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
     if cached.is_file():
@@ -105,12 +108,13 @@ def inception_weights(path: str | None = None) -> Path:
         cached.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(INCEPTION_URL, str(cached), progress=False)
     except Exception as err:  # no network, proxy, disk: the fix is the same
-        raise RuntimeError(
+        raise MissingFileError(
             f"FID/KID/IS need the Inception weights {INCEPTION_FILE}, which are not in {cached.parent} and could not "
             f"be downloaded from {INCEPTION_URL} ({type(err).__name__}: {err}). Download the file on a machine "
             f"with network and copy it to {cached} (or set TORCH_HOME), or pass its path with "
             "feature_extractor_args={'weights_path': ...} on the GANMetrics callback; or run without metrics "
-            "with --metrics=false."
+            "with --metrics=false.",
+            "feature_extractor_args",
         ) from err
     return cached
 
@@ -142,7 +146,9 @@ def build_extractor(class_path: str, init_args: dict[str, Any] | None) -> nn.Mod
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError, ValueError) as err:
-        raise ValueError(f"GANMetrics(feature_extractor={class_path!r}): no such class ({err})") from err
+        raise ConfigurationError(
+            f"GANMetrics(feature_extractor={class_path!r}): no such class ({err})", "feature_extractor"
+        ) from err
     return cls(**(init_args or {})).eval().requires_grad_(False)
 
 
@@ -278,8 +284,11 @@ class GANMetrics(L.Callback):
             try:
                 self.extractor = build_extractor(self.feature_extractor, self.feature_extractor_args)
             except Exception as err:  # noqa: BLE001 (any failure must reach the other ranks, or they hang)
-                error = f"{type(err).__name__}: {err}"
+                configuration = isinstance(err, ConfigurationError)
+                error = (str(err), err.argument) if configuration else f"{type(err).__name__}: {err}"
         error = trainer.strategy.broadcast(error)
+        if isinstance(error, tuple):  # the user's to fix (missing weights, no such class): reported as such
+            raise ConfigurationError(*error)
         if error is not None:
             raise RuntimeError(f"GANMetrics could not build its feature extractor: {error}")
         if self.extractor is None:
@@ -330,7 +339,11 @@ class GANMetrics(L.Callback):
             out.update(kernel_inception_distance(real["features"], fake, self.kid_subsets, self.kid_subset_size))
         if "is" in self.metrics:
             if logits[0] is None:
-                raise ValueError(f"IS needs class logits, and {self.feature_extractor} returns only features")
+                raise ConfigurationError(
+                    f"IS needs class logits, and {self.feature_extractor} returns only features; drop 'is' from "
+                    "metrics",
+                    "metrics",
+                )
             out.update(inception_score(_gather_strided(trainer, torch.cat(logits), self.num_samples), self.is_splits))
         self.last = {**out, "seconds": time.perf_counter() - start}
         return out
@@ -391,10 +404,13 @@ class GANMetrics(L.Callback):
         dataset = self._real_dataset(trainer, datamodule)
         total = len(dataset) if self.num_real is None else self.num_real
         if total > len(dataset) or total < 2:
-            raise ValueError(f"GANMetrics(num_real={self.num_real}) but the training set holds {len(dataset)} images")
+            raise ConfigurationError(
+                f"GANMetrics(num_real={self.num_real}) but the training set holds {len(dataset)} images", "num_real"
+            )
         if "kid" in self.metrics and total < self.kid_subset_size:
-            raise ValueError(
-                f"the training set holds {total} images, fewer than kid_subset_size={self.kid_subset_size}"
+            raise ConfigurationError(
+                f"the training set holds {total} images, fewer than kid_subset_size={self.kid_subset_size}",
+                "kid_subset_size",
             )
         # A seeded random subset: folder data sets are sorted by class, so a prefix would be biased.
         indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(self.seed))[:total]

@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.resumable import default_data_seed, resumable_loader
+from gans.errors import ConfigurationError, MissingFileError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 #: PIL modes by channel count: what a file decodes to before any conversion.
@@ -36,10 +37,12 @@ class BadImageError(ValueError):
 def scan_folder(folder: Path) -> list[Path]:
     """The image files under ``folder`` (recursively, sorted), or a clear error when there is none."""
     if not folder.is_dir():
-        raise FileNotFoundError(f"image folder {folder} does not exist")
+        raise MissingFileError(f"image folder {folder} does not exist", "data_dir")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
-        raise FileNotFoundError(f"no images in {folder} (looked for {', '.join(IMAGE_SUFFIXES)}, in subfolders too)")
+        raise MissingFileError(
+            f"no images in {folder} (looked for {', '.join(IMAGE_SUFFIXES)}, in subfolders too)", "data_dir"
+        )
     return files
 
 
@@ -165,12 +168,14 @@ class _FolderDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if bad_files not in ("skip", "stop"):
-            raise ValueError(f"bad_files={bad_files!r}; expected 'skip' or 'stop'")
+            raise ConfigurationError(f"bad_files={bad_files!r}; expected 'skip' or 'stop'")
         if to_channels not in (None, 1, 3):
-            raise ValueError(f"to_channels={to_channels}; expected 1 (grey), 3 (RGB) or None (as the files are)")
+            raise ConfigurationError(
+                f"to_channels={to_channels}; expected 1 (grey), 3 (RGB) or None (as the files are)"
+            )
         for name, value, low in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
             if value < low:
-                raise ValueError(f"{name}={value} is invalid; expected an integer >= {low}")
+                raise ConfigurationError(f"{name}={value} is invalid; expected an integer >= {low}")
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.to_channels, self.bad_files, self.seed = to_channels, bad_files, seed
         self.train_set: _ImageFiles | None = None
@@ -205,9 +210,10 @@ class _FolderDataModule(L.LightningDataModule):
             examples = "; ".join(
                 f"{len(paths)} with {c} channel{'s' * (c > 1)} (e.g. {paths[0]})" for c, paths in sorted(modes.items())
             )
-            raise ValueError(
+            raise ConfigurationError(
                 f"the images in {folder} have mixed channel counts: {examples}. Pass --data.init_args.to_channels=3 "
-                "(or 1) to convert them all"
+                "(or 1) to convert them all",
+                "to_channels",
             )
         channels = next(iter(modes))
         return good, (1 if channels == 1 else 3), sizes
@@ -215,9 +221,10 @@ class _FolderDataModule(L.LightningDataModule):
     def check_batch(self, dataset: Dataset, folder: Path) -> None:
         world = self.trainer.world_size if self.trainer is not None else 1
         if len(dataset) < self.batch_size * world:
-            raise ValueError(
+            raise ConfigurationError(
                 f"{folder} holds {len(dataset)} usable images, fewer than one batch (batch_size={self.batch_size}"
-                f"{f' on each of {world} processes' if world > 1 else ''}); lower --data.init_args.batch_size"
+                f"{f' on each of {world} processes' if world > 1 else ''}); lower --data.init_args.batch_size",
+                "batch_size",
             )
 
     def train_dataloader(self) -> DataLoader:
@@ -277,6 +284,9 @@ class ImageFolderDataModule(_FolderDataModule):
         pin_memory: pinned host memory for faster copies to the GPU.
     """
 
+    #: What a batch holds, for models to check that they can use it (see ``gans.base.GAN.batch_kinds``).
+    batch_kind = "samples"
+
     def __init__(
         self,
         data_dir: str = "data/images",
@@ -292,9 +302,9 @@ class ImageFolderDataModule(_FolderDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers, to_channels, bad_files, seed, pin_memory)
         if image_size < 1:
-            raise ValueError(f"image_size={image_size} is invalid; expected an integer >= 1")
+            raise ConfigurationError(f"image_size={image_size} is invalid; expected an integer >= 1")
         if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction={val_fraction} must be in [0, 1)")
+            raise ConfigurationError(f"val_fraction={val_fraction} must be in [0, 1)")
         self.save_hyperparameters()
         self.data_dir, self.image_size, self.flip, self.val_fraction = Path(data_dir), image_size, flip, val_fraction
         self.val_set: ImageFolder | None = None
@@ -341,6 +351,9 @@ class PairedImageDataModule(_FolderDataModule):
         pin_memory: pinned host memory for faster copies to the GPU.
     """
 
+    #: What a batch holds, for models to check that they can use it (see ``gans.base.GAN.batch_kinds``).
+    batch_kind = "paired"
+
     def __init__(
         self,
         data_dir: str = "data/facades",
@@ -357,9 +370,9 @@ class PairedImageDataModule(_FolderDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers, to_channels, bad_files, seed, pin_memory)
         if direction not in ("AtoB", "BtoA"):
-            raise ValueError(f"direction={direction!r}; expected 'AtoB' or 'BtoA'")
+            raise ConfigurationError(f"direction={direction!r}; expected 'AtoB' or 'BtoA'")
         if not 1 <= crop_size <= load_size:
-            raise ValueError(f"crop_size={crop_size} must be between 1 and load_size={load_size}")
+            raise ConfigurationError(f"crop_size={crop_size} must be between 1 and load_size={load_size}")
         self.save_hyperparameters()
         self.data_dir, self.direction = Path(data_dir), direction
         self.load_size, self.crop_size, self.jitter = load_size, crop_size, jitter
@@ -392,7 +405,7 @@ class PairedImageDataModule(_FolderDataModule):
 
     def test_dataloader(self) -> DataLoader:
         if "test" not in self.splits:
-            raise FileNotFoundError(f"no test split: {self.data_dir / 'test'} does not exist")
+            raise MissingFileError(f"no test split: {self.data_dir / 'test'} does not exist", "data_dir")
         return self._loader(self.splits["test"])
 
     def _data_settings(self) -> dict:

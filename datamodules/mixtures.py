@@ -12,6 +12,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.resumable import as_batch, resumable_loader
+from gans.errors import ConfigurationError
 
 #: The standard settings: ring of 8 modes of radius 2 with std 0.02 (unrolled GAN, VEEGAN); 5x5 grid of modes at
 #: {-4, -2, 0, 2, 4}^2 with std 0.05 (VEEGAN, PacGAN).
@@ -26,7 +27,7 @@ def mixture_modes(mixture: Literal["ring", "grid"]) -> Tensor:
     if mixture == "grid":
         axis = torch.arange(-4.0, 5.0, 2.0)
         return torch.cartesian_prod(axis, axis)
-    raise ValueError(f"mixture={mixture!r} is not known; expected one of {sorted(MIXTURES)}")
+    raise ConfigurationError(f"mixture={mixture!r} is not known; expected one of {sorted(MIXTURES)}")
 
 
 def sample_mixture(mixture: Literal["ring", "grid"], n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -85,6 +86,9 @@ class GaussianMixtureDataModule(L.LightningDataModule):
             epoch, so a resumed run continues it).
     """
 
+    #: What a batch holds, for models to check that they can use it (see ``gans.base.GAN.batch_kinds``).
+    batch_kind = "samples"
+
     def __init__(
         self,
         mixture: Literal["ring", "grid"] = "grid",
@@ -94,9 +98,9 @@ class GaussianMixtureDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if mixture not in MIXTURES:
-            raise ValueError(f"mixture={mixture!r} is not known; expected one of {sorted(MIXTURES)}")
+            raise ConfigurationError(f"mixture={mixture!r} is not known; expected one of {sorted(MIXTURES)}")
         if not 0 < batch_size <= num_samples:
-            raise ValueError(f"batch_size={batch_size} must be positive and at most num_samples={num_samples}")
+            raise ConfigurationError(f"batch_size={batch_size} must be positive and at most num_samples={num_samples}")
         self.save_hyperparameters()
         self.mixture, self.num_samples, self.batch_size, self.seed = mixture, num_samples, batch_size, seed
         self.std = MIXTURES[mixture]

@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.resumable import as_batch, default_data_seed, resumable_loader
+from gans.errors import ConfigurationError, MissingFileError
 
 # Folder under `data_dir`; also the name of the torchvision class that downloads into it.
 FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
@@ -229,6 +230,9 @@ class MNISTDataModule(L.LightningDataModule):
             Seeded by ``seed_everything`` (``PL_GLOBAL_SEED``): a resumed run mirrors the same images.
     """
 
+    #: What a batch holds, for models to check that they can use it (see ``gans.base.GAN.batch_kinds``).
+    batch_kind = "labelled"
+
     def __init__(
         self,
         data_dir: str = "data",
@@ -244,16 +248,16 @@ class MNISTDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if dataset not in FOLDERS:
-            raise ValueError(f"dataset={dataset!r} is unknown; expected one of {', '.join(map(repr, FOLDERS))}")
+            raise ConfigurationError(f"dataset={dataset!r} is unknown; expected one of {', '.join(map(repr, FOLDERS))}")
         if train_split not in SPLIT_PREFIXES:
-            raise ValueError(f"train_split={train_split!r} is unknown; expected 'train' or 'test'")
+            raise ConfigurationError(f"train_split={train_split!r} is unknown; expected 'train' or 'test'")
         for name, value, low in (
             ("batch_size", batch_size, 1),
             ("image_size", image_size, 1),
             ("num_workers", num_workers, 0),
         ):
             if value < low:
-                raise ValueError(f"{name}={value} is invalid; expected an integer >= {low}")
+                raise ConfigurationError(f"{name}={value} is invalid; expected an integer >= {low}")
         self.save_hyperparameters()
         self.data_dir = Path(data_dir)
         self.dataset = dataset
@@ -263,7 +267,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.download = download
         self.train_split = train_split
         if on_device and (num_workers or pin_memory):
-            raise ValueError(
+            raise ConfigurationError(
                 f"on_device=True serves batches from the device itself: it needs num_workers=0 and pin_memory=False, "
                 f"not num_workers={num_workers}, pin_memory={pin_memory}"
             )
@@ -287,11 +291,12 @@ class MNISTDataModule(L.LightningDataModule):
         try:
             dataset_class(root=str(self.data_dir), train=self.train_split == "train", download=True)
         except Exception as err:  # network, HTTP, checksum and disk errors all call for the same fix
-            raise RuntimeError(
+            raise MissingFileError(
                 f"Downloading {FOLDERS[self.dataset]} into {self.raw_dir} failed: {err}\n"
                 f"Looked there for {', '.join(_looked_for(split) for split in needed)}. "
                 "Put the files there yourself (.gz is fine) and run again with --data.download=false, "
-                "or point --data.data_dir at a folder that holds them."
+                "or point --data.data_dir at a folder that holds them.",
+                "data_dir",
             ) from err
 
     def setup(self, stage: str | None = None) -> None:
@@ -307,7 +312,7 @@ class MNISTDataModule(L.LightningDataModule):
             if _has_split(self.raw_dir, "test"):
                 self.held_out_set = self._load("test")
             elif stage in ("validate", "test"):
-                raise FileNotFoundError(self._missing_message("test"))
+                raise MissingFileError(self._missing_message("test"), "data_dir")
             else:
                 rank_zero_warn(f"No test split (t10k-*) in {self.raw_dir}: training without validation.")
         if stage == "predict" and self.predict_set is None:
@@ -335,9 +340,10 @@ class MNISTDataModule(L.LightningDataModule):
             raise RuntimeError("MNISTDataModule: call setup('fit') before train_dataloader()")
         if len(self.train_set) < self.batch_size:
             # drop_last would leave no batch at all, and Lightning would train for zero steps without a word.
-            raise ValueError(
+            raise ConfigurationError(
                 f"The {self.train_split} split in {self.raw_dir} holds {len(self.train_set)} images, fewer than one "
-                f"batch of batch_size={self.batch_size}; lower --data.batch_size"
+                f"batch of batch_size={self.batch_size}; lower --data.batch_size",
+                "batch_size",
             )
         # Equal batches (the GAN losses and BatchNorm statistics assume a fixed batch size), in an order that a
         # checkpoint resumes part-way through an epoch (datamodules.resumable).
@@ -380,7 +386,7 @@ class MNISTDataModule(L.LightningDataModule):
 
     def _load(self, split: Literal["train", "test"]) -> MNISTImages:
         if not _has_split(self.raw_dir, split):
-            raise FileNotFoundError(self._missing_message(split))
+            raise MissingFileError(self._missing_message(split), "data_dir")
         images, labels = load_split(self.raw_dir, split)
         return MNISTImages(resize_images(images, self.image_size), labels)
 

@@ -16,6 +16,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from gans.errors import ConfigurationError
+
 
 def default_data_seed() -> int:
     """The seed of the data order: ``seed_everything``'s (``PL_GLOBAL_SEED``), else 0, the seed Lightning's own
@@ -76,9 +78,10 @@ class ResumableDataLoader(DataLoader):
     def load_state_dict(self, state: dict[str, int]) -> None:
         sampler: ResumableSampler = self.sampler
         if state["seed"] != sampler.seed:
-            raise ValueError(
+            raise ConfigurationError(
                 f"the checkpoint's data order was seeded with {state['seed']} and this run's with {sampler.seed}: "
-                "resume with the same seed_everything (or PL_GLOBAL_SEED) as the interrupted run"
+                "resume with the same seed_everything (or PL_GLOBAL_SEED) as the interrupted run",
+                "seed_everything",
             )
         sampler.set_epoch(state["epoch"])
         sampler.start = state["batches"] * self.batch_size

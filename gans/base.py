@@ -24,6 +24,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from gans.errors import ConfigurationError
 from gans.losses import adversarial_loss, r1_penalty, r2_penalty
 from gans.nets.layers import pack as pack_samples
 
@@ -460,7 +461,21 @@ class GAN(L.LightningModule):
             "Lower the learning rates, check the data, or pass --model.init_args.nonfinite=skip to skip such steps."
         )
 
+    #: The data modules' ``batch_kind`` values whose batches ``unpack`` understands: ``"samples"`` (images or points
+    #: alone), ``"labelled"`` ((samples, labels): an unconditional model ignores the labels), ``"paired"`` ((source,
+    #: target) images of a translation set). A conditional or translation variant names its own.
+    batch_kinds: tuple[str, ...] = ("samples", "labelled")
+
     def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule
+        kind = getattr(datamodule, "batch_kind", None)
+        if kind is not None and kind not in self.batch_kinds:  # before the first step, not a crash or a silent misuse
+            raise ConfigurationError(
+                f"{type(self).__name__} cannot use the batches of {type(datamodule).__name__}: they are {kind!r} and "
+                f"{type(self).__name__} takes {' or '.join(map(repr, self.batch_kinds))} batches; pair it with a data "
+                "module of those kinds, or the data module with a variant made for its batches",
+                "data",
+            )
         # Runs before a checkpoint is restored, which then brings back the interrupted run's seed. Drawn from the
         # global RNG, so seed_everything fixes it; rank 0's, so that it does not depend on the process count.
         if stage == "fit" and self.rng_seed is None:

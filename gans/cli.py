@@ -3,18 +3,29 @@
 ``python train.py fit --config configs/dcgan_mnist.yaml`` or ``python train.py fit --model=WGANGP
 --data=MNISTDataModule``; also ``validate``, ``test`` and ``predict`` (one fake per example of the data module's
 predict split, written by :class:`callbacks.PredictionWriter`).
+
+A value the user gave that is refused (by the parser, by a constructor's validation, or later by a
+:class:`gans.errors.ConfigurationError` from a data module's or callback's setup) ends the run with one ``error:``
+line that names the argument as ``--model.init_args.<name>`` (``--data...``), and exit status 2; any other exception
+is a bug and keeps its traceback (``JSONARGPARSE_DEBUG=1`` shows the traceback of a refused value too).
 """
 
+import argparse
+import difflib
 import logging
+import os
 import re
 import signal
 import sys
+import textwrap
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import lightning as L
 import torch
+from jsonargparse import DefaultHelpFormatter
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -38,6 +49,7 @@ from callbacks import (
 )
 from callbacks.checkpoint import checkpoint_problem, newest_complete_checkpoint
 from gans.base import GAN
+from gans.errors import ConfigurationError
 
 # Noise a user of this tool cannot act on, silenced by its exact text only: Lightning 2.6 still builds torch's
 # deprecated LeafSpec (its own code, not ours), and it advertises its cloud services on every run.
@@ -55,10 +67,167 @@ for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utiliti
 
 #: Exit status of a run stopped by SIGTERM: 128 + 15, as the shell reports a process killed by it.
 TERMINATED = 128 + signal.SIGTERM
+#: Exit status of a run stopped by a refused value, as for the parser's own errors.
+USAGE_ERROR = 2
+
+#: One line per subcommand for ``--help`` (Lightning takes the first lines of the Trainer methods' docstrings, cut
+#: mid-sentence for two of them).
+SUBCOMMANDS = {
+    "fit": "Train: each iteration is n_critic discriminator steps and one generator step, up to "
+    "--trainer.max_steps iterations.",
+    "validate": "Score held-out real images against fresh fakes with the discriminator (val/d_real, val/d_fake).",
+    "test": "The same on the data module's test split (test/d_real, test/d_fake).",
+    "predict": "Generate one fake per example of the data module's predict split and save them with a PNG grid.",
+}
+#: Titles of the --model and --data option groups in a subcommand's help (else the classes' first docstring lines).
+GROUP_TITLES = {
+    "model": "The GAN variant, by name (gans --help lists them) or class path, and its arguments",
+    "data": "The data module, by name (gans --help lists them) or class path, and its arguments",
+}
+_LAST = (
+    "'last': the newest complete checkpoint under --trainer.default_root_dir (any of its version_N folders) and the "
+    "checkpoint callbacks' dirpath, passing over truncated files with a warning"
+)
+#: ``--ckpt_path`` as GANCLI._resolve_checkpoint reads it (Lightning's own text describes its ``last``).
+CKPT_PATH_HELP = {
+    "fit": f"Checkpoint to resume training from: a .ckpt file (an incomplete one stops the run), or {_LAST}; with "
+    "none, a new run starts (so a job script can always pass it). 'hpc', 'registry' and URLs as in Lightning.",
+    "eval": f"Checkpoint whose weights to use: a .ckpt file (an incomplete one stops the run), or {_LAST}; with "
+    "none, the model as configured. 'hpc', 'registry' and URLs as in Lightning.",
+}
+
+
+def known_classes(key: str) -> list[str]:
+    """The short names ``--model`` (``key="model"``: the variants) or ``--data`` (the data modules) accepts, from the
+    packages' ``__all__``."""
+    package, base = (gans, GAN) if key == "model" else (datamodules, L.LightningDataModule)
+    classes = (getattr(package, name) for name in package.__all__)
+    return sorted(c.__name__ for c in classes if isinstance(c, type) and issubclass(c, base) and c is not base)
+
+
+# jsonargparse's messages for a --model/--data name that is no class: a short name, or a class path (with why).
+_UNKNOWN_CLASS = (
+    re.compile(r'^Parser key "(model|data)":.*Expected a dot import path string: (\S+)()', re.DOTALL),
+    re.compile(r"^Parser key \"(model|data)\":.*Problem with given class_path '([^']+)':\s*\n\s*([^\n]+)", re.DOTALL),
+)
+
+
+def _explain_unknown_class(message: str) -> str:
+    """jsonargparse's message for an unknown ``--model``/``--data`` name says only that it is not an import path:
+    list the known names instead, with the closest one."""
+    match = next((m for m in (p.search(message) for p in _UNKNOWN_CLASS) if m is not None), None)
+    if match is None:
+        return message
+    key, name, reason = match.groups()
+    known = known_classes(key)
+    close = difflib.get_close_matches(name.rpartition(".")[2], known, n=1)
+    return (
+        f"--{key}={name!r} is not a known {'variant' if key == 'model' else 'data module'}"
+        f"{f' ({reason.strip()})' if reason else ''}; expected one of {', '.join(known)} (or a class path, or a "
+        f"YAML file){f'; did you mean {close[0]}?' if close else ''}"
+    )
+
+
+class GANArgumentParser(LightningArgumentParser):
+    """The parser of :class:`GANCLI`: an error is one ``error:`` line and a pointer to ``--help``, without the usage
+    block of every option that buried it."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        message = _explain_unknown_class(message)
+        if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG"):
+            super().error(message, ex)  # raises, with the cause's traceback
+        prog = (getattr(ex, "subcommand_parser", None) or self).prog.replace(" [options]", "")
+        sys.stderr.write(f"error: {message}\ntip: {prog} --help lists the accepted options\n")
+        self.exit(USAGE_ERROR)
+
+
+def _help_text() -> tuple[str, str]:
+    """The description and epilog of ``gans --help``: what the tool is, the first commands, the variants, data
+    modules and configs."""
+    description = (
+        "Train, evaluate and sample the classic GANs of the gans library (one PyTorch Lightning module per\n"
+        "variant) from a YAML config or from the command line, on CPU, one GPU or many."
+    )
+    configs = sorted(Path(__file__).resolve().parents[1].glob("configs/*.yaml"))
+    lines = [
+        "first steps (python train.py is the same as gans):",
+        "  gans fit --config configs/dcgan_mnist.yaml                   train DCGAN on MNIST",
+        "  gans fit --config configs/dcgan_mnist.yaml --ckpt_path last  resume from the newest complete checkpoint",
+        "  python -m gans.sample --ckpt lightning_logs/version_0/checkpoints/last.ckpt --num 64 --out samples.png",
+        "                                                               sample images from a checkpoint",
+        "  (--metrics=false on a machine without the FID Inception weights)",
+        "",
+        f"variants (--model=<name>): {', '.join(known_classes('model'))}",
+        f"data modules (--data=<name>): {', '.join(known_classes('data'))}",
+    ]
+    if configs:  # a checkout; an installed package has no configs folder
+        lines.append(f"configs (--config configs/<name>.yaml): {', '.join(c.stem for c in configs)}")
+    lines = [textwrap.fill(line, 110, subsequent_indent="  ") if len(line) > 110 else line for line in lines]
+    lines += ["", "Each subcommand has its own options: gans fit --help; a variant's: gans fit --model.help DCGAN."]
+    return description, "\n".join(lines)
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """jsonargparse's formatter, keeping the line breaks of the description and epilog (the command examples)."""
 
 
 class GANCLI(LightningCLI):
     """LightningCLI in subclass mode for any :class:`gans.base.GAN` and any LightningDataModule."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().__init__(*args, **kwargs)
+        except ConfigurationError as err:  # raised while running the subcommand: a data module's or callback's setup
+            self._refuse(err)
+
+    def setup_parser(
+        self, add_subcommands: bool, main_kwargs: dict[str, Any], subparser_kwargs: dict[str, Any]
+    ) -> None:
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        # The subcommands' one-line help, the title of their own options' group and --ckpt_path's help come from
+        # the Trainer's docstrings; argparse keeps them in its actions and groups (the subcommand list in the
+        # pseudo-actions of ``_choices_actions``).
+        for name, parser in getattr(self, "_subcommand_parsers", {}).items():
+            for group in parser._action_groups:
+                for action in group._group_actions:
+                    if action.dest == "ckpt_path":
+                        action.help = CKPT_PATH_HELP["fit" if name == "fit" else "eval"]
+                        group.title = f"options of {name}"
+                    elif action.dest in GROUP_TITLES:  # the GAN's and LightningDataModule's docstrings, cut
+                        group.title = GROUP_TITLES[action.dest]
+        for action in self.parser._actions:
+            for choice in getattr(action, "_choices_actions", []):
+                choice.help = SUBCOMMANDS.get(choice.dest, choice.help)
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except Exception as err:
+            cause = err
+            while cause.__cause__ is not None:  # jsonargparse wraps what the constructor raised
+                cause = cause.__cause__
+            if isinstance(cause, ValueError):  # a constructor refusing a value the user configured
+                self._refuse(cause)
+            raise
+
+    def _refuse(self, err: ValueError) -> NoReturn:
+        """Ends the run with ``error: --<where>=<value> ...`` and exit status 2."""
+        if not isinstance(err, ConfigurationError):
+            err = ConfigurationError(str(err)).with_traceback(err.__traceback__)
+        config, subcommand = getattr(self, "config", None), getattr(self, "subcommand", None)
+        if config is not None and subcommand:
+            config = config[subcommand]
+        message = " ".join(str(err).split())  # one line, also when it quotes a multi-line error of a library
+        where = _where(config, err) if config is not None else None
+        if where is not None:
+            option, value = where
+            if err.argument is not None and message.startswith(f"{err.argument}="):
+                message = f"{option}{message[len(err.argument):]}"
+            else:
+                message = f"{option}={value}: {message}"
+        # The subcommand's parser, so that the tip names its --help.
+        parser = getattr(self, "_subcommand_parsers", {}).get(subcommand, self.parser)
+        parser.error(message, err)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Without a config, a run still checkpoints by iteration, keeps a generator EMA, writes sample grids and
@@ -149,6 +318,59 @@ class GANCLI(LightningCLI):
         config["ckpt_path"] = None if path is None else str(path)
 
 
+def _where(config: Any, err: ConfigurationError) -> tuple[str, str] | None:
+    """The option (as ``--data.init_args.batch_size``) and the value of the argument that ``err`` names: in the
+    component (model, data module, callback) whose code raised it, else among the top-level and trainer options.
+    ``None`` when the error names no argument or it is not in the configuration."""
+    if err.argument is None:
+        return None
+    config = config.as_dict() if hasattr(config, "as_dict") else dict(config)
+    owner = _raised_by(err)
+    if owner is not None:
+        for path, component, listed in _components(config):
+            init_args, name = component.get("init_args") or {}, component["class_path"].rpartition(".")[2]
+            if name == owner.__name__ and err.argument in init_args:
+                option = f"--{path} ({name}) {err.argument}" if listed else f"--{path}.init_args.{err.argument}"
+                return option, _show(init_args[err.argument])
+    for path, options in (("", config), ("trainer.", config.get("trainer") or {})):
+        if err.argument in options:
+            return f"--{path}{err.argument}", _show(options[err.argument])
+    return None
+
+
+def _raised_by(err: BaseException) -> type | None:
+    """The class of the model, data module or callback whose method raised ``err`` (the outermost such frame).
+    jsonargparse's wrapper of a constructor's error and Lightning's hooks do not say which component failed; the
+    frames of the component's own methods do, and the message then names the option the user set."""
+    tb = err.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        if isinstance(owner, (L.LightningModule, L.LightningDataModule, L.Callback)):
+            return type(owner)
+        tb = tb.tb_next
+    return None
+
+
+def _components(config: Any, path: str = "", listed: bool = False) -> Iterator[tuple[str, dict, bool]]:
+    """``(path, {"class_path": ..., "init_args": ...}, listed)`` for every class in a configuration dict; the entries
+    of a list (``trainer.callbacks``) share its path, with ``listed`` true."""
+    if isinstance(config, dict):
+        if isinstance(config.get("class_path"), str):
+            yield path, config, listed
+        for key, value in config.items():
+            yield from _components(value, f"{path}.{key}" if path else key)
+    elif isinstance(config, list):
+        for value in config:
+            yield from _components(value, path, listed=True)
+
+
+def _show(value: Any) -> str:
+    """A configured value as the user would type it (a class by its name)."""
+    if isinstance(value, dict) and isinstance(value.get("class_path"), str):
+        return value["class_path"].rpartition(".")[2]
+    return str(value)
+
+
 def _process_count(trainer: Any) -> int:
     """How many processes the trainer settings ask for (devices per node times nodes), as Lightning would count
     them; 1 when they cannot tell."""
@@ -169,6 +391,7 @@ def _process_count(trainer: Any) -> int:
 def main(args: list[str] | None = None, run: bool = True) -> GANCLI:
     """Runs the CLI on ``args`` (``sys.argv`` when ``None``). ``run=False`` only parses and instantiates; ``args``
     then has no subcommand. A run stopped by SIGTERM (after saving its checkpoint) exits with status 143."""
+    description, epilog = _help_text()
     try:
         cli = GANCLI(
             GAN,
@@ -177,6 +400,13 @@ def main(args: list[str] | None = None, run: bool = True) -> GANCLI:
             subclass_mode_data=True,
             auto_configure_optimizers=False,
             save_config_kwargs={"overwrite": True},
+            parser_class=GANArgumentParser,
+            parser_kwargs={
+                "description": description,
+                "epilog": epilog,
+                "formatter_class": _HelpFormatter,
+                **{name: {"description": text} for name, text in SUBCOMMANDS.items()},
+            },
             args=args,
             run=run,
         )

@@ -221,7 +221,7 @@ def test_missing_inception_weights_stop_before_training(synthetic_mnist, tmp_pat
         raise OSError("no network")
 
     monkeypatch.setattr(metrics_module.torch.hub, "download_url_to_file", offline)
-    with pytest.raises(RuntimeError) as error:
+    with pytest.raises(FileNotFoundError) as error:
         InceptionV3Features()
     message = str(error.value)
     expected_path = tmp_path / "torch_home" / "hub" / "checkpoints" / metrics_module.INCEPTION_FILE
@@ -232,6 +232,6 @@ def test_missing_inception_weights_stop_before_training(synthetic_mnist, tmp_pat
     # Through a training run: the error comes at set-up, before the first step.
     model = DCGAN(**TINY)
     trainer = quiet_trainer(tmp_path, max_steps=5, callbacks=[GANMetrics(every_n_steps=1)])
-    with pytest.raises(RuntimeError, match="Inception weights"):
+    with pytest.raises(ValueError, match="Inception weights"):
         trainer.fit(model, tiny_datamodule(synthetic_mnist))
     assert trainer.global_step == 0

@@ -205,7 +205,7 @@ def test_download_failure_is_explained(tmp_path: Path, monkeypatch: pytest.Monke
 
     monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
     dm = MNISTDataModule(data_dir=str(tmp_path), download=True)
-    with pytest.raises(RuntimeError) as excinfo:
+    with pytest.raises(FileNotFoundError) as excinfo:
         dm.prepare_data()
     message = str(excinfo.value)
     assert "no network here" in message and "train-images-idx3-ubyte.gz" in message and ".gz is fine" in message

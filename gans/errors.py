@@ -1,0 +1,32 @@
+"""The exception for a user's configuration mistake, shared by the GAN modules, data modules and callbacks.
+
+It imports nothing from the library, so any module can raise it without an import cycle. The command line
+(:mod:`gans.cli`) reports it as one ``error:`` line naming the argument, with exit status 2, instead of a traceback;
+any other exception is a bug and keeps its traceback.
+"""
+
+import re
+
+# The house style of validation messages: "name=value ..." (e.g. "batch_size=0 is invalid; expected ...").
+_LEADING_ARGUMENT = re.compile(r"([A-Za-z_]\w*)=")
+
+
+class ConfigurationError(ValueError):
+    """A value the user configured is not accepted: the message names the value and what is accepted.
+
+    Args:
+        message: what is wrong and what would be accepted, e.g. ``"batch_size=0 is invalid; expected an integer >=
+            1"``.
+        argument: the ``__init__`` argument (or command-line option without ``--``) that holds the value, e.g.
+            ``"batch_size"``; by default the ``name`` of a message that starts with ``name=``, else ``None``.
+    """
+
+    def __init__(self, message: str, argument: str | None = None) -> None:
+        super().__init__(message)
+        match = _LEADING_ARGUMENT.match(message)
+        self.argument = argument if argument is not None else (match.group(1) if match else None)
+
+
+class MissingFileError(ConfigurationError, FileNotFoundError):
+    """A file or folder that the configuration names (a data directory, a weights file) does not exist or lacks
+    what is needed; still a ``FileNotFoundError`` for callers that catch that."""
