@@ -257,7 +257,8 @@ class GAN(L.LightningModule):
 
     def grad_scale(self) -> float:
         """The fp16 GradScaler's current loss scale, 1.0 without one: what input-gradient penalties multiply the
-        scores by before their own backward (``gans.losses``), as PyTorch's AMP recipe asks."""
+        scores by before their own backward, as PyTorch's AMP recipe asks, within the bounds that keep that backward
+        in float16's range (``gans.losses.input_gradient``)."""
         return float(self._scaler.get_scale()) if self._scaler is not None else 1.0
 
     @property

@@ -94,13 +94,51 @@ def adversarial_loss(name: str) -> tuple[DLoss, GLoss]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _input_gradient(outputs: Tensor, inputs: Tensor, scale: float | Tensor = 1.0) -> Tensor:
-    # Summing the per-sample outputs gives each sample's own input gradient, since samples do not interact in D.
-    # Under fp16 mixed precision the outputs are multiplied by the GradScaler's scale before the backward, so that
-    # small gradients do not underflow in half precision, and the gradient divided by it after (PyTorch's AMP
-    # recipe for gradient penalties); in float32, so that its square does not overflow.
-    (grad,) = torch.autograd.grad(outputs.sum() * scale, inputs, create_graph=True)
-    return grad.flatten(1).float() / scale  # [N, C*H*W]
+#: The largest upstream gradient an input-gradient penalty feeds into its network's backward (2**10). PyTorch's AMP
+#: recipe scales the outputs by the GradScaler's scale before differentiating them, but that scale is calibrated for the
+#: loss's backward, where each score receives scale * dloss/dscore (about scale / N for a batch mean); differentiating a
+#: sum of scores (or a weighted sum: path length) hands each score the scale itself, and any scale from 65520 up, the
+#: GradScaler's default start 65536 included, is infinite in float16. Casting the scores to float32 first does not help:
+#: the gradient is cast back to float16 where it enters the half-precision network. So the scale is capped here: 2**10
+#: still lifts input gradients 1024-fold above float16's underflow and leaves a factor 64 for gradients that grow inside
+#: the network (at initialisation they only shrink on the way to the input). Nor does the upstream gradient go below
+#: about 1: a scale below 1 no longer guards against underflow but causes it, and the one scaler of both networks may
+#: have been lowered by the generator's backward. In between the scaler's scale is followed, so that a penalty whose
+#: backward overflows all the same is corrected by the scaler lowering its scale, as the loss is.
+PENALTY_SEED_MAX = 2.0**10
+
+
+def input_gradient(
+    outputs: Tensor, inputs: Tensor, scale: float | Tensor = 1.0, weights: Tensor | None = None
+) -> Tensor:
+    """The gradient of ``sum(weights * outputs)`` w.r.t. ``inputs``, with ``create_graph=True`` so that a penalty on
+    it trains the network (the double backward; DDP supports this, not ``backward(create_graph=True)``).
+
+    Under fp16 mixed precision it follows PyTorch's AMP recipe for gradient penalties (the upstream gradient is
+    multiplied by the GradScaler's scale before the backward, so that small gradients do not underflow in half
+    precision, and the result divided by it after), with the multiplier clamped so that the largest upstream gradient
+    lies between about 1 and ``PENALTY_SEED_MAX`` (see there why): the result is finite at any scale the scaler
+    reaches and does not depend on the scale.
+
+    Args:
+        outputs: what is differentiated, any shape and float dtype (float16/bfloat16 under autocast); summing the
+            per-sample scores gives each sample its own input gradient, since samples do not interact in D.
+        inputs: the tensor the outputs were computed from, with ``requires_grad``.
+        scale: the fp16 GradScaler's current scale, 1 without one; any positive value.
+        weights: the upstream gradient of each output element, shaped like ``outputs`` (path length's random image);
+            ones when ``None``.
+
+    Returns:
+        The gradient, float32 (so that squaring it cannot overflow), shaped like ``inputs``.
+    """
+    weights = torch.ones_like(outputs, dtype=torch.float32) if weights is None else weights.float()
+    peak = weights.detach().abs().amax().clamp_min(torch.finfo(torch.float32).tiny)
+    # A power of two that brings the largest weight into (1/2, 1], so that weights * seed peaks within
+    # (1/2, PENALTY_SEED_MAX]; powers of two, so that multiplying and dividing by the seed are exact.
+    unit = torch.exp2(torch.floor(-torch.log2(peak)))
+    seed = torch.as_tensor(scale, dtype=torch.float32, device=outputs.device).clamp(unit, unit * PENALTY_SEED_MAX)
+    (grad,) = torch.autograd.grad(outputs, inputs, grad_outputs=(weights * seed).to(outputs.dtype), create_graph=True)
+    return grad.float() / seed
 
 
 def gradient_penalty(
@@ -126,7 +164,7 @@ def gradient_penalty(
         eps = torch.rand(real.shape[0], device=real.device, dtype=real.dtype)
     eps = eps.view(-1, *([1] * (real.dim() - 1)))  # [N, 1, 1, 1]
     x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
-    grad = _input_gradient(discriminator(x_hat), x_hat, scale)
+    grad = input_gradient(discriminator(x_hat), x_hat, scale).flatten(1)  # [N, C*H*W]
     return (grad.norm(2, dim=1) - 1).square().mean()
 
 
@@ -136,9 +174,9 @@ def r1_penalty(d_real: Tensor, real: Tensor, scale: float | Tensor = 1.0) -> Ten
     ``real`` must have had ``requires_grad_(True)`` before ``d_real = D(real)`` was computed. ``scale``: the fp16
     GradScaler's current scale (1 without one).
     """
-    return _input_gradient(d_real, real, scale).square().sum(dim=1).mean()
+    return input_gradient(d_real, real, scale).flatten(1).square().sum(dim=1).mean()
 
 
 def r2_penalty(d_fake: Tensor, fake: Tensor, scale: float | Tensor = 1.0) -> Tensor:
     """R2 penalty (Mescheder et al. 2018): the same zero-centred penalty on generated samples."""
-    return _input_gradient(d_fake, fake, scale).square().sum(dim=1).mean()
+    return input_gradient(d_fake, fake, scale).flatten(1).square().sum(dim=1).mean()

@@ -98,3 +98,64 @@ def test_r1_gradient_matches_finite_differences():
     penalty = losses.r1_penalty(quadratic_d(weight)(x), x)
     (grad,) = torch.autograd.grad(penalty, weight)
     assert grad.item() == pytest.approx(8 * 0.3 * 5.0, rel=1e-6)
+
+
+def small_critic() -> torch.nn.Module:
+    """A convolutional critic [N, 1, 16, 16] -> [N] whose scores come out in half precision under autocast."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 4, 2, 1), torch.nn.LeakyReLU(0.2), torch.nn.Conv2d(8, 16, 4, 2, 1),
+        torch.nn.LeakyReLU(0.2), torch.nn.Flatten(), torch.nn.Linear(16 * 4 * 4, 1), torch.nn.Flatten(0),
+    )
+
+
+def penalties(critic, real, fake, eps, scale):
+    """WGAN-GP, R1 and R2 of ``critic``, and the critic's weight gradients of their sum as a GradScaler makes them
+    (the loss multiplied by ``scale``, then divided again)."""
+    real_g, fake_g = real.clone().requires_grad_(True), fake.clone().requires_grad_(True)
+    values = torch.stack([
+        losses.gradient_penalty(critic, real, fake, eps, scale=scale),
+        losses.r1_penalty(critic(real_g), real_g, scale=scale),
+        losses.r2_penalty(critic(fake_g), fake_g, scale=scale),
+    ])
+    # The last bias does not reach an input gradient: its gradient is zero.
+    params = list(critic.parameters())
+    scaled = torch.autograd.grad(values.sum() * scale, params, allow_unused=True, materialize_grads=True)
+    return values, torch.cat([g.flatten() for g in scaled]) / scale
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("scale", [2.0**-20, 1.0, 2.0**10, 65536.0, 2.0**24, 2.0**40])
+def test_half_precision_penalties_are_finite_and_equal_float32_at_any_scale(dtype, scale):
+    # The GradScaler starts at 65536 and grows without bound while the loss does not overflow. A penalty that hands
+    # each half-precision score that scale as its gradient gets inf from 65520 up (float16's largest is 65504).
+    critic = small_critic()
+    real, fake, eps = torch.randn(6, 1, 16, 16), torch.randn(6, 1, 16, 16), torch.rand(6)
+    expected, expected_grads = penalties(critic, real, fake, eps, 1.0)
+    with torch.autocast("cpu", dtype=dtype):
+        assert critic(real).dtype == dtype
+        values, grads = penalties(critic, real, fake, eps, scale)
+    assert values.dtype == torch.float32 and torch.isfinite(values).all()
+    torch.testing.assert_close(values, expected, rtol=2e-2, atol=0.0)
+    if 1.0 <= scale <= 65536.0:  # outside, the scaled weight gradients of the loss (not the penalty's own backward)
+        # under- or overflow in float16, which is what the GradScaler is there to correct
+        assert torch.isfinite(grads).all()
+        torch.testing.assert_close(grads, expected_grads, rtol=5e-2, atol=5e-2 * float(expected_grads.abs().max()))
+
+
+@pytest.mark.parametrize("peak", [1e-4, 1.0, 300.0])
+@pytest.mark.parametrize("scale", [1.0, 65536.0, 2.0**24])
+def test_weighted_input_gradient_stays_in_float16_range(peak, scale):
+    # Path length differentiates sum(noise * images): the upstream gradient of an output is its weight times the
+    # scale, kept within PENALTY_SEED_MAX whatever the weights' size (300 * 2**10 alone would overflow float16).
+    critic = small_critic()
+    x, weights = torch.randn(6, 1, 16, 16), torch.randn(6) * peak
+    x32 = x.clone().requires_grad_(True)
+    expected = losses.input_gradient(critic(x32), x32, weights=weights)
+    x16 = x.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.float16):
+        grad = losses.input_gradient(critic(x16), x16, scale=scale, weights=weights)
+    assert grad.dtype == torch.float32 and grad.shape == x.shape and torch.isfinite(grad).all()
+    # Per sample, as penalties use it: a float16 forward flips a few leaky-ReLU slopes, which moves single elements.
+    norm = lambda g: g.flatten(1).norm(dim=1)  # noqa: E731
+    torch.testing.assert_close(norm(grad), norm(expected), rtol=2e-2, atol=0.0)

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from gans.nets import DCGANDiscriminator, DCGANGenerator
+from gans.nets import DCGANDiscriminator, DCGANGenerator, MinibatchStdDev
+from gans.nets.layers import minibatch_group_size
 
 
 @pytest.mark.parametrize("image_size,channels", [(8, 1), (32, 1), (64, 3)])
@@ -54,3 +55,48 @@ def test_unsupported_image_size(image_size):
 def test_unknown_norm():
     with pytest.raises(ValueError, match="norm='instance'"):
         DCGANDiscriminator(norm="instance")
+
+
+@pytest.mark.parametrize(
+    ("batch", "group_size", "expected"),
+    [(8, 4, 4), (64, 4, 4), (3, 4, 3), (1, 4, 1), (30, 4, 3), (6, 4, 3), (10, 4, 2), (30, 8, 6), (7, 4, 1)],
+)
+def test_minibatch_group_size_is_the_largest_divisor_up_to_the_group_size(batch, group_size, expected):
+    assert minibatch_group_size(batch, group_size) == expected
+
+
+def stddev_with_groups_of(x: torch.Tensor, g: int) -> torch.Tensor:
+    """The layer's extra feature, computed sample by sample: sample i shares a group with i + N/G, i + 2N/G, ..."""
+    n = x.shape[0]
+    stats = []
+    for i in range(n):
+        group = x[i % (n // g) :: n // g]  # [G, C, H, W]
+        stats.append((group.var(dim=0, unbiased=False) + 1e-8).sqrt().mean())
+    return torch.stack(stats).view(n, 1, 1, 1).expand(n, 1, *x.shape[2:])
+
+
+@pytest.mark.parametrize("batch", [4, 8, 12, 2, 1, 30, 6, 7])
+def test_minibatch_stddev_takes_groups_that_divide_the_batch(batch):
+    # When the group size divides the batch the groups are those of the paper's layer, as before; otherwise the
+    # largest divisor below it (the paper's layer, NVIDIA's and StudioGAN's fail on such batches).
+    torch.manual_seed(0)
+    x = torch.randn(batch, 3, 4, 4)
+    out = MinibatchStdDev(group_size=4)(x)
+    assert out.shape == (batch, 4, 4, 4)
+    torch.testing.assert_close(out[:, :3], x)
+    torch.testing.assert_close(out[:, 3:], stddev_with_groups_of(x, minibatch_group_size(batch, 4)))
+    if batch % min(4, batch) == 0:  # the batches the layer accepted before: the same groups
+        assert minibatch_group_size(batch, 4) == min(4, batch)
+
+
+def test_validate_with_a_batch_that_is_not_a_multiple_of_the_stddev_group(synthetic_mnist, tmp_path):
+    from conftest import TINY, quiet_trainer, tiny_datamodule
+
+    from gans import DCGAN
+
+    # 96 held-out images in batches of 30: 30, 30, 30 and 6, none a multiple of the group size 4.
+    model = DCGAN(**TINY, d_minibatch="stddev")
+    trainer = quiet_trainer(tmp_path, limit_val_batches=1.0)
+    (metrics,) = trainer.validate(model, datamodule=tiny_datamodule(synthetic_mnist, batch_size=30))
+    assert trainer.validate_loop.batch_progress.total.completed == 4
+    assert all(torch.isfinite(torch.tensor(value)) for value in metrics.values()) and "val/d_loss" in metrics

@@ -62,8 +62,8 @@ def test_channels_last_keeps_the_math(synthetic_mnist, tmp_path):
 
 def test_fp16_with_a_grad_scaler_calibrates_instead_of_stopping(synthetic_mnist, tmp_path):
     # Lightning turns precision="16-mixed" on CPU into bf16; the plugin given explicitly runs fp16 autocast with a
-    # GradScaler on CPU, as on a GPU. Its first steps overflow (scale 65536): the scaler skips them and lowers the
-    # scale, and the module counts them instead of stopping (nonfinite="stop" is the default).
+    # GradScaler on CPU, as on a GPU. Its first generator step overflows (scale 65536): the scaler skips it and lowers
+    # the scale, and the module leaves that to it instead of stopping (nonfinite="stop" is the default).
     from lightning.pytorch.plugins.precision import MixedPrecision
 
     model = WGANGP(**TINY, n_critic=2, r1_gamma=1.0)  # the gradient penalty and R1 under the AMP recipe
@@ -71,7 +71,32 @@ def test_fp16_with_a_grad_scaler_calibrates_instead_of_stopping(synthetic_mnist,
     trainer = quiet_trainer(tmp_path, max_steps=3, plugins=[plugin])
     trainer.fit(model, tiny_datamodule(synthetic_mnist))
     assert trainer.global_step == 3 and plugin.scaler.get_scale() < 65536.0
-    assert model.skipped_steps >= 1 and torch.isfinite(flat(model)).all()
+    assert torch.isfinite(flat(model)).all()
+    assert torch.isfinite(trainer.callback_metrics["train/gp"]) and torch.isfinite(trainer.callback_metrics["train/r1"])
+
+
+def test_fp16_penalties_are_finite_from_the_first_critic_step(synthetic_mnist, tmp_path):
+    # At the GradScaler's default start, 65536, a penalty that seeds each float16 score's gradient with the scale gets
+    # inf (float16's largest is 65504): the gradient penalty and R1 were NaN and the first critic step was skipped.
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    torch.manual_seed(0)
+    model = WGANGP(**TINY, n_critic=2, r1_gamma=10.0)
+    plugin = MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu"))
+    first, d_loss = {}, model.d_loss
+
+    def first_critic_step(real, fake, **cond):
+        terms = d_loss(real, fake, **cond)
+        first.setdefault("terms", {"scale": torch.tensor(plugin.scaler.get_scale()), **terms})
+        return terms
+
+    model.d_loss = first_critic_step
+    trainer = quiet_trainer(tmp_path, max_steps=3, plugins=[plugin])
+    trainer.fit(model, tiny_datamodule(synthetic_mnist))
+    assert first["terms"]["scale"] == 65536.0
+    assert all(torch.isfinite(first["terms"][name]) for name in ("gp", "r1", "d_loss"))
+    # No step was skipped for a non-finite loss (the scaler may still skip one whose loss gradient overflows).
+    assert trainer.global_step == 3 and model.skipped_steps == 0
     assert torch.isfinite(trainer.callback_metrics["train/gp"]) and torch.isfinite(trainer.callback_metrics["train/r1"])
 
 

@@ -42,6 +42,15 @@ class MinibatchDiscrimination(nn.Module):
         return torch.cat([x, o], dim=1)
 
 
+def minibatch_group_size(batch: int, group_size: int) -> int:
+    """The samples per group of :class:`MinibatchStdDev` for a batch of ``batch``: the largest divisor of ``batch``
+    that is at most ``group_size`` (``group_size`` itself whenever it divides the batch, the whole batch when that is
+    smaller). NVIDIA's ProGAN/StyleGAN layers and StudioGAN's take ``min(group_size, batch)`` and fail unless it
+    divides the batch; a data set's last batch and validation batches often do not (30 = 3 * 10 takes groups of 3 for
+    ``group_size=4``). A prime batch larger than ``group_size`` gets groups of 1, whose statistic is a constant."""
+    return next(g for g in range(min(group_size, batch), 0, -1) if batch % g == 0)
+
+
 class MinibatchStdDev(nn.Module):
     """Minibatch standard deviation (Karras et al. 2018, section 3): [N, C, ...] -> [N, C + 1, ...].
 
@@ -50,7 +59,8 @@ class MinibatchStdDev(nn.Module):
     constant feature map (for flat features [N, C], one extra feature).
 
     Args:
-        group_size: samples per group (4 in the paper); the whole batch when it is smaller.
+        group_size: samples per group (4 in the paper); when it does not divide the batch, the largest group size
+            that does (:func:`minibatch_group_size`), so that any batch size works.
     """
 
     def __init__(self, group_size: int = 4) -> None:
@@ -59,9 +69,7 @@ class MinibatchStdDev(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         n = x.shape[0]
-        g = min(self.group_size, n)
-        if n % g:
-            raise ValueError(f"MinibatchStdDev: batch of {n} does not split into groups of {g}")
+        g = minibatch_group_size(n, self.group_size)
         groups = x.reshape(g, n // g, *x.shape[1:])  # [G, N/G, C, ...]: sample i is in group i mod N/G
         std = (groups.var(dim=0, unbiased=False) + 1e-8).sqrt()  # [N/G, C, ...]
         stat = std.flatten(1).mean(dim=1)  # [N/G]
