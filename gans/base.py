@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
+from gans.distributed import picklable_parametrizations
 from gans.losses import adversarial_loss, r1_penalty, r2_penalty
 from gans.nets.layers import pack as pack_samples
 
@@ -652,6 +653,12 @@ class GAN(L.LightningModule):
     # ----------------------------------------------------------------------------------------------------------
     # Checkpoints
     # ----------------------------------------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Spawned processes (gan_ddp_spawn) get the module pickled, which torch refuses for a spectral-normalised
+        # (parametrized) network unless it is told how.
+        picklable_parametrizations(self)
+        return super().__getstate__()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The concrete class, so that tools can rebuild the right variant (Base.load_from_checkpoint would not).
