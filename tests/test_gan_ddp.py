@@ -145,17 +145,29 @@ def test_every_variant_pickles_with_its_state(cls, kwargs):
     assert all(p.grad is not None for p in copy.discriminator.parameters())
 
 
+class SaveRates(L.Callback):
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def on_train_end(self, trainer, module):
+        rates = [opt.param_groups[0]["lr"] for opt in trainer.optimizers]
+        torch.save(rates, self.out / f"rates_rank{trainer.global_rank}.pt")
+
+
 def test_sngan_trains_under_gan_ddp_spawn(synthetic_mnist, tmp_path, clean_distributed_env):  # noqa: F811
-    # Spectral norm on every D layer: the spawned processes get the module pickled.
+    # Spectral norm on every D layer: the spawned processes get the module pickled. The generator's ReduceLROnPlateau
+    # watches each process's own train/g_loss: the processes must agree on the value, or their rates would part.
     L.seed_everything(0, verbose=False)
-    model = SNGAN(**TINY, channels=1, n_critic=1)
+    plateau = {"class_path": "torch.optim.lr_scheduler.ReduceLROnPlateau", "init_args": {"patience": 0}}
+    model = SNGAN(**TINY, channels=1, n_critic=1, g_scheduler=plateau)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
-    trainer = quiet_trainer(tmp_path, devices=2, strategy="gan_ddp_spawn", max_steps=2,
-                            callbacks=[SaveState(tmp_path, "sngan")])
+    trainer = quiet_trainer(tmp_path, devices=2, strategy="gan_ddp_spawn", max_steps=3,
+                            callbacks=[SaveState(tmp_path, "sngan"), SaveRates(tmp_path)])
     trainer.fit(model, tiny_datamodule(synthetic_mnist))
     ranks = [torch.load(tmp_path / f"sngan_rank{r}.pt")["state"] for r in (0, 1)]
     for name, tensor in ranks[0].items():
         assert torch.equal(tensor, ranks[1][name]), name
+    assert torch.load(tmp_path / "rates_rank0.pt") == torch.load(tmp_path / "rates_rank1.pt")
     # It trained: G's weights, D's spectrally normalised weights and their power-iteration vectors u moved.
     moved = [name for name, tensor in initial.items() if not torch.equal(tensor, ranks[0][name])]
     assert any(name.startswith("generator.") for name in moved)

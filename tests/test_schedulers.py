@@ -176,3 +176,8 @@ def test_reduce_on_plateau_from_the_shell(synthetic_mnist, tmp_path):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "`Trainer.fit` stopped: `max_steps=3` reached." in result.stderr + result.stdout
+    # The short name: the parser stops (status 2) and names both full paths.
+    command[-3:] = ["--model.init_args.d_scheduler=ReduceLROnPlateau"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Give the full class path to avoid ambiguity: torch.optim.lr_scheduler.ReduceLROnPlateau" in result.stderr
