@@ -11,6 +11,7 @@ import functools
 import hashlib
 import importlib
 import inspect
+import math
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +24,9 @@ from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
+from gans.distributed import picklable_parametrizations
 from gans.errors import ConfigurationError
 from gans.losses import adversarial_loss, r1_penalty, r2_penalty
 from gans.nets.layers import pack as pack_samples
@@ -40,6 +43,48 @@ def optimizer_factory(spec: OptimizerCallable | LRSchedulerCallable | Mapping) -
     module_name, _, class_name = spec["class_path"].rpartition(".")
     cls = getattr(importlib.import_module(module_name), class_name)
     return functools.partial(cls, **dict(spec.get("init_args", {})))
+
+
+def _factory_target(factory: Any) -> Any:
+    """The class or function a (possibly partial) factory calls."""
+    if isinstance(factory, functools.partial):
+        # jsonargparse's partial holds the class among its arguments, after its instantiator.
+        classes = [item for item in (factory.func, *factory.args) if isinstance(item, type)]
+        return classes[0] if classes else _factory_target(factory.func)
+    return factory
+
+
+def check_scheduler(argument: str, optimizer: Any, scheduler: Any) -> LRScheduler:
+    """Builds the scheduler factory ``scheduler`` on the optimizer factory ``optimizer`` applied to one stand-in
+    parameter, so that a scheduler that cannot be built from its configuration (a missing ``T_max``, OneCycleLR
+    without ``total_steps``, SequentialLR given specs instead of schedulers) is refused when the model is built, not
+    at the first training step. Returns the stand-in scheduler.
+
+    Raises:
+        ValueError: naming ``argument`` (``g_scheduler`` or ``d_scheduler``), the scheduler and why it cannot be built.
+    """
+    target = _factory_target(scheduler)
+    name = getattr(target, "__qualname__", type(target).__qualname__)
+    try:
+        stand_in = optimizer([torch.zeros(1, requires_grad=True)])
+    except Exception:  # noqa: BLE001 (the optimizer's own error is reported when training builds it)
+        stand_in = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3, momentum=0.9)
+    try:
+        built = scheduler(stand_in)
+    except (TypeError, ValueError, AttributeError, KeyError) as err:
+        hint = ""
+        if isinstance(target, type) and "schedulers" in inspect.signature(target).parameters:
+            hint = (
+                f"; {name}'s `schedulers` are scheduler instances built on the optimizer, which a configuration "
+                "cannot give: from Python, pass a function of the optimizer that builds them, e.g. "
+                "lambda opt: SequentialLR(opt, [LinearLR(opt), ExponentialLR(opt, 0.99)], milestones=[1000])"
+            )
+        raise ValueError(f"{argument}={name} cannot be built: {type(err).__name__}: {err}{hint}") from err
+    if not isinstance(built, LRScheduler):
+        raise ValueError(
+            f"{argument}={name} made a {type(built).__qualname__}; expected a torch.optim.lr_scheduler.LRScheduler"
+        )
+    return built
 
 
 #: Devices with fused Adam kernels in torch 2.14.
@@ -117,6 +162,15 @@ class GAN(L.LightningModule):
         g_scheduler: optional learning-rate scheduler of the generator, stepped by hand at ``scheduler_interval``.
         d_scheduler: optional learning-rate scheduler of the discriminator, stepped likewise.
         scheduler_interval: ``"step"`` steps the schedulers after every iteration, ``"epoch"`` after every epoch.
+            A scheduler is refused when the model is built if its configuration cannot make one (a missing
+            ``T_max``, ``OneCycleLR`` without ``total_steps``), and when fitting starts if it would be stepped more
+            often than its ``total_steps`` allows.
+        scheduler_monitor: the logged value that a ``ReduceLROnPlateau`` scheduler watches, e.g. ``"metrics/fid"``
+            or ``"val/d_loss"``; None: each network's own loss, ``"train/g_loss"`` or ``"train/d_loss"``
+            (``lightning.pytorch.cli.ReduceLROnPlateau``'s own ``monitor`` wins). The scheduler is stepped at
+            ``scheduler_interval`` whenever the value is new (a value computed every N iterations, like FID, every
+            N iterations: its ``patience`` counts evaluations), with the mean over processes. A key that is not
+            logged while others of its kind (``train/``, ``metrics/``) are stops the run with a message.
         nonfinite: what a non-finite loss term or gradient does: ``"stop"`` raises ``FloatingPointError`` naming the
             loss, the network and the iteration before the step is applied (the checkpoints keep the last good
             state); ``"skip"`` drops that optimizer step, counts it in ``train/skipped_steps`` and goes on (a
@@ -153,6 +207,7 @@ class GAN(L.LightningModule):
         g_scheduler: LRSchedulerCallable | None = None,
         d_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: Literal["step", "epoch"] = "step",
+        scheduler_monitor: str | None = None,
         nonfinite: Literal["stop", "skip"] = "stop",
         skip_limit: int = 100,
         clip_grad_norm: float | None = None,
@@ -194,6 +249,20 @@ class GAN(L.LightningModule):
         self.g_scheduler = None if g_scheduler is None else optimizer_factory(g_scheduler)
         self.d_scheduler = None if d_scheduler is None else optimizer_factory(d_scheduler)
         self.scheduler_interval = scheduler_interval
+        plateaus = [
+            name
+            for name, optimizer, scheduler in (
+                ("g_scheduler", self.g_optimizer, self.g_scheduler), ("d_scheduler", self.d_optimizer, self.d_scheduler)
+            )
+            if scheduler is not None and isinstance(check_scheduler(name, optimizer, scheduler), ReduceLROnPlateau)
+        ]
+        if scheduler_monitor is not None and not plateaus:
+            raise ValueError(
+                f"scheduler_monitor={scheduler_monitor!r} is only read by a ReduceLROnPlateau scheduler, and neither "
+                "g_scheduler nor d_scheduler is one"
+            )
+        self.scheduler_monitor = scheduler_monitor
+        self._plateau_values: dict[str, float] = {}  # the value each plateau scheduler was last stepped with
         self.nonfinite, self.skip_limit = nonfinite, skip_limit
         self.clip_grad_norm = clip_grad_norm
         self.channels_last = channels_last
@@ -328,11 +397,39 @@ class GAN(L.LightningModule):
             (fused_where_supported(self.g_optimizer(self.generator.parameters())), self.g_scheduler),
             (fused_where_supported(self.d_optimizer(self.discriminator.parameters())), self.d_scheduler),
         ]
-        # Returned to Lightning so that their states are checkpointed; in manual optimisation it never steps them.
-        return [
-            {"optimizer": opt} if sched is None else {"optimizer": opt, "lr_scheduler": sched(opt)}
-            for opt, sched in pairs
-        ]
+        configs = []
+        for argument, (opt, sched) in zip(("g_scheduler", "d_scheduler"), pairs, strict=True):
+            if sched is None:
+                configs.append({"optimizer": opt})
+                continue
+            scheduler = sched(opt)
+            self._check_scheduler_length(argument, scheduler)
+            # Returned to Lightning so that their states are checkpointed; in manual optimisation it never steps them.
+            configs.append({"optimizer": opt, "lr_scheduler": scheduler})
+        return configs
+
+    def _check_scheduler_length(self, argument: str, scheduler: LRScheduler) -> None:
+        """Refuses, before training, a scheduler with a fixed length (OneCycleLR's ``total_steps``) that the run
+        would step past: it would raise at that step, possibly hours into training."""
+        total = getattr(scheduler, "total_steps", None)
+        if total is None or self._trainer is None:
+            return
+        trainer = self.trainer
+        if self.scheduler_interval == "epoch":
+            planned = math.inf if trainer.max_epochs in (None, -1) else trainer.max_epochs
+            unit = f"trainer.max_epochs={trainer.max_epochs}"
+        elif trainer.max_steps != -1:
+            planned, unit = trainer.max_steps, f"trainer.max_steps={trainer.max_steps} iterations"
+        else:  # an epoch is a pass of the discriminator: n_critic batches per iteration
+            batches = trainer.estimated_stepping_batches
+            planned = math.ceil(batches / self.n_critic) if batches != math.inf else math.inf
+            unit = f"trainer.max_epochs={trainer.max_epochs} ({planned} iterations)"
+        if planned > total:
+            raise ConfigurationError(
+                f"{argument}={type(scheduler).__qualname__} has total_steps={total}, but this run steps it once per "
+                f"{self.scheduler_interval} for {unit} (scheduler_interval={self.scheduler_interval!r}): set its "
+                f"total_steps to at least {planned if planned != math.inf else 'a finite training length'}"
+            )
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         g_opt, d_opt = self.optimizers()
@@ -345,7 +442,7 @@ class GAN(L.LightningModule):
         with torch.no_grad():
             fake = self.generate(n, **cond)
         if fake.shape[1:] != real.shape[1:]:  # else D may still run (another output size) and train on nonsense
-            raise ValueError(
+            raise ConfigurationError(
                 f"the data gives images of shape {tuple(real.shape[1:])} but the generator makes "
                 f"{tuple(fake.shape[1:])}: set the model's channels/image_size to match the data module's"
             )
@@ -354,19 +451,19 @@ class GAN(L.LightningModule):
         if self._optimize(d_opt, d_terms, "d_loss", count_step=False):
             self.after_d_step(d_terms)
         self.d_steps += 1
-        logs = d_terms
+        logs, g_stepped = d_terms, False
 
         if self.d_steps % self.n_critic == 0:
             # Freezing D's parameters skips their weight gradients in the generator's backward pass.
             self.toggle_optimizer(g_opt)
             g_terms = self.g_loss(real, self.generate(n, **cond), **cond)
-            stepped = self._optimize(g_opt, g_terms, "g_loss", count_step=True)
+            g_stepped = self._optimize(g_opt, g_terms, "g_loss", count_step=True)
             self.untoggle_optimizer(g_opt)
-            if stepped and self.scheduler_interval == "step":
-                self._step_schedulers()
             logs = {**d_terms, **g_terms}
 
         self.log_dict({f"train/{name}": value.detach() for name, value in logs.items()})
+        if g_stepped and self.scheduler_interval == "step":  # after the log, which a ReduceLROnPlateau reads
+            self._step_schedulers()
         if self.nonfinite == "skip" or self.skipped_steps:
             self.log("train/skipped_steps", float(self.skipped_steps))
 
@@ -510,7 +607,34 @@ class GAN(L.LightningModule):
         if schedulers is None:
             return
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
-            scheduler.step()
+            if isinstance(scheduler, ReduceLROnPlateau):
+                self._step_plateau(scheduler)
+            else:
+                scheduler.step()
+
+    def _step_plateau(self, scheduler: ReduceLROnPlateau) -> None:
+        """Steps a ReduceLROnPlateau with its monitored value (``scheduler_monitor``), when that value is new."""
+        network = self._network(scheduler.optimizer)
+        key = getattr(scheduler, "monitor", None) or self.scheduler_monitor or f"train/{network[0]}_loss"
+        logged = self.trainer.callback_metrics
+        if key not in logged:
+            family = key.split("/")[0] + "/"
+            kin = sorted(name for name in logged if name.startswith(family))
+            if kin:  # its kind is logged, it is not: a misspelt key would otherwise never step the scheduler
+                raise ConfigurationError(
+                    f"scheduler_monitor={key!r} (the value the {network}'s ReduceLROnPlateau watches) is not logged; "
+                    f"logged values: {', '.join(kin)}"
+                )
+            # Not logged yet (metrics/ every N iterations, val/ after the first validation); Python shows it once.
+            rank_zero_warn(f"scheduler_monitor={key!r} is not logged yet: the {network}'s ReduceLROnPlateau waits")
+            return
+        # The processes' own losses differ: all of them must step with the same value, or their rates would part.
+        value = torch.as_tensor(logged[key], dtype=torch.float32, device=self.trainer.strategy.root_device)
+        value = float(self.trainer.strategy.reduce(value, reduce_op="mean"))
+        if self._plateau_values.get(network) == value:  # not evaluated again since the last step
+            return
+        self._plateau_values[network] = value
+        scheduler.step(value)
 
     def on_train_epoch_end(self) -> None:
         if self.scheduler_interval == "epoch":
@@ -545,6 +669,12 @@ class GAN(L.LightningModule):
     # ----------------------------------------------------------------------------------------------------------
     # Checkpoints
     # ----------------------------------------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Spawned processes (gan_ddp_spawn) get the module pickled, which torch refuses for a spectral-normalised
+        # (parametrized) network unless it is told how.
+        picklable_parametrizations(self)
+        return super().__getstate__()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The concrete class, so that tools can rebuild the right variant (Base.load_from_checkpoint would not).

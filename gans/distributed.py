@@ -15,6 +15,10 @@ applies the same update to the same weights, and the update equals that of one p
 after each step the buffers (BatchNorm statistics, spectral-norm vectors) are broadcast from rank 0, as DDP does
 before each forward. Any backward works: penalties with ``create_graph=True``, lazy regularisation, several critic
 steps. The cost against DDP: the all-reduce starts after the backward instead of overlapping with it.
+
+Spawned processes (``gan_ddp_spawn``, ``ddp_spawn``) receive the module pickled, which torch refuses for a module under
+a parametrization (``torch.nn.utils.parametrizations.spectral_norm``: SNGAN, ``MLPGAN(d_spectral_norm=True)``):
+``picklable_parametrizations`` lets such modules pickle through their state, spectral norm's u and v vectors included.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 from torch.optim import Optimizer
 
 
@@ -57,6 +62,38 @@ def all_reduce_gradients(params: Iterable[nn.Parameter], world_size: int) -> Non
 def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
     """Copies ``src``'s buffers to every process, one broadcast per dtype."""
     _flat_in_place(module.buffers(), lambda flat: dist.broadcast(flat, src))
+
+
+def _rebuild_parametrized(base: type, state: dict[str, Any], chains: dict[str, nn.Module]) -> nn.Module:
+    module = base.__new__(base)
+    module.__setstate__(state)
+    for name, chain in chains.items():
+        # Registering a stand-in makes torch's parametrized class and the property `name`, through its public API;
+        # the pickled chain (the original tensors, the parametrizations and their state) then replaces the stand-in.
+        module.register_parameter(name, nn.Parameter(torch.empty(0)))
+        parametrize.register_parametrization(module, name, nn.Identity(), unsafe=True)
+        module.parametrizations[name] = chain
+    return module
+
+
+def _reduce_parametrized(module: nn.Module, protocol: int) -> tuple[Any, ...]:
+    state = dict(module.__dict__)
+    state["_modules"] = dict(state["_modules"])
+    chains = dict(state["_modules"].pop("parametrizations").items())
+    # torch derives a class per parametrized module, `Parametrized<Class>`, which pickle cannot find by name.
+    return _rebuild_parametrized, (type(module).__bases__[0], state, chains)
+
+
+def picklable_parametrizations(module: nn.Module) -> None:
+    """Lets every parametrized submodule of ``module`` (``torch.nn.utils.parametrize``: spectral norm, weight norm,
+    orthogonal) be pickled, which torch refuses ("Serialization of parametrized modules is only supported through
+    state_dict()"): each one then pickles as its plain class, its own state and its parametrizations (the original
+    tensors and the parametrization modules with their buffers, e.g. spectral norm's ``_u`` and ``_v``), and is
+    rebuilt from them unchanged. Parameters shared with other modules stay shared within one pickle."""
+    for sub in module.modules():
+        if parametrize.is_parametrized(sub):
+            # The class torch derived for this module alone: setting its reducer affects no other module.
+            type(sub).__reduce_ex__ = _reduce_parametrized
 
 
 class GANDDPStrategy(DDPStrategy):

@@ -1,10 +1,13 @@
 """The GAN data-parallel strategy: gradients equal to one process's on the combined batch, processes identical,
 training equal to DDP with find_unused_parameters, without a DDP wrapper."""
 
+import inspect
 import os
+import pickle
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -15,7 +18,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from callbacks import GeneratorEMA
-from gans import WGANGP, GANDDPStrategy
+from gans import SNGAN, WGANGP, GANDDPStrategy
 from gans.distributed import all_reduce_gradients
 
 
@@ -91,3 +94,85 @@ def test_gan_ddp_trains_like_ddp_and_keeps_processes_identical(synthetic_mnist, 
         if "running" in name or "num_batches" in name:  # DDP re-broadcasts rank 0's buffers before each forward
             continue
         torch.testing.assert_close(tensor, ddp[0]["state"][name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def tiny_variants():
+    """Every GAN variant that `gans` exports, found by its classes, with the tiny sizes its arguments accept."""
+    import gans
+    from gans.base import GAN
+
+    sizes = {"latent_dim": 8, "channels": 1, "image_size": 8, "g_features": 4, "d_features": 4, "features": 4,
+             "embedding": 8, "data_shape": (1, 8, 8), "g_hidden": (16,), "d_hidden": (16,)}
+    variants = []
+    for name in gans.__all__:
+        cls = getattr(gans, name)
+        if not (isinstance(cls, type) and issubclass(cls, GAN)) or cls is GAN:
+            continue
+        # Variants pass **kwargs on to their parents: the arguments of every class up to GAN count.
+        accepted = {p for c in cls.__mro__ if issubclass(c, GAN) for p in inspect.signature(c.__init__).parameters}
+        variants.append(pytest.param(cls, {k: v for k, v in sizes.items() if k in accepted}, id=name))
+    # The MLP discriminator's spectral norm too.
+    variants.append(pytest.param(gans.MLPGAN, {"latent_dim": 8, "data_shape": (1, 8, 8), "g_hidden": (16,),
+                                               "d_hidden": (16,), "d_spectral_norm": True}, id="MLPGAN-sn"))
+    return variants
+
+
+@pytest.mark.parametrize("cls,kwargs", tiny_variants())
+def test_every_variant_pickles_with_its_state(cls, kwargs):
+    # What a spawned process receives (gan_ddp_spawn): the module pickled, here after a training-mode forward pass of
+    # the discriminator (spectral norm's power iteration moves u) and with an EMA generator.
+    torch.manual_seed(0)
+    model = cls(**kwargs)
+    model.attach_ema()
+    model.d_steps = 7
+    x = model.sample(4, generator=torch.Generator().manual_seed(1))
+    model.discriminator(x)
+    copy = pickle.loads(pickle.dumps(model))
+    assert type(copy) is cls and copy.d_steps == 7 and copy.hparams == model.hparams
+    ours, theirs = model.state_dict(), copy.state_dict()
+    assert list(ours) == list(theirs)
+    for name, tensor in ours.items():
+        assert torch.equal(tensor, theirs[name]), name
+    assert len(list(copy.parameters())) == len(list(model.parameters()))
+    # The same networks: the same scores in training mode (one more power iteration each; the same dropout masks)
+    # and the same samples.
+    scores = [torch.manual_seed(3) and net(x) for net in (copy.discriminator, model.discriminator)]
+    torch.testing.assert_close(scores[0], scores[1], rtol=0, atol=0)
+    z = model.sample_z(4, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(copy.sample(z=z), model.sample(z=z), rtol=0, atol=0)
+    # The copy's parameters (the parametrizations' originals included) are the ones its forward pass uses.
+    scores[0].sum().backward()
+    assert all(p.grad is not None for p in copy.discriminator.parameters())
+
+
+class SaveRates(L.Callback):
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def on_train_end(self, trainer, module):
+        rates = [opt.param_groups[0]["lr"] for opt in trainer.optimizers]
+        torch.save(rates, self.out / f"rates_rank{trainer.global_rank}.pt")
+
+
+def test_sngan_trains_under_gan_ddp_spawn(synthetic_mnist, tmp_path, clean_distributed_env):  # noqa: F811
+    # Spectral norm on every D layer: the spawned processes get the module pickled. The generator's ReduceLROnPlateau
+    # watches each process's own train/g_loss: the processes must agree on the value, or their rates would part.
+    L.seed_everything(0, verbose=False)
+    plateau = {"class_path": "torch.optim.lr_scheduler.ReduceLROnPlateau", "init_args": {"patience": 0}}
+    model = SNGAN(**TINY, channels=1, n_critic=1, g_scheduler=plateau)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = quiet_trainer(tmp_path, devices=2, strategy="gan_ddp_spawn", max_steps=3,
+                            callbacks=[SaveState(tmp_path, "sngan"), SaveRates(tmp_path)])
+    trainer.fit(model, tiny_datamodule(synthetic_mnist))
+    ranks = [torch.load(tmp_path / f"sngan_rank{r}.pt")["state"] for r in (0, 1)]
+    for name, tensor in ranks[0].items():
+        assert torch.equal(tensor, ranks[1][name]), name
+    assert torch.load(tmp_path / "rates_rank0.pt") == torch.load(tmp_path / "rates_rank1.pt")
+    # It trained: G's weights, D's spectrally normalised weights and their power-iteration vectors u moved.
+    moved = [name for name, tensor in initial.items() if not torch.equal(tensor, ranks[0][name])]
+    assert any(name.startswith("generator.") for name in moved)
+    assert any(name.startswith("discriminator.") and name.endswith(".original") for name in moved)
+    assert any(name.endswith("._u") for name in moved)
+    # The trained weights come back to this process.
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(tensor, ranks[0][name], rtol=0, atol=0, msg=name)
