@@ -55,7 +55,12 @@ class IterationCheckpoint(ModelCheckpoint):
 def atomic_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` through :func:`gans.files.atomic_write`: a crash mid-write leaves the previous file intact, never
     a truncated one, and the file gets the permissions of the process umask."""
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+    atomic_write(path, write)
 
 
 def checkpoint_problem(path: str | Path) -> str | None:
