@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from gans.files import atomic_write
+from gans.errors import ConfigurationError
 
 # Lightning warns on every save under manual optimisation that the checkpoint holds the state after the optimizer
 # step. That is the intended meaning here: the checkpoint of iteration N is the state after N generator steps.
@@ -107,10 +108,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().load_checkpoint(path, *args, **kwargs)
         problem = checkpoint_problem(path)
         if problem is not None:
-            raise ValueError(f"cannot load checkpoint {str(path)!r}: {problem}")
+            raise ConfigurationError(f"cannot load checkpoint {str(path)!r}: {problem}")
         if kwargs.get("weights_only") is None and len(args) < 2:
             kwargs["weights_only"] = True  # tensors and plain containers only: no arbitrary unpickling
         try:
             return super().load_checkpoint(path, *args, **kwargs)
         except Exception as err:
-            raise ValueError(f"cannot load checkpoint {str(path)!r}: {type(err).__name__}: {err}") from err
+            raise ConfigurationError(f"cannot load checkpoint {str(path)!r}: {type(err).__name__}: {err}") from err

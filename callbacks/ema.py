@@ -12,6 +12,8 @@ import lightning as L
 import torch
 from torch import nn
 
+from gans.errors import ConfigurationError
+
 
 def ema_beta_from_half_life(batch_size: int, half_life_kimg: float, images_seen: int, rampup: float | None) -> float:
     """StyleGAN2-ADA's EMA decay per generator step: the average's weight on its past halves every
@@ -68,13 +70,13 @@ class GeneratorEMA(L.Callback):
         start_step: int = 0,
     ) -> None:
         if decay is not None and not 0.0 <= decay < 1.0:
-            raise ValueError(f"GeneratorEMA(decay={decay}): expected a value in [0, 1), or None to use half_life_kimg")
+            raise ConfigurationError(f"GeneratorEMA(decay={decay}): expected a value in [0, 1), or None to use half_life_kimg")
         if half_life_kimg <= 0:
-            raise ValueError(f"GeneratorEMA(half_life_kimg={half_life_kimg}): expected a positive number")
+            raise ConfigurationError(f"GeneratorEMA(half_life_kimg={half_life_kimg}): expected a positive number")
         if rampup is not None and rampup <= 0:
-            raise ValueError(f"GeneratorEMA(rampup={rampup}): expected a positive number or None")
+            raise ConfigurationError(f"GeneratorEMA(rampup={rampup}): expected a positive number or None")
         if start_step < 0:
-            raise ValueError(f"GeneratorEMA(start_step={start_step}): expected an integer >= 0")
+            raise ConfigurationError(f"GeneratorEMA(start_step={start_step}): expected an integer >= 0")
         self.decay = decay
         self.half_life_kimg = half_life_kimg
         self.rampup = rampup

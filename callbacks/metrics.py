@@ -83,7 +83,7 @@ def to_uint8_rgb(images: Tensor) -> Tensor:
     if images.shape[1] == 1:
         images = images.expand(-1, 3, -1, -1)
     elif images.shape[1] != 3:
-        raise ValueError(f"image metrics need 1 or 3 channels, got images of shape {tuple(images.shape)}")
+        raise ConfigurationError(f"image metrics need 1 or 3 channels, got images of shape {tuple(images.shape)}")
     return (images.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
 
 
@@ -232,7 +232,7 @@ class GANMetrics(L.Callback):
     ) -> None:
         unknown = set(metrics) - set(METRICS)
         if unknown or not metrics:
-            raise ValueError(f"GANMetrics(metrics={metrics}): expected a non-empty list of {', '.join(METRICS)}")
+            raise ConfigurationError(f"GANMetrics(metrics={metrics}): expected a non-empty list of {', '.join(METRICS)}")
         for name, value, low in (
             ("every_n_steps", every_n_steps, 0),
             ("num_samples", num_samples, 2),
@@ -242,13 +242,13 @@ class GANMetrics(L.Callback):
             ("is_splits", is_splits, 1),
         ):
             if value < low:
-                raise ValueError(f"GANMetrics({name}={value}): expected an integer >= {low}")
+                raise ConfigurationError(f"GANMetrics({name}={value}): expected an integer >= {low}")
         if num_real is not None and num_real < 2:
-            raise ValueError(f"GANMetrics(num_real={num_real}): expected an integer >= 2 or None")
+            raise ConfigurationError(f"GANMetrics(num_real={num_real}): expected an integer >= 2 or None")
         if "kid" in metrics:
             for name, value in (("num_samples", num_samples), ("num_real", num_real)):
                 if value is not None and value < kid_subset_size:
-                    raise ValueError(
+                    raise ConfigurationError(
                         f"GANMetrics({name}={value}) is smaller than kid_subset_size={kid_subset_size}: KID draws "
                         "subsets of that size; lower kid_subset_size or raise the sample count"
                     )
@@ -365,7 +365,7 @@ class GANMetrics(L.Callback):
             return self.real
         datamodule = trainer.datamodule
         if datamodule is None:
-            raise ValueError("GANMetrics needs a LightningDataModule to compute real-data statistics")
+            raise ConfigurationError("GANMetrics needs a LightningDataModule to compute real-data statistics")
         key = self._cache_key(datamodule)
         restored, self._restored = self._restored, None
         if restored is not None and restored["key"] == key and not need_features:

@@ -9,6 +9,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from callbacks.checkpoint import atomic_save
 from callbacks.samples import save_png, to_grid
+from gans.errors import ConfigurationError
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -27,7 +28,7 @@ class PredictionWriter(BasePredictionWriter):
     def __init__(self, output_dir: str | None = None, grid_size: int = 64) -> None:
         super().__init__(write_interval="epoch")
         if grid_size < 0:
-            raise ValueError(f"PredictionWriter(grid_size={grid_size}): expected an integer >= 0")
+            raise ConfigurationError(f"PredictionWriter(grid_size={grid_size}): expected an integer >= 0")
         self.output_dir = output_dir
         self.grid_size = grid_size
 

@@ -19,6 +19,8 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from gans.errors import ConfigurationError
+
 
 class Preemption(L.Callback):
     """Saves ``last.ckpt`` and ends training when the job is asked to stop; on SLURM also requeues the job.
@@ -124,4 +126,4 @@ def _signal(name: str) -> int:
     try:
         return signal.Signals[name.upper() if name.upper().startswith("SIG") else f"SIG{name.upper()}"]
     except KeyError:
-        raise ValueError(f"Preemption(signals=[{name!r}]): not a signal name of this platform") from None
+        raise ConfigurationError(f"Preemption(signals=[{name!r}]): not a signal name of this platform") from None

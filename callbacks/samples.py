@@ -10,6 +10,7 @@ from torchvision.io import write_png
 from torchvision.utils import make_grid
 
 from gans.latent import slerp
+from gans.errors import ConfigurationError
 
 
 def to_uint8(image: Tensor) -> Tensor:
@@ -132,7 +133,7 @@ class SampleGrid(L.Callback):
             ("interpolation_steps", interpolation_steps, 2),
         ):
             if value < low:
-                raise ValueError(f"SampleGrid({name}={value}): expected an integer >= {low}")
+                raise ConfigurationError(f"SampleGrid({name}={value}): expected an integer >= {low}")
         self.every_n_steps = every_n_steps
         self.num_samples = num_samples
         self.nrow = nrow or max(1, round(num_samples**0.5))

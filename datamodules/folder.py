@@ -383,7 +383,7 @@ class PairedImageDataModule(_FolderDataModule):
         files, channels, sizes = self.check_files(scan_folder(folder), folder)
         for path, (width, height) in zip(files, sizes, strict=True):
             if width % 2 or width < 2:
-                raise ValueError(
+                raise ConfigurationError(
                     f"{path} is {width} pixels wide: a paired image holds A and B side by side, so its width must be "
                     "even (two halves of the same size)"
                 )

@@ -46,20 +46,20 @@ def read_idx(path: Path) -> torch.Tensor:
         else:
             data = bytearray(path.read_bytes())
     except (EOFError, gzip.BadGzipFile, zlib.error) as err:
-        raise ValueError(f"{path}: cannot decompress ({err}); the file is truncated or corrupt") from err
+        raise ConfigurationError(f"{path}: cannot decompress ({err}); the file is truncated or corrupt") from err
 
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != _IDX_UINT8:
-        raise ValueError(
+        raise ConfigurationError(
             f"{path}: not a uint8 IDX file: header starts with {bytes(data[:4]).hex()}, expected 000008 then ndim"
         )
     ndim = data[3]
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise ValueError(f"{path}: truncated header: expected {header} bytes, found {len(data)}")
+        raise ConfigurationError(f"{path}: truncated header: expected {header} bytes, found {len(data)}")
     dims = struct.unpack(f">{ndim}I", data[4:header])
     expected, actual = math.prod(dims), len(data) - header
     if actual != expected:
-        raise ValueError(
+        raise ConfigurationError(
             f"{path}: header announces {'x'.join(map(str, dims))} = {expected} data bytes, found {actual}; "
             "the file is truncated or corrupt"
         )
@@ -109,11 +109,11 @@ def load_split(raw_dir: Path, split: Literal["train", "test"]) -> tuple[torch.Te
     image_path, label_path = paths
     images, labels = read_idx(image_path), read_idx(label_path)
     if images.ndim != 3:
-        raise ValueError(f"{image_path}: expected images [N, H, W], found shape {tuple(images.shape)}")
+        raise ConfigurationError(f"{image_path}: expected images [N, H, W], found shape {tuple(images.shape)}")
     if labels.ndim != 1:
-        raise ValueError(f"{label_path}: expected labels [N], found shape {tuple(labels.shape)}")
+        raise ConfigurationError(f"{label_path}: expected labels [N], found shape {tuple(labels.shape)}")
     if len(images) != len(labels):
-        raise ValueError(f"{image_path} holds {len(images)} images but {label_path} holds {len(labels)} labels")
+        raise ConfigurationError(f"{image_path} holds {len(images)} images but {label_path} holds {len(labels)} labels")
     return images, labels.long()
 
 

@@ -79,9 +79,9 @@ def check_scheduler(argument: str, optimizer: Any, scheduler: Any) -> LRSchedule
                 "cannot give: from Python, pass a function of the optimizer that builds them, e.g. "
                 "lambda opt: SequentialLR(opt, [LinearLR(opt), ExponentialLR(opt, 0.99)], milestones=[1000])"
             )
-        raise ValueError(f"{argument}={name} cannot be built: {type(err).__name__}: {err}{hint}") from err
+        raise ConfigurationError(f"{argument}={name} cannot be built: {type(err).__name__}: {err}{hint}") from err
     if not isinstance(built, LRScheduler):
-        raise ValueError(
+        raise ConfigurationError(
             f"{argument}={name} made a {type(built).__qualname__}; expected a torch.optim.lr_scheduler.LRScheduler"
         )
     return built
@@ -166,8 +166,8 @@ class GAN(L.LightningModule):
             ``T_max``, ``OneCycleLR`` without ``total_steps``), and when fitting starts if it would be stepped more
             often than its ``total_steps`` allows.
         scheduler_monitor: the logged value that a ``ReduceLROnPlateau`` scheduler watches, e.g. ``"metrics/fid"``
-            or ``"val/d_loss"``; None: each network's own loss, ``"train/g_loss"`` or ``"train/d_loss"``
-            (``lightning.pytorch.cli.ReduceLROnPlateau``'s own ``monitor`` wins). The scheduler is stepped at
+            or ``"val/d_loss"``; required with torch's ``ReduceLROnPlateau`` (a GAN's per-batch loss is no measure
+            of progress), while ``lightning.pytorch.cli.ReduceLROnPlateau`` brings its own ``monitor``, which wins. The scheduler is stepped at
             ``scheduler_interval`` whenever the value is new (a value computed every N iterations, like FID, every
             N iterations: its ``patience`` counts evaluations), with the mean over processes. A key that is not
             logged while others of its kind (``train/``, ``metrics/``) are stops the run with a message.
@@ -216,25 +216,25 @@ class GAN(L.LightningModule):
     ) -> None:
         super().__init__()
         if latent_dim <= 0:
-            raise ValueError(f"latent_dim={latent_dim} must be a positive integer")
+            raise ConfigurationError(f"latent_dim={latent_dim} must be a positive integer")
         if n_critic < 1:
-            raise ValueError(f"n_critic={n_critic} must be at least 1 (discriminator steps per generator step)")
+            raise ConfigurationError(f"n_critic={n_critic} must be at least 1 (discriminator steps per generator step)")
         if pack < 1:
-            raise ValueError(f"pack={pack} must be at least 1 (samples per discriminator input)")
+            raise ConfigurationError(f"pack={pack} must be at least 1 (samples per discriminator input)")
         if r1_gamma < 0 or r2_gamma < 0:
-            raise ValueError(f"r1_gamma={r1_gamma} and r2_gamma={r2_gamma} must be >= 0")
+            raise ConfigurationError(f"r1_gamma={r1_gamma} and r2_gamma={r2_gamma} must be >= 0")
         if reg_every < 1:
-            raise ValueError(f"reg_every={reg_every} must be at least 1 (discriminator steps between penalties)")
+            raise ConfigurationError(f"reg_every={reg_every} must be at least 1 (discriminator steps between penalties)")
         if scheduler_interval not in ("step", "epoch"):
-            raise ValueError(f"scheduler_interval={scheduler_interval!r}; expected 'step' or 'epoch'")
+            raise ConfigurationError(f"scheduler_interval={scheduler_interval!r}; expected 'step' or 'epoch'")
         if nonfinite not in ("stop", "skip"):
-            raise ValueError(f"nonfinite={nonfinite!r}; expected 'stop' or 'skip'")
+            raise ConfigurationError(f"nonfinite={nonfinite!r}; expected 'stop' or 'skip'")
         if skip_limit < 0:
-            raise ValueError(f"skip_limit={skip_limit} must be >= 0 (0: never stop for skipped steps)")
+            raise ConfigurationError(f"skip_limit={skip_limit} must be >= 0 (0: never stop for skipped steps)")
         if clip_grad_norm is not None and not clip_grad_norm > 0:
-            raise ValueError(f"clip_grad_norm={clip_grad_norm} must be positive (or None: no clipping)")
+            raise ConfigurationError(f"clip_grad_norm={clip_grad_norm} must be positive (or None: no clipping)")
         if not set(compile or []) <= {"generator", "discriminator"}:
-            raise ValueError(f"compile={compile}; expected a list of 'generator' and/or 'discriminator'")
+            raise ConfigurationError(f"compile={compile}; expected a list of 'generator' and/or 'discriminator'")
         # Optimizers and schedulers are training configuration (LightningCLI keeps them in config.yaml); they are
         # not needed to rebuild the networks from a checkpoint, and a callable would not pickle with weights_only.
         self.save_hyperparameters(ignore=["g_optimizer", "d_optimizer", "g_scheduler", "d_scheduler"])
@@ -249,18 +249,26 @@ class GAN(L.LightningModule):
         self.g_scheduler = None if g_scheduler is None else optimizer_factory(g_scheduler)
         self.d_scheduler = None if d_scheduler is None else optimizer_factory(d_scheduler)
         self.scheduler_interval = scheduler_interval
-        plateaus = [
-            name
+        plateaus = {
+            name: built
             for name, optimizer, scheduler in (
                 ("g_scheduler", self.g_optimizer, self.g_scheduler), ("d_scheduler", self.d_optimizer, self.d_scheduler)
             )
-            if scheduler is not None and isinstance(check_scheduler(name, optimizer, scheduler), ReduceLROnPlateau)
-        ]
+            if scheduler is not None
+            and isinstance(built := check_scheduler(name, optimizer, scheduler), ReduceLROnPlateau)
+        }
         if scheduler_monitor is not None and not plateaus:
-            raise ValueError(
+            raise ConfigurationError(
                 f"scheduler_monitor={scheduler_monitor!r} is only read by a ReduceLROnPlateau scheduler, and neither "
                 "g_scheduler nor d_scheduler is one"
             )
+        for name, built in plateaus.items():
+            if scheduler_monitor is None and getattr(built, "monitor", None) is None:
+                # A GAN's per-batch loss is no measure of progress: on it the rate would fall every `patience` steps.
+                raise ConfigurationError(
+                    f"{name}=ReduceLROnPlateau needs scheduler_monitor, the logged value it watches: e.g. 'metrics/fid' "
+                    "(with the GANMetrics callback) or 'val/d_loss' (with validation)"
+                )
         self.scheduler_monitor = scheduler_monitor
         self._plateau_values: dict[str, float] = {}  # the value each plateau scheduler was last stepped with
         self.nonfinite, self.skip_limit = nonfinite, skip_limit
@@ -376,7 +384,7 @@ class GAN(L.LightningModule):
         """
         if z is None:
             if n is None:
-                raise ValueError("sample() needs the number of images n or the latents z")
+                raise TypeError("sample() needs the number of images n or the latents z")
             z = self.sample_z(n, generator)
         network = self.generator_ema if ema and self.generator_ema is not None else self.generator
         was_training = network.training
@@ -418,6 +426,14 @@ class GAN(L.LightningModule):
         if self.scheduler_interval == "epoch":
             planned = math.inf if trainer.max_epochs in (None, -1) else trainer.max_epochs
             unit = f"trainer.max_epochs={trainer.max_epochs}"
+            if trainer.max_steps != -1:  # max_steps ends the run first when its iterations fill fewer epochs
+                # The fit loop sets its data up (once) later anyway; num_training_batches needs it now.
+                trainer.fit_loop.setup_data()
+                batches = trainer.num_training_batches
+                if batches != math.inf and batches > 0:
+                    epochs = math.ceil(trainer.max_steps * self.n_critic / batches)
+                    if epochs < planned:
+                        planned, unit = epochs, f"trainer.max_steps={trainer.max_steps} ({epochs} epochs)"
         elif trainer.max_steps != -1:
             planned, unit = trainer.max_steps, f"trainer.max_steps={trainer.max_steps} iterations"
         else:  # an epoch is a pass of the discriminator: n_critic batches per iteration
@@ -425,10 +441,14 @@ class GAN(L.LightningModule):
             planned = math.ceil(batches / self.n_critic) if batches != math.inf else math.inf
             unit = f"trainer.max_epochs={trainer.max_epochs} ({planned} iterations)"
         if planned > total:
+            remedy = (
+                f"set its total_steps to at least {planned}"
+                if planned != math.inf
+                else "give the run an end (trainer.max_steps or trainer.max_epochs)"
+            )
             raise ConfigurationError(
                 f"{argument}={type(scheduler).__qualname__} has total_steps={total}, but this run steps it once per "
-                f"{self.scheduler_interval} for {unit} (scheduler_interval={self.scheduler_interval!r}): set its "
-                f"total_steps to at least {planned if planned != math.inf else 'a finite training length'}"
+                f"{self.scheduler_interval} for {unit} (scheduler_interval={self.scheduler_interval!r}): {remedy}"
             )
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
@@ -615,7 +635,7 @@ class GAN(L.LightningModule):
     def _step_plateau(self, scheduler: ReduceLROnPlateau) -> None:
         """Steps a ReduceLROnPlateau with its monitored value (``scheduler_monitor``), when that value is new."""
         network = self._network(scheduler.optimizer)
-        key = getattr(scheduler, "monitor", None) or self.scheduler_monitor or f"train/{network[0]}_loss"
+        key = getattr(scheduler, "monitor", None) or self.scheduler_monitor  # one is set: __init__ refuses neither
         logged = self.trainer.callback_metrics
         if key not in logged:
             family = key.split("/")[0] + "/"
@@ -721,11 +741,11 @@ def load_gan(path: str | Path, map_location: str | torch.device = "cpu", unsafe_
 
     problem = checkpoint_problem(path)
     if problem is not None:
-        raise ValueError(f"cannot load checkpoint {str(path)!r}: {problem}")
+        raise ConfigurationError(f"cannot load checkpoint {str(path)!r}: {problem}")
     checkpoint = _load_checkpoint(path, map_location, unsafe_load)
     class_path = checkpoint.get("gans", {}).get("class_path") if isinstance(checkpoint, dict) else None
     if class_path is None:
-        raise ValueError(f"{str(path)!r} is not a checkpoint of a gans model (it has no 'gans' entry)")
+        raise ConfigurationError(f"{str(path)!r} is not a checkpoint of a gans model (it has no 'gans' entry)")
     model = build_gan(class_path, checkpoint.get("hyper_parameters", {}))
     model.on_load_checkpoint(checkpoint)
     model.load_state_dict(checkpoint["state_dict"])
@@ -740,7 +760,7 @@ def _load_checkpoint(path: Path, map_location: str | torch.device, unsafe_load: 
             return torch.load(path, map_location=map_location, weights_only=True)
         except pickle.UnpicklingError as err:
             if not unsafe_load:
-                raise ValueError(
+                raise ConfigurationError(
                     f"{str(path)!r} holds objects that only arbitrary unpickling can load, and unpickling can run any "
                     f"code ({str(err).splitlines()[0][:200]}). Load it only if you trust its source: --unsafe-load "
                     "(unsafe_load=True in Python)"
@@ -749,7 +769,7 @@ def _load_checkpoint(path: Path, map_location: str | torch.device, unsafe_load: 
     except ValueError:
         raise
     except Exception as err:
-        raise ValueError(f"cannot load checkpoint {str(path)!r}: {type(err).__name__}: {err}") from err
+        raise ConfigurationError(f"cannot load checkpoint {str(path)!r}: {type(err).__name__}: {err}") from err
 
 
 def build_gan(class_path: str, hyper_parameters: Mapping[str, Any]) -> GAN:

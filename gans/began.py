@@ -9,6 +9,7 @@ from torch import Tensor
 
 from gans.base import GAN
 from gans.nets.began import BEGANAutoencoder, BEGANDecoder
+from gans.errors import ConfigurationError
 
 #: Adam with learning rate 1e-4 (the paper; it halves the rate when M_global stalls, left to a scheduler here).
 BEGAN_ADAM = {"class_path": "torch.optim.Adam", "init_args": {"lr": 1e-4, "betas": (0.5, 0.999)}}
@@ -53,9 +54,9 @@ class BEGAN(GAN):
         **kwargs: Any,
     ) -> None:
         if not 0.0 <= k_init <= 1.0:
-            raise ValueError(f"k_init={k_init} must lie in [0, 1]")
+            raise ConfigurationError(f"k_init={k_init} must lie in [0, 1]")
         if kwargs.get("pack", 1) != 1:
-            raise ValueError("BEGAN's discriminator reconstructs single images: pack must be 1")
+            raise ConfigurationError("BEGAN's discriminator reconstructs single images: pack must be 1")
         super().__init__(latent_dim=latent_dim, g_optimizer=g_optimizer, d_optimizer=d_optimizer, **kwargs)
         self.gamma, self.lambda_k = gamma, lambda_k
         self.register_buffer("k", torch.tensor(float(k_init)))  # a buffer: saved in checkpoints, moved with the module

@@ -33,6 +33,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch.multiprocessing import ProcessRaisedException
 
 import callbacks  # noqa: F401  (registers the callbacks for short names on the command line)
 import datamodules  # noqa: F401  (registers the data modules for --data=<Name>)
@@ -112,9 +113,15 @@ _UNKNOWN_CLASS = (
 )
 
 
+#: A ConfigurationError raised in a spawned process reaches the parent as the text of that process's traceback.
+_SPAWNED_REFUSAL = re.compile(r"^gans\.errors\.(?:ConfigurationError|MissingFileError): (.*)\Z", re.MULTILINE | re.DOTALL)
+
+
 def _explain_unknown_class(message: str) -> str:
     """jsonargparse's message for an unknown ``--model``/``--data`` name says only that it is not an import path:
     list the known names instead, with the closest one."""
+    if message.count('Parser key "') > 1:  # a nested argument of a known class is wrong, not the class name
+        return message
     match = next((m for m in (p.search(message) for p in _UNKNOWN_CLASS) if m is not None), None)
     if match is None:
         return message
@@ -179,6 +186,11 @@ class GANCLI(LightningCLI):
             super().__init__(*args, **kwargs)
         except ConfigurationError as err:  # raised while running the subcommand: a data module's or callback's setup
             self._refuse(err)
+        except ProcessRaisedException as err:  # the same in a process of a spawning strategy (gan_ddp_spawn)
+            refused = _SPAWNED_REFUSAL.search(str(err))
+            if refused is None:
+                raise
+            self._refuse(ConfigurationError(refused.group(1).strip()))
 
     def setup_parser(
         self, add_subcommands: bool, main_kwargs: dict[str, Any], subparser_kwargs: dict[str, Any]
@@ -186,7 +198,9 @@ class GANCLI(LightningCLI):
         super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
         # The subcommands' one-line help, the title of their own options' group and --ckpt_path's help come from
         # the Trainer's docstrings; argparse keeps them in its actions and groups (the subcommand list in the
-        # pseudo-actions of ``_choices_actions``).
+        # pseudo-actions of ``_choices_actions``). Neither argparse nor LightningCLI (``_subcommand_parsers``) has a
+        # public way to change them: these private attributes are read here only, and
+        # tests/test_cli_errors.py::test_help_says_what_the_tool_is_and_how_to_start fails when they change.
         for name, parser in getattr(self, "_subcommand_parsers", {}).items():
             for group in parser._action_groups:
                 for action in group._group_actions:
@@ -206,14 +220,12 @@ class GANCLI(LightningCLI):
             cause = err
             while cause.__cause__ is not None:  # jsonargparse wraps what the constructor raised
                 cause = cause.__cause__
-            if isinstance(cause, ValueError):  # a constructor refusing a value the user configured
+            if isinstance(cause, ConfigurationError):  # a constructor refusing a value the user configured
                 self._refuse(cause)
-            raise
+            raise  # anything else is a bug: its traceback is what a report needs
 
-    def _refuse(self, err: ValueError) -> NoReturn:
+    def _refuse(self, err: ConfigurationError) -> NoReturn:
         """Ends the run with ``error: --<where>=<value> ...`` and exit status 2."""
-        if not isinstance(err, ConfigurationError):
-            err = ConfigurationError(str(err)).with_traceback(err.__traceback__)
         config, subcommand = getattr(self, "config", None), getattr(self, "subcommand", None)
         if config is not None and subcommand:
             config = config[subcommand]
@@ -339,16 +351,17 @@ def _where(config: Any, err: ConfigurationError) -> tuple[str, str] | None:
 
 
 def _raised_by(err: BaseException) -> type | None:
-    """The class of the model, data module or callback whose method raised ``err`` (the outermost such frame).
+    """The class of the model, data module or callback whose method raised ``err`` (the innermost such frame: a
+    callback's setup that calls the data module's names the data module).
     jsonargparse's wrapper of a constructor's error and Lightning's hooks do not say which component failed; the
     frames of the component's own methods do, and the message then names the option the user set."""
-    tb = err.__traceback__
+    owner, tb = None, err.__traceback__
     while tb is not None:
-        owner = tb.tb_frame.f_locals.get("self")
-        if isinstance(owner, (L.LightningModule, L.LightningDataModule, L.Callback)):
-            return type(owner)
+        candidate = tb.tb_frame.f_locals.get("self")
+        if isinstance(candidate, (L.LightningModule, L.LightningDataModule, L.Callback)):
+            owner = type(candidate)
         tb = tb.tb_next
-    return None
+    return owner
 
 
 def _components(config: Any, path: str = "", listed: bool = False) -> Iterator[tuple[str, dict, bool]]:

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gans.errors import ConfigurationError
+
 # ---------------------------------------------------------------------------------------------------------------
 # Adversarial losses: (discriminator loss, generator loss) pairs.
 # ---------------------------------------------------------------------------------------------------------------
@@ -85,7 +87,7 @@ def adversarial_loss(name: str) -> tuple[DLoss, GLoss]:
     try:
         return ADVERSARIAL_LOSSES[name]
     except KeyError:
-        raise ValueError(f"loss={name!r} is not a known adversarial loss; expected one of {sorted(ADVERSARIAL_LOSSES)}")
+        raise ConfigurationError(f"loss={name!r} is not a known adversarial loss; expected one of {sorted(ADVERSARIAL_LOSSES)}")
 
 
 # ---------------------------------------------------------------------------------------------------------------

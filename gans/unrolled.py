@@ -7,6 +7,7 @@ from torch.func import functional_call
 
 from gans.dcgan import DCGAN
 from gans.nets.layers import pack as pack_samples
+from gans.errors import ConfigurationError
 
 
 def unrolled_update(
@@ -70,7 +71,7 @@ class UnrolledGAN(DCGAN):
 
     def __init__(self, unroll_steps: int = 5, **kwargs) -> None:
         if unroll_steps < 0:
-            raise ValueError(f"unroll_steps={unroll_steps} must be >= 0")
+            raise ConfigurationError(f"unroll_steps={unroll_steps} must be >= 0")
         super().__init__(**kwargs)
         self.unroll_steps = unroll_steps
 

@@ -5,6 +5,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor
 
 from gans.dcgan import DCGAN
+from gans.errors import ConfigurationError
 
 #: Algorithm 1 of the paper: RMSProp with alpha = 5e-5 (momentum-based optimizers made the critic unstable).
 WGAN_RMSPROP = {"class_path": "torch.optim.RMSprop", "init_args": {"lr": 5e-5}}
@@ -34,7 +35,7 @@ class WGAN(DCGAN):
         **kwargs,
     ) -> None:
         if clip_value <= 0:
-            raise ValueError(f"clip_value={clip_value} must be positive")
+            raise ConfigurationError(f"clip_value={clip_value} must be positive")
         super().__init__(n_critic=n_critic, loss=loss, g_optimizer=g_optimizer, d_optimizer=d_optimizer, **kwargs)
         self.clip_value = clip_value
 

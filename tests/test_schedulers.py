@@ -77,10 +77,12 @@ def test_every_scheduler_trains_or_is_refused_when_built(cls, synthetic_mnist, t
             DCGAN(**TINY, g_scheduler=spec(cls, **args))
         assert REFUSED[cls.__name__] in str(err.value)
         return
+    if cls is lr_scheduler.ReduceLROnPlateau:  # steps on a logged value, which it must be told: see the tests below
+        with pytest.raises(ValueError, match="g_scheduler=ReduceLROnPlateau needs scheduler_monitor"):
+            DCGAN(**TINY, g_scheduler=spec(cls, **args))
+        return
     model = DCGAN(**TINY, g_scheduler=spec(cls, **args), d_scheduler=spec(cls, **args))
     trainer = fit(model, synthetic_mnist, tmp_path)
-    if cls is lr_scheduler.ReduceLROnPlateau:  # steps on a value: see the tests below
-        return
     # Stepped once per iteration, like the same scheduler stepped by hand three times.
     reference = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=LR, betas=(0.5, 0.999))
     by_hand = cls(reference, **args)
@@ -121,10 +123,22 @@ def test_schedulers_of_schedulers_train_from_a_function_of_the_optimizer(synthet
 EVERY_STEP_WORSE = {"factor": 0.5, "patience": 0, "threshold": 1e9, "threshold_mode": "abs"}
 
 
-def test_reduce_on_plateau_steps_on_each_networks_own_loss_by_default(synthetic_mnist, tmp_path):
+def test_reduce_on_plateau_steps_both_networks_on_the_monitored_value(synthetic_mnist, tmp_path):
     plateau = spec(lr_scheduler.ReduceLROnPlateau, **EVERY_STEP_WORSE)
-    trainer = fit(DCGAN(**TINY, g_scheduler=plateau, d_scheduler=plateau), synthetic_mnist, tmp_path, max_steps=4)
+    model = DCGAN(**TINY, g_scheduler=plateau, d_scheduler=plateau, scheduler_monitor="train/g_loss")
+    trainer = fit(model, synthetic_mnist, tmp_path, max_steps=4)
     assert lrs(trainer) == pytest.approx([LR * 0.5**3] * 2)
+
+
+def test_one_cycle_per_epoch_is_measured_by_max_steps_when_the_epochs_are_unbounded(synthetic_mnist, tmp_path):
+    # 96 images in batches of 8: 12 iterations an epoch; max_steps=14 ends in the second epoch, so 2 epoch steps.
+    one_cycle = spec(lr_scheduler.OneCycleLR, max_lr=1e-3, total_steps=2)
+    model = DCGAN(**TINY, g_scheduler=one_cycle, scheduler_interval="epoch")
+    assert fit(model, synthetic_mnist, tmp_path, max_steps=14, max_epochs=-1).global_step == 14
+    short = DCGAN(**TINY, g_scheduler=spec(lr_scheduler.OneCycleLR, max_lr=1e-3, total_steps=1),
+                  scheduler_interval="epoch")
+    with pytest.raises(ValueError, match=r"total_steps=1.*max_steps=14 \(2 epochs\).*at least 2"):
+        fit(short, synthetic_mnist, tmp_path, max_steps=14, max_epochs=-1)
 
 
 class LogEvery(L.Callback):
@@ -171,6 +185,7 @@ def test_reduce_on_plateau_from_the_shell(synthetic_mnist, tmp_path):
                f"--trainer.default_root_dir={tmp_path}",
                # The short name is ambiguous to the parser: Lightning subclasses it (with a monitor argument).
                "--model.init_args.g_scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau",
+               "--model.init_args.scheduler_monitor=train/g_loss",
                "--model.init_args.d_scheduler=lightning.pytorch.cli.ReduceLROnPlateau",
                "--model.init_args.d_scheduler.init_args.monitor=train/d_loss"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)

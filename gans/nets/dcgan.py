@@ -10,13 +10,14 @@ import math
 from torch import Tensor, nn
 
 from gans.nets.layers import MinibatchDiscrimination, minibatch_layer
+from gans.errors import ConfigurationError
 
 
 def _num_blocks(image_size: int) -> int:
     """Number of resolution doublings between the 4x4 base and ``image_size``."""
     blocks = math.log2(image_size) - 2
     if image_size < 8 or not blocks.is_integer():
-        raise ValueError(f"image_size={image_size} is not supported by the DCGAN networks; expected a power of two >= 8")
+        raise ConfigurationError(f"image_size={image_size} is not supported by the DCGAN networks; expected a power of two >= 8")
     return int(blocks)
 
 
@@ -92,7 +93,7 @@ class DCGANDiscriminator(nn.Module):
         super().__init__()
         norms = {"batch": nn.BatchNorm2d, "layer": lambda c: nn.GroupNorm(1, c), None: None}
         if norm not in norms:
-            raise ValueError(f"norm={norm!r} is not supported; expected 'batch', 'layer' or None")
+            raise ConfigurationError(f"norm={norm!r} is not supported; expected 'batch', 'layer' or None")
         blocks = _num_blocks(image_size)
         width = features
         layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]

@@ -3,6 +3,8 @@
 import torch
 from torch import Tensor, nn
 
+from gans.errors import ConfigurationError
+
 
 def pack(x: Tensor, m: int) -> Tensor:
     """PacGAN (Lin et al. 2018): joins ``m`` consecutive samples into one discriminator input along the first
@@ -12,7 +14,7 @@ def pack(x: Tensor, m: int) -> Tensor:
         return x
     n = x.shape[0]
     if n % m:
-        raise ValueError(f"pack={m}: the batch of {n} samples does not split into packs of {m}; use a batch size divisible by {m}")
+        raise ConfigurationError(f"pack={m}: the batch of {n} samples does not split into packs of {m}; use a batch size divisible by {m}")
     return x.reshape(n // m, m * x.shape[1], *x.shape[2:])
 
 
@@ -87,4 +89,4 @@ def minibatch_layer(kind: str | None, features: int) -> tuple[nn.Module, int]:
     if kind == "discrimination":
         layer = MinibatchDiscrimination(features)
         return layer, features + layer.num_kernels
-    raise ValueError(f"minibatch={kind!r} is not a minibatch layer; expected 'stddev', 'discrimination' or None")
+    raise ConfigurationError(f"minibatch={kind!r} is not a minibatch layer; expected 'stddev', 'discrimination' or None")

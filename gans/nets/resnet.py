@@ -7,6 +7,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
+from gans.errors import ConfigurationError
+
 
 def _init(module: nn.Module, gain: float) -> nn.Module:
     # The authors' Chainer code: Xavier-uniform, gain sqrt(2) in the residual branches, 1 in shortcuts and dense.
@@ -18,7 +20,7 @@ def _init(module: nn.Module, gain: float) -> nn.Module:
 def _num_upsamplings(image_size: int) -> int:
     n = math.log2(image_size) - 2
     if image_size < 8 or not n.is_integer():
-        raise ValueError(f"image_size={image_size} is not supported by the ResNet networks; expected a power of two >= 8")
+        raise ConfigurationError(f"image_size={image_size} is not supported by the ResNet networks; expected a power of two >= 8")
     return int(n)
 
 
