@@ -1,22 +1,17 @@
 """Files written whole or not at all, with the permissions a plain ``open`` would give them.
 
-Every file this library writes for a user to keep (checkpoints, exported generators, predictions, cached metric
-statistics) goes through :func:`atomic_write`: the content is written to a temporary file beside the target, flushed
-to disk, given the process umask's permissions and renamed over the target, so a crash mid-write leaves the previous
-file intact, never a truncated one. Setting the permissions matters because some writers do not honour the umask:
-safetensors creates its files with mode 0600, which a colleague on a shared cluster cannot read.
+The tensor files this library writes for a user to keep (checkpoints, exported generators, predictions, cached
+metric statistics, ``gans.sample``'s tensors) go through :func:`atomic_write`: the content is written to a temporary
+file beside the target, flushed to disk, given the process umask's permissions and renamed over the target, so a
+crash mid-write leaves the previous file intact, never a truncated one. Setting the permissions matters because some
+writers do not honour the umask: safetensors creates its files with mode 0600, which a colleague on a shared cluster
+cannot read.
 """
 
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
-
-
-def current_umask() -> int:
-    """The process's file-creation mask (``os.umask`` can only be read by setting it, so it is set back at once)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -36,10 +31,16 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        write(tmp)
+        # The mode the process umask gives a new file, read from a file created with it: os.umask can only be read
+        # by setting it, which would race with other threads creating files.
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        os.close(fd)
+        write(tmp)  # may replace the file, with a mode of its own
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
