@@ -1,11 +1,11 @@
 """A progress bar that counts GAN iterations (generator steps), not the discriminator's batches."""
 
+import math
 import time
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
-from lightning.pytorch.callbacks.progress.tqdm_progress import convert_inf
 from typing_extensions import override
 
 #: The losses shown, as the GAN base logs them (``train/<name>``).
@@ -40,8 +40,8 @@ class GANProgressBar(TQDMProgressBar):
         # need not come after its first n_critic batches.
         before = d_steps - batches_done if isinstance(d_steps, int) else 0
         done = (before + batches_done) // n_critic - before // n_critic
-        batches = convert_inf(trainer.num_training_batches)
-        total = None if batches is None else (before + int(batches)) // n_critic - before // n_critic
+        batches = trainer.num_training_batches  # inf for an iterable without a length
+        total = None if math.isinf(batches) else (before + int(batches)) // n_critic - before // n_critic
         return done, total
 
     def _move(self, n: int, total: int | None, initial: int | None = None) -> None:

@@ -92,7 +92,9 @@ def picklable_parametrizations(module: nn.Module) -> None:
     rebuilt from them unchanged. Parameters shared with other modules stay shared within one pickle."""
     for sub in module.modules():
         if parametrize.is_parametrized(sub):
-            # The class torch derived for this module alone: setting its reducer affects no other module.
+            # The class torch derived for this module alone: setting its reducer affects no other module. Not
+            # copyreg.pickle: multiprocessing's pickler copies copyreg's table when it is created, before this runs
+            # (from GAN.__getstate__, in the middle of pickling).
             type(sub).__reduce_ex__ = _reduce_parametrized
 
 
