@@ -217,10 +217,10 @@ class GANCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except Exception as err:
-            cause = err
-            while cause.__cause__ is not None:  # jsonargparse wraps what the constructor raised
+            cause: BaseException | None = err
+            while cause is not None and not isinstance(cause, ConfigurationError):  # jsonargparse wraps it
                 cause = cause.__cause__
-            if isinstance(cause, ConfigurationError):  # a constructor refusing a value the user configured
+            if cause is not None:  # a constructor refusing a value the user configured
                 self._refuse(cause)
             raise  # anything else is a bug: its traceback is what a report needs
 

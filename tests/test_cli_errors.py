@@ -31,16 +31,29 @@ TINY_MNIST = [
 LIGHTNING_LAST = "from the previous ``trainer.fit`` call"
 
 
+def one_error_line(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr[-3000:]
+    return errors[0]
+
+
 def refusal(args: list[str], capsys: pytest.CaptureFixture) -> str:
     """Runs the CLI in-process; returns its one ``error:`` line after checking exit status 2 and no traceback."""
     with pytest.raises(SystemExit) as stopped:
         main(args)
     stderr = capsys.readouterr().err
     assert stopped.value.code == 2, stderr
-    assert "Traceback" not in stderr
-    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, stderr
-    return errors[0]
+    return one_error_line(stderr)
+
+
+def refusal_in_shell(args: list[str]) -> str:
+    """Runs ``python train.py`` as a user does; returns its one ``error:`` line after checking exit status 2 and no
+    traceback."""
+    result = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300, check=False)
+    assert result.returncode == 2, result.stderr[-3000:]
+    return one_error_line(result.stderr)
 
 
 @pytest.mark.parametrize(
@@ -49,17 +62,21 @@ def refusal(args: list[str], capsys: pytest.CaptureFixture) -> str:
         (["--model.loss=hinj"], ["--model.init_args.loss='hinj'", "hinge", "least_squares", "non_saturating"]),
         (["--data.batch_size=0"], ["--data.init_args.batch_size=0", "expected an integer >= 1"]),
         (["--model.n_critic=0"], ["--model.init_args.n_critic=0", "at least 1"]),
+        (["--model.g_scheduler=torch.optim.lr_scheduler.OneCycleLR", "--model.g_scheduler.max_lr=0.01"],
+         ["--model.init_args.g_scheduler=OneCycleLR cannot be built", "total_steps"]),
+        (["--model.g_scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau"],
+         ["--model.init_args.g_scheduler=ReduceLROnPlateau needs scheduler_monitor", "metrics/fid"]),
     ],
-    ids=["loss", "batch_size", "n_critic"],
+    ids=["loss", "batch_size", "n_critic", "one_cycle", "plateau"],
 )
-def test_value_refused_by_a_constructor(args, expected, capsys, tmp_path):
-    line = refusal(["fit", "--model=DCGAN", "--data=MNISTDataModule", *args, f"--trainer.default_root_dir={tmp_path}"],
-                   capsys)
+def test_value_refused_by_a_constructor(args, expected, tmp_path):
+    line = refusal_in_shell(["fit", "--model=DCGAN", "--data=MNISTDataModule", *args,
+                             f"--trainer.default_root_dir={tmp_path}"])
     assert all(text in line for text in expected), line
 
 
 def test_unknown_variant_lists_the_known_ones_and_suggests_the_closest(capsys):
-    line = refusal(["fit", "--model=DCGANN", "--data=MNISTDataModule"], capsys)
+    line = refusal_in_shell(["fit", "--model=DCGANN", "--data=MNISTDataModule"])
     variants = [n for n in gans.__all__ if isinstance(getattr(gans, n), type) and issubclass(getattr(gans, n), GAN)]
     assert "--model='DCGANN'" in line and "did you mean DCGAN?" in line
     assert all(name in line for name in variants if name != "GAN"), line
@@ -81,16 +98,37 @@ def test_missing_inception_weights_name_the_callback_and_the_way_out(synthetic_m
     assert "Inception weights" in line and "--metrics=false" in line and "no network" in line
 
 
-def test_paired_data_for_an_unconditional_variant_is_refused_before_training(capsys, tmp_path):
+@pytest.mark.parametrize(
+    "strategy",
+    [[], ["--trainer.strategy=gan_ddp_spawn", "--trainer.devices=2", "--trainer.accelerator=cpu"]],
+    ids=["one_process", "gan_ddp_spawn"],
+)
+def test_paired_data_for_an_unconditional_variant_is_refused_before_training(strategy, tmp_path):
+    """Also in processes of a spawning strategy, whose errors reach the command as text."""
     folder = tmp_path / "pairs" / "train"
     folder.mkdir(parents=True)
     for i in range(4):  # A | B side by side
         Image.new("RGB", (16, 8), (255, 0, 0)).save(folder / f"{i}.png")
-    line = refusal(["fit", "--model=DCGAN", "--data=PairedImageDataModule", *TINY, "--model.init_args.channels=3",
-                    f"--data.data_dir={tmp_path / 'pairs'}", "--data.load_size=8", "--data.crop_size=8",
-                    "--data.batch_size=2", f"--trainer.default_root_dir={tmp_path}"], capsys)
-    assert "--data=PairedImageDataModule" in line and "DCGAN" in line and "'paired'" in line
+    line = refusal_in_shell(["fit", "--model=DCGAN", "--data=PairedImageDataModule", *TINY, *strategy,
+                             "--model.init_args.channels=3", f"--data.data_dir={tmp_path / 'pairs'}",
+                             "--data.load_size=8", "--data.crop_size=8", "--data.batch_size=2",
+                             f"--trainer.default_root_dir={tmp_path}"])
+    assert "DCGAN cannot use the batches of PairedImageDataModule" in line and "'paired'" in line
+    if not strategy:  # the spawned process's error names no option: only its text reaches the command
+        assert "--data=PairedImageDataModule" in line
     assert not list(tmp_path.rglob("*.ckpt"))  # not a single step
+
+
+def test_spectral_norm_variant_trains_under_gan_ddp_spawn_from_the_shell(synthetic_mnist, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "train.py", "fit", "--config", "configs/sngan_fashion_mnist.yaml", *TINY_MNIST,
+         "--metrics=false", "--data.init_args.dataset=mnist", f"--data.init_args.data_dir={synthetic_mnist}",
+         "--trainer.strategy=gan_ddp_spawn", "--trainer.devices=2", "--trainer.accelerator=cpu",
+         "--trainer.max_steps=2", "--model.init_args.n_critic=1", f"--trainer.default_root_dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "`Trainer.fit` stopped: `max_steps=2` reached." in result.stderr + result.stdout
 
 
 def test_wrong_data_dir_from_the_shell(tmp_path):
@@ -98,12 +136,8 @@ def test_wrong_data_dir_from_the_shell(tmp_path):
     nowhere = tmp_path / "nowhere"
     command = [sys.executable, "train.py", "fit", "--config", "configs/dcgan_mnist.yaml", *TINY_MNIST,
                "--metrics=false", f"--data.init_args.data_dir={nowhere}", f"--trainer.default_root_dir={tmp_path}"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr[-3000:]
-    assert f"--data.init_args.data_dir={nowhere}" in errors[0] and "looked for train-images-idx3-ubyte" in errors[0]
+    line = refusal_in_shell(command[2:])
+    assert f"--data.init_args.data_dir={nowhere}" in line and "looked for train-images-idx3-ubyte" in line
 
 
 def test_help_says_what_the_tool_is_and_how_to_start(capsys):
