@@ -6,6 +6,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+from tqdm import tqdm
 
 from callbacks.checkpoint import atomic_save
 from callbacks.samples import save_png, to_grid
@@ -52,11 +53,11 @@ class PredictionWriter(BasePredictionWriter):
         atomic_save(images, path)
         if not trainer.is_global_zero:
             return
-        # The phrasing of gans.sample, so both tools report their files alike.
-        print(f"wrote {images.shape[0]} samples {tuple(images.shape[1:])} to {path}")
+        # The phrasing of gans.sample, so both tools report their files alike; through tqdm, below the progress bar.
+        tqdm.write(f"wrote {images.shape[0]} samples {tuple(images.shape[1:])} to {path}")
         if trainer.world_size > 1:
-            print(f"the other {trainer.world_size - 1} processes wrote theirs to {folder / 'predictions_rank<r>.pt'}")
+            tqdm.write(f"the other {trainer.world_size - 1} processes wrote theirs to {folder / 'predictions_rank<r>.pt'}")
         if self.grid_size:
             grid = images[: self.grid_size]
             grid_path = save_png(to_grid(grid, max(1, round(len(grid) ** 0.5))), folder / "predictions_grid.png")
-            print(f"wrote a grid of the first {len(grid)} samples to {grid_path}")
+            tqdm.write(f"wrote a grid of the first {len(grid)} samples to {grid_path}")

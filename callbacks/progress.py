@@ -106,7 +106,7 @@ class GANProgressBar(TQDMProgressBar):
         items = {**losses, **items}
         images = getattr(pl_module, "images_seen", None)
         if isinstance(images, int):
-            items["kimg"] = round(images / 1000, 1)
+            items["kimg"] = f"{images / 1000:.1f}"  # a string: Lightning's bar pads every float to three decimals
             elapsed = time.perf_counter() - self._start_time
             if self._start_images is not None and elapsed > 0:
                 items["img/s"] = round((images - self._start_images) / elapsed)

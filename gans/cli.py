@@ -55,6 +55,9 @@ from gans.errors import ConfigurationError
 # Noise a user of this tool cannot act on, silenced by its exact text only: Lightning 2.6 still builds torch's
 # deprecated LeafSpec (its own code, not ours), and it advertises its cloud services on every run.
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+# Every resumed run logs into a new version_N folder, so Lightning's ModelCheckpoint says its dirpath changed and it
+# will not reload its best-k bookkeeping: the expected course of --ckpt_path last, which finds the checkpoints anyway.
+warnings.filterwarnings("ignore", message=r"The dirpath has changed from .* therefore `best_model_score`")
 _ADVERT = re.compile(r"💡 Tip: .*\[lit(logger|models)\]\(https://pypi\.org/project/lit(logger|models)/\)")
 
 
@@ -140,12 +143,27 @@ class GANArgumentParser(LightningArgumentParser):
     block of every option that buried it."""
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        message = _explain_unknown_class(message)
+        message = _one_line(_explain_unknown_class(message))
         if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG"):
             super().error(message, ex)  # raises, with the cause's traceback
         prog = (getattr(ex, "subcommand_parser", None) or self).prog.replace(" [options]", "")
         sys.stderr.write(f"error: {message}\ntip: {prog} --help lists the accepted options\n")
         self.exit(USAGE_ERROR)
+
+
+#: Lines of jsonargparse's report on a value that fits no type of a Union: the types tried, the value echoed back
+#: (the whole model configuration, for an error inside it) and the None it could also have been. What remains, the
+#: keys and the reasons, says what is wrong.
+_UNION_NOISE = re.compile(
+    r"^(?:Does not validate against any of the Union subtypes|Subtypes: |Errors:$|Given value(?: type)?: |"
+    r"Expected a <class '[\w.]+'>$)"
+)
+
+
+def _one_line(message: str) -> str:
+    """jsonargparse's message for a nested value without the lines that only repeat the configuration, on one line."""
+    lines = (line.strip().removeprefix("- ").strip() for line in message.splitlines())
+    return " ".join(line for line in lines if line and not _UNION_NOISE.match(line))
 
 
 def _help_text() -> tuple[str, str]:
@@ -291,6 +309,8 @@ class GANCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
+        for subcommand_config in [self.config[self.config["subcommand"]]] if self.config.get("subcommand") else []:
+            _loggers_under_root(subcommand_config.get("trainer") or {})
         # Before LightningCLI reads the checkpoint's hyperparameters (it loads the file right after parsing).
         subcommand = self.config.get("subcommand")
         if subcommand and self.config[subcommand].get("ckpt_path"):
@@ -315,10 +335,11 @@ class GANCLI(LightningCLI):
             return
         trainer = config.get("trainer") or {}
         folders = [Path(trainer.get("default_root_dir") or Path.cwd())]
-        for callback in trainer.get("callbacks") or []:
-            dirpath = (callback.get("init_args") or {}).get("dirpath") if hasattr(callback, "get") else None
-            if dirpath:
-                folders.append(Path(dirpath))
+        for component in [*_class_configs(trainer.get("callbacks")), *_class_configs(trainer.get("logger"))]:
+            init_args = component.get("init_args") or {}
+            for key in ("dirpath", "save_dir"):  # a checkpoint callback's folder; a logger's, which holds its checkpoints
+                if init_args.get(key):
+                    folders.append(Path(init_args[key]))
         path, skipped = newest_complete_checkpoint(folders)
         for bad, why in skipped.items():
             rank_zero_warn(f"--ckpt_path=last: passing over {bad}: {why}")
@@ -382,6 +403,26 @@ def _show(value: Any) -> str:
     if isinstance(value, dict) and isinstance(value.get("class_path"), str):
         return value["class_path"].rpartition(".")[2]
     return str(value)
+
+
+def _class_configs(value: Any) -> list[Any]:
+    """The ``class_path``/``init_args`` entries of a trainer option that holds one or a list of them."""
+    values = value if isinstance(value, list) else [value]
+    return [v for v in values if hasattr(v, "get") and isinstance(v.get("class_path"), str)]
+
+
+def _loggers_under_root(trainer: Any) -> None:
+    """A W&B logger left at its default ``save_dir`` ("." , the current folder) writes under the run's
+    ``default_root_dir`` instead, as Lightning's own loggers do: the checkpoints Lightning puts beside the logger's
+    files are then where ``--ckpt_path last`` looks, and runs with their own root folders do not mix."""
+    root = trainer.get("default_root_dir")
+    for logger in _class_configs(trainer.get("logger")) if root else []:
+        init_args = logger.get("init_args")
+        if logger["class_path"].endswith("WandbLogger") and init_args is not None and init_args.get("save_dir") in (
+            None,
+            ".",
+        ):
+            init_args["save_dir"] = root
 
 
 def _process_count(trainer: Any) -> int:

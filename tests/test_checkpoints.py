@@ -76,3 +76,19 @@ def test_a_truncated_checkpoint_is_named(synthetic_mnist, tmp_path, capsys):
     error = capsys.readouterr().err
     assert f"error: cannot load checkpoint '{truncated}' (--ckpt_path): truncated or not a checkpoint" in error
     assert "Traceback" not in error
+
+
+def test_ckpt_path_last_resumes_a_wandb_run_started_without_a_save_dir(synthetic_mnist, tmp_path, monkeypatch):
+    # W&B's save_dir defaults to the current folder, where Lightning then put the checkpoints: a job that always
+    # passes --ckpt_path last started again from 0 at every submission.
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "run"
+    wandb = ["--trainer.logger=WandbLogger", "--trainer.logger.project=gans", "--trainer.logger.init_args.offline=true"]
+    config = write_config(synthetic_mnist / "configs", synthetic_mnist)
+    args = ["fit", "--config", str(config), f"--trainer.default_root_dir={root}", "--metrics=false", *wandb]
+    cli = main([*args, "--trainer.max_steps=2", "--ckpt_path=last"])
+    assert Path(cli.trainer.checkpoint_callback.dirpath).is_relative_to(root)
+    cli = main([*args, "--trainer.max_steps=4", "--ckpt_path=last"])
+    assert cli.trainer.global_step == 4 and cli.model.d_steps == 4  # continued from iteration 2
+    assert not list(tmp_path.glob("gans"))  # nothing in the current folder
