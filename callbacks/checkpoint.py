@@ -12,8 +12,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from gans.files import atomic_write
 from gans.errors import ConfigurationError
+from gans.files import atomic_write
 
 # Lightning warns on every save under manual optimisation that the checkpoint holds the state after the optimizer
 # step. That is the intended meaning here: the checkpoint of iteration N is the state after N generator steps.

@@ -70,7 +70,9 @@ class GeneratorEMA(L.Callback):
         start_step: int = 0,
     ) -> None:
         if decay is not None and not 0.0 <= decay < 1.0:
-            raise ConfigurationError(f"GeneratorEMA(decay={decay}): expected a value in [0, 1), or None to use half_life_kimg")
+            raise ConfigurationError(
+                f"GeneratorEMA(decay={decay}): expected a value in [0, 1), or None to use half_life_kimg"
+            )
         if half_life_kimg <= 0:
             raise ConfigurationError(f"GeneratorEMA(half_life_kimg={half_life_kimg}): expected a positive number")
         if rampup is not None and rampup <= 0:

@@ -232,7 +232,9 @@ class GANMetrics(L.Callback):
     ) -> None:
         unknown = set(metrics) - set(METRICS)
         if unknown or not metrics:
-            raise ConfigurationError(f"GANMetrics(metrics={metrics}): expected a non-empty list of {', '.join(METRICS)}")
+            raise ConfigurationError(
+                f"GANMetrics(metrics={metrics}): expected a non-empty list of {', '.join(METRICS)}"
+            )
         for name, value, low in (
             ("every_n_steps", every_n_steps, 0),
             ("num_samples", num_samples, 2),

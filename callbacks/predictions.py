@@ -56,7 +56,8 @@ class PredictionWriter(BasePredictionWriter):
         # The phrasing of gans.sample, so both tools report their files alike; through tqdm, below the progress bar.
         tqdm.write(f"wrote {images.shape[0]} samples {tuple(images.shape[1:])} to {path}")
         if trainer.world_size > 1:
-            tqdm.write(f"the other {trainer.world_size - 1} processes wrote theirs to {folder / 'predictions_rank<r>.pt'}")
+            others = folder / "predictions_rank<r>.pt"
+            tqdm.write(f"the other {trainer.world_size - 1} processes wrote theirs to {others}")
         if self.grid_size:
             grid = images[: self.grid_size]
             grid_path = save_png(to_grid(grid, max(1, round(len(grid) ** 0.5))), folder / "predictions_grid.png")

@@ -9,8 +9,8 @@ from torch import Tensor
 from torchvision.io import write_png
 from torchvision.utils import make_grid
 
-from gans.latent import slerp
 from gans.errors import ConfigurationError
+from gans.latent import slerp
 
 
 def to_uint8(image: Tensor) -> Tensor:

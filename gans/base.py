@@ -224,7 +224,9 @@ class GAN(L.LightningModule):
         if r1_gamma < 0 or r2_gamma < 0:
             raise ConfigurationError(f"r1_gamma={r1_gamma} and r2_gamma={r2_gamma} must be >= 0")
         if reg_every < 1:
-            raise ConfigurationError(f"reg_every={reg_every} must be at least 1 (discriminator steps between penalties)")
+            raise ConfigurationError(
+                f"reg_every={reg_every} must be at least 1 (discriminator steps between penalties)"
+            )
         if scheduler_interval not in ("step", "epoch"):
             raise ConfigurationError(f"scheduler_interval={scheduler_interval!r}; expected 'step' or 'epoch'")
         if nonfinite not in ("stop", "skip"):
@@ -266,8 +268,8 @@ class GAN(L.LightningModule):
             if scheduler_monitor is None and getattr(built, "monitor", None) is None:
                 # A GAN's per-batch loss is no measure of progress: on it the rate would fall every `patience` steps.
                 raise ConfigurationError(
-                    f"{name}=ReduceLROnPlateau needs scheduler_monitor, the logged value it watches: e.g. 'metrics/fid' "
-                    "(with the GANMetrics callback) or 'val/d_loss' (with validation)"
+                    f"{name}=ReduceLROnPlateau needs scheduler_monitor, the logged value it watches: e.g. "
+                    "'metrics/fid' (with the GANMetrics callback) or 'val/d_loss' (with validation)"
                 )
         self.scheduler_monitor = scheduler_monitor
         self._plateau_values: dict[str, float] = {}  # the value each plateau scheduler was last stepped with

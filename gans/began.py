@@ -8,8 +8,8 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor
 
 from gans.base import GAN
-from gans.nets.began import BEGANAutoencoder, BEGANDecoder
 from gans.errors import ConfigurationError
+from gans.nets.began import BEGANAutoencoder, BEGANDecoder
 
 #: Adam with learning rate 1e-4 (the paper; it halves the rate when M_global stalls, left to a scheduler here).
 BEGAN_ADAM = {"class_path": "torch.optim.Adam", "init_args": {"lr": 1e-4, "betas": (0.5, 0.999)}}

@@ -36,8 +36,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.multiprocessing import ProcessRaisedException
 
 import callbacks  # noqa: F401  (registers the callbacks for short names on the command line)
-import datamodules  # noqa: F401  (registers the data modules for --data=<Name>)
-import gans  # noqa: F401  (registers the variants for --model=<Name>)
+import datamodules
+import gans
 from callbacks import (
     AtomicCheckpointIO,
     GANMetrics,
@@ -117,7 +117,9 @@ _UNKNOWN_CLASS = (
 
 
 #: A ConfigurationError raised in a spawned process reaches the parent as the text of that process's traceback.
-_SPAWNED_REFUSAL = re.compile(r"^gans\.errors\.(?:ConfigurationError|MissingFileError): (.*)\Z", re.MULTILINE | re.DOTALL)
+_SPAWNED_REFUSAL = re.compile(
+    r"^gans\.errors\.(?:ConfigurationError|MissingFileError): (.*)\Z", re.MULTILINE | re.DOTALL
+)
 
 
 def _explain_unknown_class(message: str) -> str:
@@ -337,7 +339,8 @@ class GANCLI(LightningCLI):
         folders = [Path(trainer.get("default_root_dir") or Path.cwd())]
         for component in [*_class_configs(trainer.get("callbacks")), *_class_configs(trainer.get("logger"))]:
             init_args = component.get("init_args") or {}
-            for key in ("dirpath", "save_dir"):  # a checkpoint callback's folder; a logger's, which holds its checkpoints
+            # A checkpoint callback's folder; a logger's, which holds the checkpoints when no dirpath is given.
+            for key in ("dirpath", "save_dir"):
                 if init_args.get(key):
                     folders.append(Path(init_args[key]))
         path, skipped = newest_complete_checkpoint(folders)

@@ -87,7 +87,9 @@ def adversarial_loss(name: str) -> tuple[DLoss, GLoss]:
     try:
         return ADVERSARIAL_LOSSES[name]
     except KeyError:
-        raise ConfigurationError(f"loss={name!r} is not a known adversarial loss; expected one of {sorted(ADVERSARIAL_LOSSES)}")
+        raise ConfigurationError(
+            f"loss={name!r} is not a known adversarial loss; expected one of {sorted(ADVERSARIAL_LOSSES)}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------

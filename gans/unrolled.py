@@ -6,8 +6,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from gans.dcgan import DCGAN
-from gans.nets.layers import pack as pack_samples
 from gans.errors import ConfigurationError
+from gans.nets.layers import pack as pack_samples
 
 
 def unrolled_update(

@@ -4,8 +4,8 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor
 
 from gans.dcgan import DCGAN
-from gans.losses import gradient_penalty
 from gans.errors import ConfigurationError
+from gans.losses import gradient_penalty
 
 #: Algorithm 1 of the paper: alpha = 1e-4, beta1 = 0, beta2 = 0.9.
 WGANGP_ADAM = {"class_path": "torch.optim.Adam", "init_args": {"lr": 1e-4, "betas": (0.0, 0.9)}}
@@ -39,7 +39,9 @@ class WGANGP(DCGAN):
         **kwargs,
     ) -> None:
         if d_norm == "batch":
-            raise ConfigurationError("d_norm='batch' is not valid for WGAN-GP: the gradient penalty is per sample; use None or 'layer'")
+            raise ConfigurationError(
+                "d_norm='batch' is not valid for WGAN-GP: the gradient penalty is per sample; use None or 'layer'"
+            )
         super().__init__(
             latent_dim=latent_dim,
             d_norm=d_norm,

@@ -157,5 +157,5 @@ def test_weighted_input_gradient_stays_in_float16_range(peak, scale):
         grad = losses.input_gradient(critic(x16), x16, scale=scale, weights=weights)
     assert grad.dtype == torch.float32 and grad.shape == x.shape and torch.isfinite(grad).all()
     # Per sample, as penalties use it: a float16 forward flips a few leaky-ReLU slopes, which moves single elements.
-    norm = lambda g: g.flatten(1).norm(dim=1)  # noqa: E731
+    norm = lambda g: g.flatten(1).norm(dim=1)
     torch.testing.assert_close(norm(grad), norm(expected), rtol=2e-2, atol=0.0)

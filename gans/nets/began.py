@@ -13,7 +13,9 @@ from gans.errors import ConfigurationError
 def _num_doublings(image_size: int) -> int:
     n = math.log2(image_size) - 3  # the networks work from an 8x8 map
     if image_size < 8 or not n.is_integer():
-        raise ConfigurationError(f"image_size={image_size} is not supported by the BEGAN networks; expected a power of two >= 8")
+        raise ConfigurationError(
+            f"image_size={image_size} is not supported by the BEGAN networks; expected a power of two >= 8"
+        )
     return int(n)
 
 

@@ -9,15 +9,17 @@ import math
 
 from torch import Tensor, nn
 
-from gans.nets.layers import MinibatchDiscrimination, minibatch_layer
 from gans.errors import ConfigurationError
+from gans.nets.layers import MinibatchDiscrimination, minibatch_layer
 
 
 def _num_blocks(image_size: int) -> int:
     """Number of resolution doublings between the 4x4 base and ``image_size``."""
     blocks = math.log2(image_size) - 2
     if image_size < 8 or not blocks.is_integer():
-        raise ConfigurationError(f"image_size={image_size} is not supported by the DCGAN networks; expected a power of two >= 8")
+        raise ConfigurationError(
+            f"image_size={image_size} is not supported by the DCGAN networks; expected a power of two >= 8"
+        )
     return int(blocks)
 
 

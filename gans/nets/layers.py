@@ -14,7 +14,9 @@ def pack(x: Tensor, m: int) -> Tensor:
         return x
     n = x.shape[0]
     if n % m:
-        raise ConfigurationError(f"pack={m}: the batch of {n} samples does not split into packs of {m}; use a batch size divisible by {m}")
+        raise ConfigurationError(
+            f"pack={m}: the batch of {n} samples does not split into packs of {m}; use a batch size divisible by {m}"
+        )
     return x.reshape(n // m, m * x.shape[1], *x.shape[2:])
 
 
@@ -89,4 +91,6 @@ def minibatch_layer(kind: str | None, features: int) -> tuple[nn.Module, int]:
     if kind == "discrimination":
         layer = MinibatchDiscrimination(features)
         return layer, features + layer.num_kernels
-    raise ConfigurationError(f"minibatch={kind!r} is not a minibatch layer; expected 'stddev', 'discrimination' or None")
+    raise ConfigurationError(
+        f"minibatch={kind!r} is not a minibatch layer; expected 'stddev', 'discrimination' or None"
+    )

@@ -20,7 +20,9 @@ def _init(module: nn.Module, gain: float) -> nn.Module:
 def _num_upsamplings(image_size: int) -> int:
     n = math.log2(image_size) - 2
     if image_size < 8 or not n.is_integer():
-        raise ConfigurationError(f"image_size={image_size} is not supported by the ResNet networks; expected a power of two >= 8")
+        raise ConfigurationError(
+            f"image_size={image_size} is not supported by the ResNet networks; expected a power of two >= 8"
+        )
     return int(n)
 
 
