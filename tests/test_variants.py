@@ -1,0 +1,233 @@
+"""Every variant, found automatically (as timm's tests loop over its model registry): it is built tiny, runs forward,
+gives every parameter a finite gradient, trains, resumes exactly, and round-trips through load_gan and export.
+
+A variant is any concrete subclass of ``gans.base.GAN`` that the ``gans`` package exports; no list of variants is
+kept here. Each is built with the tiny sizes of ``TINY_BY_NAME``, matched against its constructor's argument names
+(its own and those it passes on to its bases), so a new variant needs no entry unless it adds a size argument.
+That every config in ``configs/`` is instantiated is ``tests/test_cli.py::test_config_instantiates``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+from conftest import TINY, quiet_trainer, tiny_datamodule
+
+import gans
+from callbacks import IterationCheckpoint
+from gans.base import GAN, load_gan
+from gans.export import export_generator
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The smallest sizes, by constructor argument NAME (not by variant): 8x8 single-channel images, as the synthetic
+#: MNIST of ``tiny_datamodule`` gives them, and networks a few units wide. Other arguments keep the paper's defaults.
+TINY_BY_NAME = {
+    **TINY,  # image_size, g_features, d_features, latent_dim
+    "channels": 1,
+    "features": 4,  # BEGAN's auto-encoder width
+    "embedding": 8,  # BEGAN's bottleneck
+    "data_shape": (1, 8, 8),  # MLPGAN's samples
+    "g_hidden": (16,),
+    "d_hidden": (16,),
+}
+BATCH = 8  # tiny_datamodule's batch size
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Networks this small gain nothing from intra-op threads, and on a busy machine their spin-waits make a step of
+    the tiny SNGAN 100 times slower (1.4 s instead of 10 ms with 2 threads on 2 shared cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _is_variant(obj: object) -> bool:
+    return isinstance(obj, type) and issubclass(obj, GAN) and obj is not GAN and not inspect.isabstract(obj)
+
+
+VARIANTS = sorted(
+    {obj for name in gans.__all__ if _is_variant(obj := getattr(gans, name))}, key=lambda cls: cls.__name__
+)
+
+
+def argument_names(cls: type[GAN]) -> set[str]:
+    """The named arguments ``cls(...)`` accepts: its ``__init__``'s and, through ``**kwargs``, its bases'."""
+    names = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        parameters = inspect.signature(klass.__init__).parameters.values()
+        names |= {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters) or klass is GAN:
+            break
+    return names
+
+
+def tiny(cls: type[GAN]) -> GAN:
+    names = argument_names(cls)
+    return cls(**{name: value for name, value in TINY_BY_NAME.items() if name in names})
+
+
+def parameters(module: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten().clone() for p in module.parameters()])
+
+
+#: (test, variant) -> a bug this file found in the library, left to be fixed there; the case fails until it is.
+KNOWN_BUGS = {
+    ("test_critic_gives_one_finite_score_per_pack", "BEGAN"): (
+        "BEGAN inherits GAN.critic, which returns its auto-encoder's reconstructions [N, C, H, W], not the scores "
+        "[N / pack] the base documents (BEGAN's score is the reconstruction error); BEGAN overrides d_loss, g_loss and "
+        "_evaluate instead, so any caller of critic() gets images"
+    ),
+}
+
+
+def variants(test):
+    params = [
+        pytest.param(cls, id=cls.__name__, marks=[pytest.mark.xfail(strict=True, reason=reason)] if reason else [])
+        for cls in VARIANTS
+        for reason in [KNOWN_BUGS.get((test.__name__, cls.__name__))]
+    ]
+    return pytest.mark.parametrize("cls", params)(test)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The registry itself
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_every_variant_in_the_package_is_exported():
+    """A variant left out of ``gans.__all__`` would be skipped by every test below without a word."""
+    defined = set()
+    for info in pkgutil.walk_packages(gans.__path__, "gans."):
+        module = importlib.import_module(info.name)
+        defined |= {obj for obj in vars(module).values() if _is_variant(obj) and obj.__module__ == info.name}
+    assert defined, "no variant found in the gans package"
+    assert {cls.__name__ for cls in defined} - set(gans.__all__) == set()
+    assert set(VARIANTS) == defined
+
+
+def test_every_variant_has_a_config():
+    """The developer guide asks for ``configs/<variant>_<data>.yaml`` with each variant."""
+    used = set()
+    for config in ROOT.glob("configs/*.yaml"):
+        model = (yaml.safe_load(config.read_text()) or {}).get("model") or {}
+        class_path = model.get("class_path", "") if isinstance(model, dict) else str(model)
+        used.add(class_path.rpartition(".")[2])
+    assert {cls.__name__ for cls in VARIANTS} - used == set()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Each variant
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@variants
+def test_generates_and_samples(cls):
+    torch.manual_seed(0)
+    model = tiny(cls)
+    fake = model.generate(BATCH)
+    assert fake.shape == (BATCH, 1, 8, 8) and fake.requires_grad and torch.isfinite(fake).all()
+    images = model.sample(4, generator=torch.Generator().manual_seed(0))
+    assert images.shape == (4, 1, 8, 8) and images.min() >= -1 and images.max() <= 1
+    torch.manual_seed(1)  # sample() is seeded by its generator, whatever the global RNG did in between
+    assert torch.equal(images, model.sample(4, generator=torch.Generator().manual_seed(0)))
+
+
+@variants
+def test_critic_gives_one_finite_score_per_pack(cls):
+    """``GAN.critic``'s contract: the discriminator's scores, [N / pack]."""
+    torch.manual_seed(0)
+    model = tiny(cls)
+    for x in (model.sample(BATCH), torch.rand(BATCH, 1, 8, 8) * 2 - 1):
+        scores = model.critic(x)
+        assert scores.shape == (BATCH // model.pack,) and torch.isfinite(scores).all()
+
+
+class Gradients(L.Callback):
+    """Before each optimizer step, the parameters of the stepped network without a gradient or with a non-finite one."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        self.steps = {"generator": 0, "discriminator": 0}
+
+    def on_before_optimizer_step(self, trainer, module, optimizer):
+        network = "generator" if optimizer is trainer.optimizers[0] else "discriminator"
+        self.steps[network] += 1
+        for name, p in getattr(module, network).named_parameters():
+            if p.grad is None:
+                self.problems.append(f"{network}.{name}: no gradient")
+            elif not torch.isfinite(p.grad).all():
+                self.problems.append(f"{network}.{name}: non-finite gradient")
+
+
+@variants
+def test_trains_with_a_finite_gradient_for_every_parameter(cls, synthetic_mnist, tmp_path):
+    """One iteration (n_critic D steps, one G step) through Lightning: d_loss gives every parameter of D a finite
+    gradient, g_loss every parameter of G, both networks change, and every logged value is finite."""
+    L.seed_everything(0, verbose=False)
+    model, gradients = tiny(cls), Gradients()
+    g0, d0 = parameters(model.generator), parameters(model.discriminator)
+    trainer = quiet_trainer(tmp_path, fast_dev_run=model.n_critic, callbacks=[gradients])
+    trainer.fit(model, tiny_datamodule(synthetic_mnist))
+    assert gradients.steps == {"generator": 1, "discriminator": model.n_critic}
+    assert gradients.problems == []
+    assert trainer.global_step == 1 and model.d_steps == model.n_critic
+    assert {"train/d_loss", "train/g_loss"} <= trainer.callback_metrics.keys()
+    assert all(torch.isfinite(v).all() for v in trainer.callback_metrics.values())
+    assert not torch.equal(g0, parameters(model.generator))
+    assert not torch.equal(d0, parameters(model.discriminator))
+
+
+def fit(cls, data_dir, run_dir, max_steps, ckpt_path=None):
+    L.seed_everything(0, verbose=False)  # the data order's seed, which a resumed run must share
+    model = tiny(cls)
+    if ckpt_path is not None:
+        # Other global RNG state, as in a fresh process: all that the resumed run draws must follow from the checkpoint.
+        torch.manual_seed(12345)
+    checkpoint = IterationCheckpoint(dirpath=run_dir / "ckpt", every_n_train_steps=1000)  # saves when the run ends
+    trainer = quiet_trainer(run_dir, max_steps=max_steps, enable_checkpointing=True, callbacks=[checkpoint])
+    trainer.fit(model, tiny_datamodule(data_dir), ckpt_path=ckpt_path)
+    assert trainer.global_step == max_steps and model.d_steps == max_steps * model.n_critic
+    return model
+
+
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")  # the run resumed in its folder
+@variants
+def test_resume_is_exact(cls, synthetic_mnist, tmp_path):
+    """2 iterations, a checkpoint, 2 more: bit for bit the networks (and their buffers) of 4 uninterrupted ones."""
+    whole = fit(cls, synthetic_mnist, tmp_path / "whole", 4)
+    fit(cls, synthetic_mnist, tmp_path / "part", 2)
+    resumed = fit(cls, synthetic_mnist, tmp_path / "part", 4, ckpt_path=tmp_path / "part" / "ckpt" / "last.ckpt")
+    for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+@variants
+def test_round_trips_through_load_gan_and_export(cls, synthetic_mnist, tmp_path):
+    L.seed_everything(0, verbose=False)
+    model = tiny(cls)
+    trainer = quiet_trainer(tmp_path, max_steps=1)
+    trainer.fit(model, tiny_datamodule(synthetic_mnist))
+    z = model.sample_z(5, torch.Generator().manual_seed(0))
+    expected = model.sample(z=z)
+
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    loaded = load_gan(tmp_path / "model.ckpt")
+    assert type(loaded) is cls and loaded.d_steps == model.d_steps
+    assert torch.equal(loaded.sample(z=z), expected)
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+    exported = load_gan(export_generator(model, tmp_path / "generator.safetensors"))
+    assert type(exported) is cls and not exported.training
+    assert torch.equal(exported.sample(z=z), expected)
