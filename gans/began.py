@@ -56,7 +56,15 @@ class BEGAN(GAN):
         if not 0.0 <= k_init <= 1.0:
             raise ConfigurationError(f"k_init={k_init} must lie in [0, 1]")
         if kwargs.get("pack", 1) != 1:
-            raise ConfigurationError("BEGAN's discriminator reconstructs single images: pack must be 1")
+            raise ConfigurationError(f"pack={kwargs['pack']}: BEGAN's discriminator reconstructs single images; expected 1")
+        # BEGAN's own losses (reconstruction errors and k_t) replace the adversarial loss and the penalties on scores:
+        # these settings would be accepted and then have no effect.
+        for name, unused in (("loss", "non_saturating"), ("r1_gamma", 0.0), ("r2_gamma", 0.0)):
+            if kwargs.get(name, unused) != unused:
+                raise ConfigurationError(
+                    f"{name}={kwargs[name]!r}: BEGAN trains with its reconstruction losses and k_t, which take no "
+                    f"adversarial loss or R1/R2 penalty; expected the default {unused!r}"
+                )
         super().__init__(latent_dim=latent_dim, g_optimizer=g_optimizer, d_optimizer=d_optimizer, **kwargs)
         self.gamma, self.lambda_k = gamma, lambda_k
         self.register_buffer("k", torch.tensor(float(k_init)))  # a buffer: saved in checkpoints, moved with the module

@@ -14,6 +14,7 @@ from datamodules import GaussianMixtureDataModule
 from datamodules.mixtures import mixture_modes, mode_coverage, sample_mixture
 from gans import BEGAN, DCGAN, LSGAN, MLPGAN, SNGAN, WGAN, UnrolledGAN
 from gans.base import load_gan
+from gans.errors import ConfigurationError
 from gans.losses import r1_penalty
 from gans.nets import MinibatchDiscrimination, MinibatchStdDev, MLPDiscriminator, ResNetDiscriminator, pack
 from gans.unrolled import unrolled_update
@@ -333,3 +334,15 @@ def test_short_run_on_the_ring_covers_more_than_one_mode(tmp_path):
     modes, quality = mode_coverage(points, data.modes, data.std, min_count=20)
     assert modes > 1, (modes, quality)
     assert math.isfinite(quality)
+
+
+@pytest.mark.parametrize(
+    "setting", [{"loss": "hinge"}, {"r1_gamma": 10.0}, {"r2_gamma": 1.0}, {"pack": 2}], ids=lambda s: next(iter(s))
+)
+def test_began_refuses_settings_it_would_ignore(setting):
+    # Its losses are reconstruction errors balanced by k_t: an adversarial loss, score penalties or packing would be
+    # accepted and then have no effect.
+    name = next(iter(setting))
+    with pytest.raises(ConfigurationError, match=rf"^{name}=.*BEGAN"):
+        BEGAN(**setting)
+    BEGAN(loss="non_saturating", r1_gamma=0.0, r2_gamma=0.0, pack=1)  # the defaults, named, are fine
