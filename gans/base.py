@@ -61,7 +61,8 @@ def check_scheduler(argument: str, optimizer: Any, scheduler: Any) -> LRSchedule
     at the first training step. Returns the stand-in scheduler.
 
     Raises:
-        ValueError: naming ``argument`` (``g_scheduler`` or ``d_scheduler``), the scheduler and why it cannot be built.
+        ConfigurationError: naming ``argument`` (``g_scheduler`` or ``d_scheduler``), the scheduler and why it cannot
+            be built.
     """
     target = _factory_target(scheduler)
     name = getattr(target, "__qualname__", type(target).__qualname__)
@@ -167,10 +168,10 @@ class GAN(L.LightningModule):
             often than its ``total_steps`` allows.
         scheduler_monitor: the logged value that a ``ReduceLROnPlateau`` scheduler watches, e.g. ``"metrics/fid"``
             or ``"val/d_loss"``; required with torch's ``ReduceLROnPlateau`` (a GAN's per-batch loss is no measure
-            of progress), while ``lightning.pytorch.cli.ReduceLROnPlateau`` brings its own ``monitor``, which wins. The scheduler is stepped at
-            ``scheduler_interval`` whenever the value is new (a value computed every N iterations, like FID, every
-            N iterations: its ``patience`` counts evaluations), with the mean over processes. A key that is not
-            logged while others of its kind (``train/``, ``metrics/``) are stops the run with a message.
+            of progress), while ``lightning.pytorch.cli.ReduceLROnPlateau`` brings its own ``monitor``, which wins.
+            The scheduler is stepped at ``scheduler_interval`` whenever the value is new (for FID computed every N
+            iterations, every N iterations: its ``patience`` counts evaluations), with the mean over processes. A key
+            that is not logged while others of its kind (``train/``, ``metrics/``) are stops the run with a message.
         nonfinite: what a non-finite loss term or gradient does: ``"stop"`` raises ``FloatingPointError`` naming the
             loss, the network and the iteration before the step is applied (the checkpoints keep the last good
             state); ``"skip"`` drops that optimizer step, counts it in ``train/skipped_steps`` and goes on (a
@@ -251,26 +252,25 @@ class GAN(L.LightningModule):
         self.g_scheduler = None if g_scheduler is None else optimizer_factory(g_scheduler)
         self.d_scheduler = None if d_scheduler is None else optimizer_factory(d_scheduler)
         self.scheduler_interval = scheduler_interval
-        plateaus = {
-            name: built
-            for name, optimizer, scheduler in (
-                ("g_scheduler", self.g_optimizer, self.g_scheduler), ("d_scheduler", self.d_optimizer, self.d_scheduler)
-            )
-            if scheduler is not None
-            and isinstance(built := check_scheduler(name, optimizer, scheduler), ReduceLROnPlateau)
-        }
+        plateaus = []
+        for name, optimizer, scheduler in (
+            ("g_scheduler", self.g_optimizer, self.g_scheduler), ("d_scheduler", self.d_optimizer, self.d_scheduler)
+        ):
+            built = None if scheduler is None else check_scheduler(name, optimizer, scheduler)
+            if not isinstance(built, ReduceLROnPlateau):
+                continue
+            plateaus.append(name)
+            # A GAN's per-batch loss is no measure of progress: on it the rate would fall every `patience` steps.
+            if scheduler_monitor is None and not getattr(built, "monitor", None):
+                raise ConfigurationError(
+                    f"{name}=ReduceLROnPlateau needs scheduler_monitor, the logged value it watches: e.g. "
+                    "'metrics/fid' (with the GANMetrics callback) or 'val/d_loss' (with validation)"
+                )
         if scheduler_monitor is not None and not plateaus:
             raise ConfigurationError(
                 f"scheduler_monitor={scheduler_monitor!r} is only read by a ReduceLROnPlateau scheduler, and neither "
                 "g_scheduler nor d_scheduler is one"
             )
-        for name, built in plateaus.items():
-            if scheduler_monitor is None and getattr(built, "monitor", None) is None:
-                # A GAN's per-batch loss is no measure of progress: on it the rate would fall every `patience` steps.
-                raise ConfigurationError(
-                    f"{name}=ReduceLROnPlateau needs scheduler_monitor, the logged value it watches: e.g. "
-                    "'metrics/fid' (with the GANMetrics callback) or 'val/d_loss' (with validation)"
-                )
         self.scheduler_monitor = scheduler_monitor
         self._plateau_values: dict[str, float] = {}  # the value each plateau scheduler was last stepped with
         self.nonfinite, self.skip_limit = nonfinite, skip_limit

@@ -56,7 +56,9 @@ class BEGAN(GAN):
         if not 0.0 <= k_init <= 1.0:
             raise ConfigurationError(f"k_init={k_init} must lie in [0, 1]")
         if kwargs.get("pack", 1) != 1:
-            raise ConfigurationError(f"pack={kwargs['pack']}: BEGAN's discriminator reconstructs single images; expected 1")
+            raise ConfigurationError(
+                f"pack={kwargs['pack']}: BEGAN's discriminator reconstructs single images; expected 1"
+            )
         # BEGAN's own losses (reconstruction errors and k_t) replace the adversarial loss and the penalties on scores:
         # these settings would be accepted and then have no effect.
         for name, unused in (("loss", "non_saturating"), ("r1_gamma", 0.0), ("r2_gamma", 0.0)):

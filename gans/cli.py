@@ -289,9 +289,8 @@ class GANCLI(LightningCLI):
         # Lightning's default bar (not one the config names) counts discriminator batches: count iterations instead.
         # Replaced here rather than listed in the default callbacks, which a config's own list would drop.
         bar = trainer.progress_bar_callback
-        configured = config.get("trainer", {}).get("callbacks") or []
-        configured = configured if isinstance(configured, list) else [configured]
-        named = any(str(getattr(c, "class_path", "")).endswith("TQDMProgressBar") for c in configured)
+        configured = _class_configs(config.get("trainer", {}).get("callbacks"))
+        named = any(c["class_path"].endswith("TQDMProgressBar") for c in configured)
         if type(bar) is TQDMProgressBar and not named:
             trainer.callbacks[trainer.callbacks.index(bar)] = GANProgressBar()
         # Lightning's default logger (logger=True) writes hp_metric = -1 to TensorBoard's HPARAMS tab, a placeholder
@@ -311,10 +310,10 @@ class GANCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
-        for subcommand_config in [self.config[self.config["subcommand"]]] if self.config.get("subcommand") else []:
-            _loggers_under_root(subcommand_config.get("trainer") or {})
-        # Before LightningCLI reads the checkpoint's hyperparameters (it loads the file right after parsing).
         subcommand = self.config.get("subcommand")
+        if subcommand:  # before --ckpt_path last searches the loggers' folders
+            _loggers_under_root(self.config[subcommand].get("trainer") or {})
+        # Before LightningCLI reads the checkpoint's hyperparameters (it loads the file right after parsing).
         if subcommand and self.config[subcommand].get("ckpt_path"):
             try:
                 self._resolve_checkpoint(self.config[subcommand])
