@@ -2,7 +2,6 @@
 one to resume from."""
 
 import warnings
-import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from gans.errors import ConfigurationError
-from gans.files import atomic_write
+from gans.files import atomic_write, checkpoint_problem
 
 # Lightning warns on every save under manual optimisation that the checkpoint holds the state after the optimizer
 # step. That is the intended meaning here: the checkpoint of iteration N is the state after N generator steps.
@@ -62,22 +61,6 @@ def atomic_save(obj: Any, path: str | Path) -> None:
             torch.save(obj, f)
 
     atomic_write(path, write)
-
-
-def checkpoint_problem(path: str | Path) -> str | None:
-    """Why ``path`` is not a complete checkpoint file, or ``None`` when it is one. Cheap: ``torch.save`` writes a zip
-    archive whose central directory comes last, so a truncated file has none (the data is not read)."""
-    path = Path(path)
-    if not path.is_file():
-        return "the file does not exist"
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (zipfile.BadZipFile, OSError) as err:
-        return f"truncated or not a checkpoint ({err})"
-    if not any(name.endswith("/data.pkl") or name == "data.pkl" for name in names):
-        return "a zip archive without the data.pkl of a torch checkpoint"
-    return None
 
 
 def newest_complete_checkpoint(folders: Iterable[str | Path]) -> tuple[Path | None, dict[Path, str]]:

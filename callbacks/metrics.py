@@ -326,11 +326,13 @@ class GANMetrics(L.Callback):
         self.extractor.to(module.device)
         real = self.real_statistics(trainer, module)
         rank, world = trainer.global_rank, trainer.world_size
-        # One fixed latent set, drawn on the CPU, so the images do not depend on the device or the process count.
-        z = module.sample_z(self.num_samples, generator=torch.Generator().manual_seed(self.seed)).cpu()
+        # One fixed input set (latents, and labels for a conditional model) asked of the module, drawn on the CPU, so
+        # the images do not depend on the device or the process count.
+        inputs = module.sample_inputs(self.num_samples, generator=torch.Generator().manual_seed(self.seed))
+        mine = {name: value.cpu()[rank::world].split(self.batch_size) for name, value in inputs.items()}
         features, logits = [], []
-        for chunk in z[rank::world].split(self.batch_size):
-            f, lg = self._extract(module.sample(z=chunk, ema=self.ema))
+        for chunk in (dict(zip(mine, values, strict=True)) for values in zip(*mine.values(), strict=True)):
+            f, lg = self._extract(module.sample(**chunk, ema=self.ema))
             features.append(f)
             logits.append(lg)
         fake = _gather_strided(trainer, torch.cat(features), self.num_samples)  # [num_samples, d]

@@ -88,7 +88,7 @@ class Preemption(L.Callback):
         self.saved, self.received = path, signum
         rank_zero_info(
             f"Received {signal.Signals(signum).name}: saved {path} at iteration {trainer.global_step} "
-            f"(discriminator step {getattr(module, 'd_steps', '?')}); resume with --ckpt_path last"
+            f"(discriminator step {getattr(module, 'batches_seen', '?')}); resume with --ckpt_path last"
         )
         if signum in self._requeue_signal(trainer) and trainer.is_global_zero:
             self._requeue()

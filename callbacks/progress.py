@@ -35,10 +35,10 @@ class GANProgressBar(TQDMProgressBar):
         if trainer.max_steps != -1:
             return trainer.global_step, trainer.max_steps
         n_critic = getattr(pl_module, "n_critic", 1)
-        d_steps = getattr(pl_module, "d_steps", None)
-        # Discriminator steps before this epoch: d_steps runs on across epochs, so an epoch's first generator step
+        batches_seen = getattr(pl_module, "batches_seen", None)
+        # Discriminator steps before this epoch: batches_seen runs on across epochs, so an epoch's first generator step
         # need not come after its first n_critic batches.
-        before = d_steps - batches_done if isinstance(d_steps, int) else 0
+        before = batches_seen - batches_done if isinstance(batches_seen, int) else 0
         done = (before + batches_done) // n_critic - before // n_critic
         batches = trainer.num_training_batches  # inf for an iterable without a length
         total = None if math.isinf(batches) else (before + int(batches)) // n_critic - before // n_critic

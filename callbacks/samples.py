@@ -4,6 +4,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torch import Tensor
 from torchvision.io import write_png
@@ -90,6 +91,7 @@ CAPTIONS = {
     "fixed_raw": "trained generator without EMA, fixed latents: the same z as fixed_ema",
     "interpolation": "each row: spherical interpolation between two fixed latents (EMA generator if there is one)",
     "classes": "row k: class k; each column: one latent (EMA generator if there is one)",
+    "scales": "the first row of the fixed grid at each output scale, coarse (top) to fine (bottom)",
 }
 
 
@@ -101,8 +103,10 @@ class SampleGrid(L.Callback):
       ``samples/fixed_raw`` (the trained generator's) instead, from the same latents;
     - ``samples/interpolation``: ``interpolation_rows`` rows, each a spherical interpolation between two fixed
       latents in ``interpolation_steps`` images (0 rows: none);
-    - ``samples/classes``: for a conditional model (``module.num_classes > 0``), one row per class, the same
-      latent in each column.
+    - ``samples/classes`` (for each conditioning the module offers in ``sample_conditions()``, e.g. the labels of a
+      class-conditional model): one row per value, the same latent in each column;
+    - ``samples/scales``: for a generator that also returns lower-resolution outputs (``GeneratorOutput.scales``),
+      the first row of the fixed grid at each scale, coarse to fine, enlarged to the final size.
 
     On W&B each image has a caption saying what it shows (:data:`CAPTIONS`).
 
@@ -147,24 +151,28 @@ class SampleGrid(L.Callback):
         """The grids, by name (``fixed`` or ``fixed_ema`` and ``fixed_raw``, ``interpolation``, ``classes``), as
         images [C, H, W] in [0, 1]."""
         rng = torch.Generator().manual_seed(self.seed)
-        z = module.sample_z(self.num_samples, generator=rng)
+        inputs = module.sample_inputs(self.num_samples, generator=rng)
+        output = module.sample_output(**inputs)
         grids = {}
-        if getattr(module, "generator_ema", None) is not None:
-            grids["fixed_ema"] = to_grid(module.sample(z=z), self.nrow)
-            grids["fixed_raw"] = to_grid(module.sample(z=z, ema=False), self.nrow)
+        if module.generator_ema is not None:
+            grids["fixed_ema"] = to_grid(output.images, self.nrow)
+            grids["fixed_raw"] = to_grid(module.sample(**inputs, ema=False), self.nrow)
         else:
-            grids["fixed"] = to_grid(module.sample(z=z), self.nrow)
-        if self.interpolation_rows:
+            grids["fixed"] = to_grid(output.images, self.nrow)
+        if output.scales:
+            size = output.images.shape[-2:]
+            rows = [F.interpolate(s[: self.nrow], size=size, mode="nearest") for s in (*output.scales, output.images)]
+            grids["scales"] = to_grid(torch.cat(rows), self.nrow)
+        if self.interpolation_rows and module.latent_dim:
             ends = module.sample_z(2 * self.interpolation_rows, generator=rng)  # [2R, d]
             t = torch.linspace(0, 1, self.interpolation_steps)
             path = slerp(ends[0::2], ends[1::2], t).flatten(0, 1)  # [R * T, d]
             grids["interpolation"] = to_grid(module.sample(z=path), self.interpolation_steps)
-        num_classes = getattr(module, "num_classes", 0) or 0
-        if num_classes:
+        for name, values in module.sample_conditions().items():
             columns = min(self.nrow, 10)
-            zc = module.sample_z(columns, generator=rng).repeat(num_classes, 1)  # [K * columns, d]
-            labels = torch.arange(num_classes, device=module.device).repeat_interleave(columns)
-            grids["classes"] = to_grid(module.sample(z=zc, labels=labels), columns)
+            zc = module.sample_z(columns, generator=rng).repeat(len(values), 1)  # [K * columns, d]
+            condition = values.repeat_interleave(columns, dim=0)  # [K * columns, ...]
+            grids["classes"] = to_grid(module.sample(z=zc, **{name: condition}), columns)
         return grids
 
     def _log(self, trainer: L.Trainer, module: L.LightningModule) -> None:

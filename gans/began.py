@@ -9,10 +9,15 @@ from torch import Tensor
 
 from gans.base import GAN
 from gans.errors import ConfigurationError
-from gans.nets.began import BEGANAutoencoder, BEGANDecoder
+from gans.nets import ImageDiscriminator, ImageGenerator
+from gans.outputs import GeneratorOutput
 
 #: Adam with learning rate 1e-4 (the paper; it halves the rate when M_global stalls, left to a scheduler here).
 BEGAN_ADAM = {"class_path": "torch.optim.Adam", "init_args": {"lr": 1e-4, "betas": (0.5, 0.999)}}
+#: The paper's decoder as generator and auto-encoder as discriminator: n = 64 channels (128 for its best CelebA
+#: results), an N_h = 64 code.
+BEGAN_GENERATOR = {"class_path": "gans.nets.BEGANDecoder", "init_args": {"features": 64}}
+BEGAN_DISCRIMINATOR = {"class_path": "gans.nets.BEGANAutoencoder", "init_args": {"embedding": 64, "features": 64}}
 
 
 def reconstruction_loss(autoencoder: torch.nn.Module, x: Tensor) -> Tensor:
@@ -27,10 +32,12 @@ class BEGAN(GAN):
 
     Args:
         latent_dim: N_z, size of z (64 in the paper).
-        embedding: N_h, size of the auto-encoder's code (64).
         channels: image channels.
         image_size: image side, a power of two >= 8.
-        features: n, the channels of the networks (64 in the paper; 128 for its best CelebA results).
+        generator: the generator, ``factory(latent_dim, channels, image_size)``: ``gans.nets.BEGANDecoder`` by
+            default (``features``: n, the channels).
+        discriminator: the auto-encoder, ``factory(channels, image_size)`` returning reconstructions:
+            ``gans.nets.BEGANAutoencoder`` by default (``embedding``: N_h, the code size; ``features``: n).
         gamma: the diversity ratio E[L(G(z))] / E[L(x)] at equilibrium (0.5; the paper shows 0.3 to 0.7).
         lambda_k: the proportional gain of k (0.001).
         k_init: k_0 (0).
@@ -42,10 +49,10 @@ class BEGAN(GAN):
     def __init__(
         self,
         latent_dim: int = 64,
-        embedding: int = 64,
         channels: int = 1,
         image_size: int = 32,
-        features: int = 64,
+        generator: ImageGenerator = BEGAN_GENERATOR,
+        discriminator: ImageDiscriminator = BEGAN_DISCRIMINATOR,
         gamma: float = 0.5,
         lambda_k: float = 0.001,
         k_init: float = 0.0,
@@ -70,8 +77,8 @@ class BEGAN(GAN):
         super().__init__(latent_dim=latent_dim, g_optimizer=g_optimizer, d_optimizer=d_optimizer, **kwargs)
         self.gamma, self.lambda_k = gamma, lambda_k
         self.register_buffer("k", torch.tensor(float(k_init)))  # a buffer: saved in checkpoints, moved with the module
-        self.generator = BEGANDecoder(latent_dim, channels, image_size, features)
-        self.discriminator = BEGANAutoencoder(embedding, channels, image_size, features)
+        self.generator = self.build_network("generator", generator, latent_dim, channels, image_size)
+        self.discriminator = self.build_discriminator(discriminator, channels, image_size)
 
     def sample_z(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """z ~ U[-1, 1]^latent_dim, as in the paper."""
@@ -85,19 +92,18 @@ class BEGAN(GAN):
         m_global = l_real.detach() + (self.gamma * l_real.detach() - l_fake.detach()).abs()
         return {"d_loss": l_real - self.k * l_fake, "l_real": l_real, "l_fake": l_fake, "m_global": m_global}
 
-    def d_loss(self, real: Tensor, fake: Tensor, **cond: Tensor) -> dict[str, Tensor]:
-        terms = self._losses(real, fake.detach())
+    def d_loss(self, real: Tensor, fake: GeneratorOutput, **cond: Tensor) -> dict[str, Tensor]:
+        terms = self._losses(real, fake.images.detach())
         return {**terms, "l_real": terms["l_real"].detach(), "l_fake": terms["l_fake"].detach(), "k": self.k.clone()}
 
-    def g_loss(self, real: Tensor, fake: Tensor, **cond: Tensor) -> dict[str, Tensor]:
-        return {"g_loss": reconstruction_loss(self.discriminator, fake)}
+    def g_loss(self, real: Tensor, fake: GeneratorOutput, **cond: Tensor) -> dict[str, Tensor]:
+        return {"g_loss": reconstruction_loss(self.discriminator, fake.images)}
 
     @torch.no_grad()
     def after_d_step(self, terms: dict[str, Tensor]) -> None:
         balance = self.gamma * terms["l_real"] - terms["l_fake"]
         self.k.copy_((self.k + self.lambda_k * balance).clamp(0.0, 1.0))
 
-    def _evaluate(self, batch: Any, prefix: str) -> None:
-        real, cond = self.unpack(batch)
-        terms = self._losses(real, self.sample(real.shape[0], **cond))
-        self.log_dict({f"{prefix}/{name}": value for name, value in terms.items()}, sync_dist=True)
+    def evaluation_terms(self, real: Tensor, **cond: Tensor) -> dict[str, Tensor]:
+        """BEGAN's losses, k_t's balance and M_global on held-out images against fresh fakes."""
+        return self._losses(real, self.sample(real.shape[0], **cond))

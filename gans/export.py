@@ -11,14 +11,14 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_model, save_model
+from safetensors.torch import save_model
 
-from gans.base import GAN, build_gan, load_gan
+from gans.base import GAN
 from gans.files import atomic_write
+from gans.loading import EXPORT_FORMAT, load_exported, load_gan
 
-FORMAT = "gans.generator/1"
+FORMAT = EXPORT_FORMAT
+__all__ = ["FORMAT", "export_generator", "load_exported", "main"]
 
 
 def export_generator(model: GAN, out: str | Path, ema: bool = True) -> Path:
@@ -41,25 +41,6 @@ def export_generator(model: GAN, out: str | Path, ema: bool = True) -> Path:
     }
     # safetensors alone would create the file with mode 0600, unreadable for the colleagues it is meant for.
     return atomic_write(out, lambda tmp: save_model(network, str(tmp), metadata=metadata))
-
-
-def load_exported(path: str | Path, map_location: str | torch.device = "cpu") -> GAN:
-    """The variant of an exported generator, rebuilt from the file's metadata, with the generator's weights (the
-    discriminator keeps its initial weights), in eval mode."""
-    path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-    except (SafetensorError, OSError) as err:
-        raise ValueError(f"cannot read {str(path)!r} as safetensors: {err}") from err
-    if metadata.get("format") != FORMAT:
-        raise ValueError(f"{str(path)!r} is not a generator exported by gans.export (no format {FORMAT!r} metadata)")
-    model = build_gan(metadata["class_path"], json.loads(metadata["hyper_parameters"]))
-    missing, unexpected = load_model(model.generator, str(path), strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{str(path)!r} does not fit {metadata['class_path']}'s generator: missing {missing}, "
-                         f"unexpected {unexpected}")
-    return model.to(map_location).eval()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,6 +10,7 @@ cannot read.
 
 import os
 import stat
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,3 +46,19 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why ``path`` is not a complete checkpoint file, or ``None`` when it is one. Cheap: ``torch.save`` writes a zip
+    archive whose central directory comes last, so a truncated file has none (the data is not read)."""
+    path = Path(path)
+    if not path.is_file():
+        return "the file does not exist"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as err:
+        return f"truncated or not a checkpoint ({err})"
+    if not any(name.endswith("/data.pkl") or name == "data.pkl" for name in names):
+        return "a zip archive without the data.pkl of a torch checkpoint"
+    return None

@@ -4,10 +4,13 @@ ResNet networks of the paper's CIFAR-10 experiments."""
 from lightning.pytorch.cli import OptimizerCallable
 
 from gans.base import GAN
-from gans.nets.resnet import ResNetDiscriminator, ResNetGenerator
+from gans.nets import ImageDiscriminator, ImageGenerator
 
 #: The paper's setting for the ResNet with hinge loss: alpha = 2e-4, beta1 = 0, beta2 = 0.9, n_dis = 5.
 SNGAN_ADAM = {"class_path": "torch.optim.Adam", "init_args": {"lr": 2e-4, "betas": (0.0, 0.9)}}
+#: Table 4's CIFAR-10 ResNets: a 256-channel generator, a 128-channel spectrally normalised discriminator.
+SNGAN_GENERATOR = {"class_path": "gans.nets.ResNetGenerator", "init_args": {"features": 256}}
+SNGAN_DISCRIMINATOR = {"class_path": "gans.nets.ResNetDiscriminator", "init_args": {"features": 128}}
 
 
 class SNGAN(GAN):
@@ -20,8 +23,10 @@ class SNGAN(GAN):
         latent_dim: size of z (128).
         channels: image channels.
         image_size: image side, a power of two >= 8 (32 in the paper).
-        g_features: generator channels (256).
-        d_features: discriminator channels (128).
+        generator: the generator, ``factory(latent_dim, channels, image_size)``: ``gans.nets.ResNetGenerator``
+            with 256 channels by default.
+        discriminator: the discriminator, ``factory(channels * pack, image_size)``:
+            ``gans.nets.ResNetDiscriminator`` (spectrally normalised) with 128 channels by default.
         loss: adversarial loss name (``hinge``).
         n_critic: discriminator steps per generator step (5).
         g_optimizer: generator optimizer.
@@ -34,8 +39,8 @@ class SNGAN(GAN):
         latent_dim: int = 128,
         channels: int = 3,
         image_size: int = 32,
-        g_features: int = 256,
-        d_features: int = 128,
+        generator: ImageGenerator = SNGAN_GENERATOR,
+        discriminator: ImageDiscriminator = SNGAN_DISCRIMINATOR,
         loss: str = "hinge",
         n_critic: int = 5,
         g_optimizer: OptimizerCallable = SNGAN_ADAM,
@@ -46,5 +51,5 @@ class SNGAN(GAN):
             latent_dim=latent_dim, loss=loss, n_critic=n_critic, g_optimizer=g_optimizer, d_optimizer=d_optimizer,
             **kwargs,
         )
-        self.generator = ResNetGenerator(latent_dim, channels, image_size, g_features)
-        self.discriminator = ResNetDiscriminator(channels * self.pack, image_size, d_features)
+        self.generator = self.build_network("generator", generator, latent_dim, channels, image_size)
+        self.discriminator = self.build_discriminator(discriminator, channels, image_size)

@@ -1,13 +1,15 @@
 """Unrolled GAN (Metz et al. 2017): the generator is trained against the discriminator as it will be after K more
 of its own updates, and backpropagates through those updates."""
 
+import functools
+
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from gans.dcgan import DCGAN
 from gans.errors import ConfigurationError
-from gans.nets.layers import pack as pack_samples
+from gans.outputs import GeneratorOutput
 
 
 def unrolled_update(
@@ -75,22 +77,21 @@ class UnrolledGAN(DCGAN):
         super().__init__(**kwargs)
         self.unroll_steps = unroll_steps
 
-    def g_loss(self, real: Tensor, fake: Tensor, **cond: Tensor) -> dict[str, Tensor]:
+    def g_loss(self, real: Tensor, fake: GeneratorOutput, **cond: Tensor) -> dict[str, Tensor]:
         originals = dict(self.discriminator.named_parameters())
         # The unrolling starts from D's current weights as constants; buffers are copied so that BatchNorm's
         # running statistics of the real D are not updated by the unrolled passes.
         params = {name: p.detach().requires_grad_(True) for name, p in originals.items()}
         buffers = {name: b.clone() for name, b in self.discriminator.named_buffers()}
         real = real.detach()
-        optimizer = self.optimizers()[1].optimizer
+        optimizer = self.trainer.optimizers[list(self.optimized_networks()).index("d")]
         moments: dict[str, tuple[Tensor, Tensor]] = {}
         for step in range(self.unroll_steps):
-            d_real = self._critic_with(params, buffers, real)
-            d_fake = self._critic_with(params, buffers, fake)
+            unrolled = functools.partial(functional_call, self.discriminator, {**params, **buffers})
+            d_real = self.critic(real, unrolled, **cond)
+            d_fake = self.critic(fake, unrolled, **cond)
             loss = self.d_adversarial(d_real, d_fake)
             grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()), create_graph=True)))
             params, moments = unrolled_update(optimizer, originals, params, grads, moments, step)
-        return {"g_loss": self.g_adversarial(self._critic_with(params, buffers, fake))}
-
-    def _critic_with(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor) -> Tensor:
-        return functional_call(self.discriminator, {**params, **buffers}, (pack_samples(x, self.pack),))
+        unrolled = functools.partial(functional_call, self.discriminator, {**params, **buffers})
+        return {"g_loss": self.g_adversarial(self.critic(fake, unrolled, **cond))}

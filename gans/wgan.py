@@ -6,6 +6,7 @@ from torch import Tensor
 
 from gans.dcgan import DCGAN
 from gans.errors import ConfigurationError
+from gans.outputs import GeneratorOutput
 
 #: Algorithm 1 of the paper: RMSProp with alpha = 5e-5 (momentum-based optimizers made the critic unstable).
 WGAN_RMSPROP = {"class_path": "torch.optim.RMSprop", "init_args": {"lr": 5e-5}}
@@ -39,7 +40,7 @@ class WGAN(DCGAN):
         super().__init__(n_critic=n_critic, loss=loss, g_optimizer=g_optimizer, d_optimizer=d_optimizer, **kwargs)
         self.clip_value = clip_value
 
-    def d_loss(self, real: Tensor, fake: Tensor, **cond: Tensor) -> dict[str, Tensor]:
+    def d_loss(self, real: Tensor, fake: GeneratorOutput, **cond: Tensor) -> dict[str, Tensor]:
         terms = super().d_loss(real, fake, **cond)
         terms["wasserstein"] = terms["d_real"] - terms["d_fake"]  # the critic's estimate of W(P_real, P_fake)
         return terms

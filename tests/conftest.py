@@ -71,8 +71,48 @@ def synthetic_mnist(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def tiny_net(**init_args) -> dict:
+    """A network spec without class_path: the variant's default network, 4 channels wide, with ``init_args``."""
+    return {"init_args": {"features": 4, **init_args}}
+
+
 #: Smallest networks the variants accept: 8x8 images, 4 channels wide; enough to exercise every code path fast.
-TINY = {"image_size": 8, "g_features": 4, "d_features": 4, "latent_dim": 8}
+TINY = {"image_size": 8, "latent_dim": 8, "generator": tiny_net(), "discriminator": tiny_net()}
+#: The smallest MLP networks: 16 units, on 8x8 images.
+MLP_TINY = {"latent_dim": 8, "data_shape": (1, 8, 8), "generator": {"init_args": {"hidden": (16,)}},
+            "discriminator": {"init_args": {"hidden": (16,)}}}
+
+#: Tiny values by argument name, for the variants found automatically: the model's sizes, then its networks'.
+TINY_SIZES = {"latent_dim": 8, "channels": 1, "image_size": 8, "data_shape": (1, 8, 8)}
+TINY_NET_ARGS = {"features": 4, "hidden": (16,), "embedding": 8}
+
+
+def tiny_kwargs(cls: type, **overrides) -> dict:
+    """The smallest arguments of GAN variant ``cls``, chosen by argument NAME (not by variant): 8x8 single-channel
+    images and, for each network argument whose default is a spec, the spec's class's size arguments made tiny.
+    ``overrides`` win; a network override's init_args are merged into the tiny ones."""
+    import inspect
+    import typing
+
+    from gans.base import GAN
+
+    params = {}
+    for c in reversed(cls.__mro__):
+        if isinstance(c, type) and issubclass(c, GAN):
+            params.update(inspect.signature(c.__init__).parameters)
+    kwargs = {name: value for name, value in TINY_SIZES.items() if name in params}
+    for name, param in params.items():
+        default = param.default
+        if isinstance(default, dict) and "class_path" in default and name in ("generator", "discriminator"):
+            module_name, _, class_name = default["class_path"].rpartition(".")
+            net = getattr(__import__(module_name, fromlist=[class_name]), class_name)
+            # The factory's first arguments are the sizes the variant passes (its annotation's Callable[[...], ...]).
+            given = len(typing.get_args(param.annotation)[0])
+            accepted = list(inspect.signature(net).parameters)[given:]
+            init = {k: v for k, v in TINY_NET_ARGS.items() if k in accepted}
+            extra = overrides.pop(name, {}).get("init_args", {})
+            kwargs[name] = {"init_args": {**init, **extra}}
+    return {**kwargs, **overrides}
 
 
 def tiny_datamodule(data_dir: Path, batch_size: int = 8):

@@ -63,7 +63,7 @@ def test_ckpt_path_last_resumes_from_the_newest_complete_checkpoint(synthetic_mn
 
     with pytest.warns(UserWarning, match=rf"passing over {broken.resolve()}: truncated"):
         cli = fit(root, synthetic_mnist, "--trainer.max_steps=6", "--ckpt_path=last")
-    assert cli.trainer.global_step == 6 and cli.model.d_steps == 6  # continued from step 4, not from 0
+    assert cli.trainer.global_step == 6 and cli.model.batches_seen == 6  # continued from step 4, not from 0
     assert Path(cli.trainer.checkpoint_callback.dirpath) != first  # a new version folder, found all the same
 
 
@@ -90,5 +90,5 @@ def test_ckpt_path_last_resumes_a_wandb_run_started_without_a_save_dir(synthetic
     cli = main([*args, "--trainer.max_steps=2", "--ckpt_path=last"])
     assert Path(cli.trainer.checkpoint_callback.dirpath).is_relative_to(root)
     cli = main([*args, "--trainer.max_steps=4", "--ckpt_path=last"])
-    assert cli.trainer.global_step == 4 and cli.model.d_steps == 4  # continued from iteration 2
+    assert cli.trainer.global_step == 4 and cli.model.batches_seen == 4  # continued from iteration 2
     assert not list(tmp_path.glob("gans"))  # nothing in the current folder

@@ -6,7 +6,7 @@ import math
 import lightning as L
 import pytest
 import torch
-from conftest import quiet_trainer, tiny_datamodule
+from conftest import MLP_TINY, TINY, quiet_trainer, tiny_datamodule, tiny_kwargs, tiny_net
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
@@ -17,20 +17,21 @@ from gans.base import load_gan
 from gans.errors import ConfigurationError
 from gans.losses import r1_penalty
 from gans.nets import MinibatchDiscrimination, MinibatchStdDev, MLPDiscriminator, ResNetDiscriminator, pack
+from gans.outputs import GeneratorOutput
 from gans.unrolled import unrolled_update
 
-DC = {"image_size": 8, "g_features": 4, "d_features": 4, "latent_dim": 8}
-MLP = {"latent_dim": 8, "data_shape": (1, 8, 8), "g_hidden": (16,), "d_hidden": (16,)}
+DC = TINY
+MLP = MLP_TINY
 TINY_VARIANTS = {
     "gan": (MLPGAN, MLP),
     "gan_minimax_k2": (MLPGAN, {**MLP, "loss": "minimax", "n_critic": 2}),
     "wgan": (WGAN, DC),
     "lsgan": (LSGAN, DC),
     "sngan": (SNGAN, {**DC, "channels": 1}),
-    "r1_r2_lazy": (DCGAN, {**DC, "d_norm": None, "r1_gamma": 10.0, "r2_gamma": 1.0, "reg_every": 2}),
-    "began": (BEGAN, {"image_size": 8, "features": 4, "latent_dim": 8, "embedding": 8}),
-    "minibatch_discrimination": (DCGAN, {**DC, "d_minibatch": "discrimination"}),
-    "minibatch_stddev": (MLPGAN, {**MLP, "d_minibatch": "stddev"}),
+    "r1_r2_lazy": (DCGAN, {**DC, "discriminator": tiny_net(norm=None), "r1_gamma": 10.0, "r2_gamma": 1.0, "reg_every": 2}),
+    "began": (BEGAN, tiny_kwargs(BEGAN)),
+    "minibatch_discrimination": (DCGAN, {**DC, "discriminator": tiny_net(minibatch="discrimination")}),
+    "minibatch_stddev": (MLPGAN, {**MLP, "discriminator": {"init_args": {"hidden": (16,), "minibatch": "stddev"}}}),
     "pacgan": (DCGAN, {**DC, "pack": 2}),
     "pacgan_mlp": (MLPGAN, {**MLP, "pack": 4}),
     "unrolled": (UnrolledGAN, {**DC, "unroll_steps": 2}),
@@ -48,7 +49,7 @@ def test_variant_trains_and_reloads(name, synthetic_mnist, tmp_path):
     g0, d0 = flat(model.generator), flat(model.discriminator)
     trainer = quiet_trainer(tmp_path, fast_dev_run=model.n_critic, enable_checkpointing=False)
     trainer.fit(model, tiny_datamodule(synthetic_mnist))
-    assert trainer.global_step == 1 and model.d_steps == model.n_critic
+    assert trainer.global_step == 1 and model.batches_seen == model.n_critic
     assert not torch.equal(g0, flat(model.generator)) and not torch.equal(d0, flat(model.discriminator))
     assert all(torch.isfinite(v) for v in trainer.callback_metrics.values())
     images = model.sample(4)
@@ -121,7 +122,7 @@ def test_weight_clipping_keeps_every_critic_weight_within_c(synthetic_mnist, tmp
 @pytest.mark.parametrize("gamma, bound", [(0.01, 0.0), (100.0, 1.0)])
 def test_began_k_stays_in_unit_interval(gamma, bound, synthetic_mnist, tmp_path):
     # A huge gain drives k against the lower bound (gamma ~ 0: fakes lose) or the upper one (gamma large).
-    model = BEGAN(image_size=8, features=4, latent_dim=8, embedding=8, lambda_k=50.0, gamma=gamma, k_init=0.5)
+    model = BEGAN(**tiny_kwargs(BEGAN), lambda_k=50.0, gamma=gamma, k_init=0.5)
     ks = []
 
     class Record(L.Callback):
@@ -137,10 +138,10 @@ def test_began_k_stays_in_unit_interval(gamma, bound, synthetic_mnist, tmp_path)
 
 
 def test_began_k_update_follows_the_paper():
-    model = BEGAN(image_size=8, features=4, latent_dim=8, embedding=8, lambda_k=0.1, gamma=0.5, k_init=0.3)
+    model = BEGAN(**tiny_kwargs(BEGAN), lambda_k=0.1, gamma=0.5, k_init=0.3)
     model.after_d_step({"l_real": torch.tensor(0.4), "l_fake": torch.tensor(0.1)})
     assert float(model.k) == pytest.approx(0.3 + 0.1 * (0.5 * 0.4 - 0.1))
-    real, fake = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8)
+    real, fake = torch.randn(4, 1, 8, 8), GeneratorOutput(torch.randn(4, 1, 8, 8))
     terms = model.d_loss(real, fake)
     expected = terms["l_real"] - model.k * terms["l_fake"]
     assert float(terms["d_loss"]) == pytest.approx(float(expected))
@@ -155,28 +156,43 @@ def test_lsgan_targets():
 
 
 def test_lazy_r1_r2_every_k_steps_scaled_by_k():
+    """Lazy regularisation is its own phase, D_reg, run on every k-th batch: the D loss carries no penalty, D_reg's
+    loss is gamma / 2 * k times each penalty, and the discriminator's optimizer gets the official c/(c+1) correction."""
     torch.manual_seed(0)
     gamma1, gamma2, k = 10.0, 2.0, 4
-    model = DCGAN(**DC, d_norm=None, r1_gamma=gamma1, r2_gamma=gamma2, reg_every=k)
-    real, fake = torch.randn(8, 1, 8, 8), torch.randn(8, 1, 8, 8)
+    model = DCGAN(**{**DC, "discriminator": tiny_net(norm=None)}, r1_gamma=gamma1, r2_gamma=gamma2, reg_every=k)
+    real, fake = torch.randn(8, 1, 8, 8), GeneratorOutput(torch.randn(8, 1, 8, 8))
     plain = model.d_adversarial(model.critic(real), model.critic(fake))
-    for step in range(2 * k):
-        model.d_steps = step
-        terms = model.d_loss(real, fake)
-        if step % k:
-            assert "r1" not in terms and "r2" not in terms
-            assert float(terms["d_loss"]) == pytest.approx(float(plain), rel=1e-5)
-            continue
-        x = real.clone().requires_grad_(True)
-        r1 = r1_penalty(model.critic(x), x)
-        assert float(terms["r1"]) == pytest.approx(float(r1), rel=1e-5) and float(r1) > 0
-        expected = plain + gamma1 / 2 * k * terms["r1"] + gamma2 / 2 * k * terms["r2"]
-        assert float(terms["d_loss"]) == pytest.approx(float(expected), rel=1e-5)
+    d_reg = next(p for p in model.schedule.phases if p.name == "D_reg")
+    assert d_reg.lazy and d_reg.optimizer == "d" and d_reg.fake == "detached"  # R2 needs fakes
+    assert [t for t in range(1, 3 * k + 1) if model.schedule.due(d_reg, t)] == [k, 2 * k, 3 * k]
+    terms = model.d_loss(real, fake)
+    assert "r1" not in terms and "r2" not in terms
+    assert float(terms["d_loss"]) == pytest.approx(float(plain), rel=1e-5)
+    terms = model.d_reg_loss(real, fake)
+    x = real.clone().requires_grad_(True)
+    r1 = r1_penalty(model.critic(x), x)
+    assert float(terms["r1"]) == pytest.approx(float(r1), rel=1e-5) and float(r1) > 0
+    expected = gamma1 / 2 * k * terms["r1"] + gamma2 / 2 * k * terms["r2"]
+    assert float(terms["d_reg"]) == pytest.approx(float(expected), rel=1e-5)
+    # The discriminator steps (k+1)/k times per batch: lr * k/(k+1), beta ** (k/(k+1)); the generator's unchanged.
+    g_opt, d_opt = (config["optimizer"] for config in model.configure_optimizers())
+    ratio = k / (k + 1)
+    assert d_opt.param_groups[0]["lr"] == pytest.approx(2e-4 * ratio)
+    assert d_opt.param_groups[0]["betas"] == pytest.approx((0.5**ratio, 0.999**ratio))
+    assert g_opt.param_groups[0]["lr"] == pytest.approx(2e-4) and g_opt.param_groups[0]["betas"] == (0.5, 0.999)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Packing and the minibatch layers
-# ---------------------------------------------------------------------------------------------------------------
+def test_every_step_r1_is_part_of_the_discriminator_loss():
+    """reg_every=1 (the R1 paper): no D_reg phase, the penalty in every D loss, the optimizer uncorrected."""
+    torch.manual_seed(0)
+    model = DCGAN(**{**DC, "discriminator": tiny_net(norm=None)}, r1_gamma=10.0)
+    assert [p.name for p in model.schedule.phases] == ["D", "G"]
+    real, fake = torch.randn(8, 1, 8, 8), GeneratorOutput(torch.randn(8, 1, 8, 8))
+    terms = model.d_loss(real, fake)
+    plain = model.d_adversarial(model.critic(real), model.critic(fake))
+    assert float(terms["d_loss"]) == pytest.approx(float(plain + 5.0 * terms["r1"]), rel=1e-5)
+    assert model.configure_optimizers()[1]["optimizer"].param_groups[0]["lr"] == pytest.approx(2e-4)
 
 
 def test_pack_joins_m_samples_along_channels():
@@ -324,8 +340,9 @@ def test_short_run_on_the_ring_covers_more_than_one_mode(tmp_path):
     L.seed_everything(0)
     adam = {"class_path": "torch.optim.Adam", "init_args": {"lr": 1e-3, "betas": (0.5, 0.999)}}
     model = MLPGAN(
-        latent_dim=2, data_shape=(2,), g_hidden=(64, 64, 64), g_batch_norm=True, g_tanh=False, d_hidden=(64, 64),
-        d_input_dropout=0, d_dropout=0, g_optimizer=adam, d_optimizer=adam,
+        latent_dim=2, data_shape=(2,), g_optimizer=adam, d_optimizer=adam,
+        generator={"init_args": {"hidden": (64, 64, 64), "batch_norm": True, "tanh": False}},
+        discriminator={"init_args": {"hidden": (64, 64), "input_dropout": 0, "dropout": 0}},
     )
     data = GaussianMixtureDataModule("ring", num_samples=20_000, batch_size=100)
     trainer = quiet_trainer(tmp_path, max_steps=800)

@@ -32,7 +32,8 @@ EXPECTED = {
     "gan_ring": (MLPGAN, ADAM, 1e-3, (0.5, 0.999), 1),
 }
 TINY_ARGS = [
-    "--model.init_args.image_size=8", "--model.init_args.g_features=4", "--model.init_args.d_features=4",
+    "--model.init_args.image_size=8", "--model.init_args.generator.init_args.features=4",
+    "--model.init_args.discriminator.init_args.features=4",
     "--data.init_args.image_size=8", "--data.init_args.batch_size=8", "--data.init_args.download=false",
     "--trainer.enable_progress_bar=false", "--metrics=false",  # no Inception weights on this machine
 ]
@@ -89,7 +90,7 @@ def test_fit_validate_test_in_process(synthetic_mnist, tmp_path):
     data = [f"--data.init_args.data_dir={synthetic_mnist}"]
     cli = main(["fit", "--config", str(ROOT / "configs/wgan_gp_mnist.yaml"), *TINY_ARGS, *data,
                 "--trainer.max_steps=2", f"--trainer.default_root_dir={tmp_path}"])
-    assert cli.trainer.global_step == 2 and cli.model.d_steps == 10
+    assert cli.trainer.global_step == 2 and cli.model.batches_seen == 10
     last = next(tmp_path.rglob("last.ckpt"))
     for command in ("validate", "test"):
         cli = main([command, "--config", str(ROOT / "configs/wgan_gp_mnist.yaml"), *TINY_ARGS, *data,

@@ -21,7 +21,8 @@ from gans.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
-    "--model.init_args.image_size=8", "--model.init_args.g_features=4", "--model.init_args.d_features=4",
+    "--model.init_args.image_size=8", "--model.init_args.generator.init_args.features=4",
+    "--model.init_args.discriminator.init_args.features=4",
     "--trainer.enable_progress_bar=false", "--trainer.max_steps=1",
 ]
 TINY_MNIST = [

@@ -24,7 +24,7 @@ class SaveParametersPerRank(L.Callback):
         state = {
             "generator": [p.detach().clone() for p in module.generator.parameters()],
             "discriminator": [p.detach().clone() for p in module.discriminator.parameters()],
-            "steps": (trainer.global_step, module.d_steps),
+            "steps": (trainer.global_step, module.batches_seen),
         }
         torch.save(state, self.out / f"rank{trainer.global_rank}.pt")
 

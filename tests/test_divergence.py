@@ -65,7 +65,7 @@ def test_skip_drops_the_step_counts_it_and_goes_on(tmp_path):
         trainer.fit(model, poisoned_loader(slice(8, 16)))  # batch 2 of 4 is poisoned
     # D's step on the poisoned batch was skipped; G's step of that iteration was applied (its loss is finite), so
     # the run still made its 4 iterations, in the 4 batches of the epoch, with all weights finite.
-    assert model.skipped_steps == 1 and trainer.global_step == 4 and model.d_steps == 4
+    assert model.skipped_steps == 1 and trainer.global_step == 4 and model.batches_seen == 4
     assert torch.isfinite(parameters(model)).all()
     rows = (Path(logger.log_dir) / "metrics.csv").read_text().splitlines()
     column = rows[0].split(",").index("train/skipped_steps")

@@ -1,7 +1,6 @@
 """The GAN data-parallel strategy: gradients equal to one process's on the combined batch, processes identical,
 training equal to DDP with find_unused_parameters, without a DDP wrapper."""
 
-import inspect
 import os
 import pickle
 from pathlib import Path
@@ -11,7 +10,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import TINY, quiet_trainer, tiny_datamodule
+from conftest import TINY, quiet_trainer, tiny_datamodule, tiny_kwargs
 from lightning.pytorch.strategies import DDPStrategy
 from test_ddp import clean_distributed_env  # noqa: F401 (fixture)
 from torch import nn
@@ -101,19 +100,15 @@ def tiny_variants():
     import gans
     from gans.base import GAN
 
-    sizes = {"latent_dim": 8, "channels": 1, "image_size": 8, "g_features": 4, "d_features": 4, "features": 4,
-             "embedding": 8, "data_shape": (1, 8, 8), "g_hidden": (16,), "d_hidden": (16,)}
     variants = []
     for name in gans.__all__:
         cls = getattr(gans, name)
         if not (isinstance(cls, type) and issubclass(cls, GAN)) or cls is GAN:
             continue
-        # Variants pass **kwargs on to their parents: the arguments of every class up to GAN count.
-        accepted = {p for c in cls.__mro__ if issubclass(c, GAN) for p in inspect.signature(c.__init__).parameters}
-        variants.append(pytest.param(cls, {k: v for k, v in sizes.items() if k in accepted}, id=name))
+        variants.append(pytest.param(cls, tiny_kwargs(cls), id=name))
     # The MLP discriminator's spectral norm too.
-    variants.append(pytest.param(gans.MLPGAN, {"latent_dim": 8, "data_shape": (1, 8, 8), "g_hidden": (16,),
-                                               "d_hidden": (16,), "d_spectral_norm": True}, id="MLPGAN-sn"))
+    sn = tiny_kwargs(gans.MLPGAN, discriminator={"init_args": {"spectral_norm": True}})
+    variants.append(pytest.param(gans.MLPGAN, sn, id="MLPGAN-sn"))
     return variants
 
 
@@ -124,11 +119,11 @@ def test_every_variant_pickles_with_its_state(cls, kwargs):
     torch.manual_seed(0)
     model = cls(**kwargs)
     model.attach_ema()
-    model.d_steps = 7
+    model.batches_seen = 7
     x = model.sample(4, generator=torch.Generator().manual_seed(1))
     model.discriminator(x)
     copy = pickle.loads(pickle.dumps(model))
-    assert type(copy) is cls and copy.d_steps == 7 and copy.hparams == model.hparams
+    assert type(copy) is cls and copy.batches_seen == 7 and copy.hparams == model.hparams
     ours, theirs = model.state_dict(), copy.state_dict()
     assert list(ours) == list(theirs)
     for name, tensor in ours.items():

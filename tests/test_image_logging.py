@@ -63,8 +63,10 @@ def wandb_history(run_dir: Path) -> list[dict]:
 
 def mixture_model():
     """A tiny 2-D point model on the ring mixture: its grids are scatter plots."""
-    points = {"latent_dim": 4, "data_shape": (2,), "g_hidden": (8,), "g_tanh": False, "d_hidden": (8,)}
-    model = MLPGAN(**points, d_pieces=1, d_input_dropout=0.0, d_dropout=0.0)
+    model = MLPGAN(
+        latent_dim=4, data_shape=(2,), generator={"init_args": {"hidden": (8,), "tanh": False}},
+        discriminator={"init_args": {"hidden": (8,), "pieces": 1, "input_dropout": 0.0, "dropout": 0.0}},
+    )
     return model, GaussianMixtureDataModule(mixture="ring", num_samples=64, batch_size=32), {"fixed", "interpolation"}
 
 

@@ -11,7 +11,7 @@ import lightning as L
 import pytest
 import torch
 import torchvision
-from conftest import idx_bytes, synthetic_idx_split, write_idx_dataset
+from conftest import TINY, idx_bytes, synthetic_idx_split, write_idx_dataset
 
 from datamodules import MNISTDataModule
 from datamodules.mnist import read_idx
@@ -328,7 +328,7 @@ def test_on_device_serves_the_same_batches(synthetic_mnist: Path, tmp_path: Path
         trainer = L.Trainer(accelerator="cpu", max_steps=14, logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                             callbacks=[batches], default_root_dir=str(tmp_path))
-        trainer.fit(DCGAN(image_size=8, g_features=4, d_features=4, latent_dim=8), dm)
+        trainer.fit(DCGAN(**TINY), dm)
         runs.append(batches.seen)
         if on_device:
             assert type(dm.train_set).__name__ == "_OnDeviceImages"

@@ -25,7 +25,7 @@ def test_fast_dev_run_updates_both_networks(cls, synthetic_mnist, tmp_path):
     # fast_dev_run=n_critic batches: exactly one iteration (n_critic D steps, one G step).
     trainer = quiet_trainer(tmp_path, fast_dev_run=model.n_critic)
     trainer.fit(model, tiny_datamodule(synthetic_mnist))
-    assert trainer.global_step == 1 and model.d_steps == model.n_critic
+    assert trainer.global_step == 1 and model.batches_seen == model.n_critic
     assert not torch.equal(g0, parameters(model.generator))
     assert not torch.equal(d0, parameters(model.discriminator))
     images = model.sample(6)
@@ -48,7 +48,7 @@ class OptimizerSteps(L.Callback):
     def on_train_end(self, trainer, module):
         g_opt, d_opt = trainer.optimizers
         self.g_steps = int(g_opt.state[next(iter(module.generator.parameters()))]["step"])
-        self.d_steps = int(d_opt.state[next(iter(module.discriminator.parameters()))]["step"])
+        self.batches_seen = int(d_opt.state[next(iter(module.discriminator.parameters()))]["step"])
 
 
 def test_training_length_counts_generator_steps(synthetic_mnist, tmp_path):
@@ -67,7 +67,7 @@ def test_training_length_counts_generator_steps(synthetic_mnist, tmp_path):
     trainer.fit(model, tiny_datamodule(synthetic_mnist))
     assert trainer.global_step == max_steps
     assert steps.g_steps == max_steps
-    assert steps.d_steps == model.d_steps == n_critic * max_steps
+    assert steps.batches_seen == model.batches_seen == n_critic * max_steps
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
         # The last one is written inside epoch 1 (D steps 13 to 15), where the run stopped, not after it.
         "epoch=0-step=2.ckpt", "epoch=0-step=4.ckpt", "epoch=1-step=5.ckpt", "last.ckpt",
@@ -92,8 +92,8 @@ def test_bad_arguments():
         WGANGP(**TINY, n_critic=0)
     with pytest.raises(ValueError, match="loss='wasserstien'"):
         DCGAN(**TINY, loss="wasserstien")
-    with pytest.raises(ValueError, match="d_norm='batch'"):
-        WGANGP(**TINY, d_norm="batch")
+    with pytest.raises(ValueError, match="discriminator=DCGANDiscriminator has BatchNorm"):
+        WGANGP(**{**TINY, "discriminator": {"init_args": {"features": 4, "norm": "batch"}}})
 
 
 @pytest.fixture
@@ -109,7 +109,7 @@ def checkpoint(synthetic_mnist, tmp_path):
 def test_load_gan_rebuilds_the_variant(checkpoint):
     path, model = checkpoint
     loaded = load_gan(path)
-    assert type(loaded) is WGANGP and loaded.latent_dim == TINY["latent_dim"] and loaded.d_steps == 2
+    assert type(loaded) is WGANGP and loaded.latent_dim == TINY["latent_dim"] and loaded.batches_seen == 2
     z = torch.randn(3, TINY["latent_dim"])
     assert torch.equal(loaded.sample(z=z), model.sample(z=z))
 

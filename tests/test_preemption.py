@@ -25,7 +25,7 @@ trainer:
         every_n_train_steps: 2
 model:
   class_path: gans.DCGAN
-  init_args: {image_size: 8, g_features: 4, d_features: 4, latent_dim: 8}
+  init_args: {image_size: 8, latent_dim: 8, generator: {init_args: {features: 4}}, discriminator: {init_args: {features: 4}}}
 data:
   class_path: datamodules.MNISTDataModule
   init_args: {data_dir: DATA, image_size: 8, batch_size: 8, download: false}
@@ -87,7 +87,7 @@ def test_sigterm_saves_then_exits_143_and_resumes(synthetic_mnist, tmp_path):
     last = next(root.rglob("last.ckpt"))
     saved = torch.load(last, weights_only=True)
     assert f"Received SIGTERM: saved {last}" in output and f"at iteration {saved['global_step']}" in output
-    assert saved["global_step"] > 0 and saved["gans"]["d_steps"] == saved["global_step"]
+    assert saved["global_step"] > 0 and saved["gans"]["batches_seen"] == saved["global_step"]
 
     output = resume_and_finish(config, root, saved["global_step"] + 3)
     assert f"--ckpt_path=last: resuming from {last}" in output

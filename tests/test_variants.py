@@ -2,8 +2,8 @@
 gives every parameter a finite gradient, trains, resumes exactly, and round-trips through load_gan and export.
 
 A variant is any concrete subclass of ``gans.base.GAN`` that the ``gans`` package exports; no list of variants is
-kept here. Each is built with the tiny sizes of ``TINY_BY_NAME``, matched against its constructor's argument names
-(its own and those it passes on to its bases), so a new variant needs no entry unless it adds a size argument.
+kept here. Each is built with the tiny sizes of ``conftest.tiny_kwargs``, matched against its constructor's argument
+names and its default networks', so a new variant needs no entry unless it adds a size argument.
 That every config in ``configs/`` is instantiated is ``tests/test_cli.py::test_config_instantiates``.
 """
 
@@ -18,7 +18,7 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from conftest import TINY, quiet_trainer, tiny_datamodule
+from conftest import quiet_trainer, tiny_datamodule, tiny_kwargs
 
 import gans
 from callbacks import IterationCheckpoint
@@ -26,17 +26,6 @@ from gans.base import GAN, load_gan
 from gans.export import export_generator
 
 ROOT = Path(__file__).resolve().parents[1]
-#: The smallest sizes, by constructor argument NAME (not by variant): 8x8 single-channel images, as the synthetic
-#: MNIST of ``tiny_datamodule`` gives them, and networks a few units wide. Other arguments keep the paper's defaults.
-TINY_BY_NAME = {
-    **TINY,  # image_size, g_features, d_features, latent_dim
-    "channels": 1,
-    "features": 4,  # BEGAN's auto-encoder width
-    "embedding": 8,  # BEGAN's bottleneck
-    "data_shape": (1, 8, 8),  # MLPGAN's samples
-    "g_hidden": (16,),
-    "d_hidden": (16,),
-}
 BATCH = 8  # tiny_datamodule's batch size
 
 
@@ -59,22 +48,10 @@ VARIANTS = sorted(
 )
 
 
-def argument_names(cls: type[GAN]) -> set[str]:
-    """The named arguments ``cls(...)`` accepts: its ``__init__``'s and, through ``**kwargs``, its bases'."""
-    names = set()
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass):
-            continue
-        parameters = inspect.signature(klass.__init__).parameters.values()
-        names |= {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
-        if not any(p.kind is p.VAR_KEYWORD for p in parameters) or klass is GAN:
-            break
-    return names
-
-
 def tiny(cls: type[GAN]) -> GAN:
-    names = argument_names(cls)
-    return cls(**{name: value for name, value in TINY_BY_NAME.items() if name in names})
+    """``cls`` with the tiny sizes of ``conftest.tiny_kwargs``, matched against its constructor's argument names (its
+    own and those it passes on to its bases) and its default networks' argument names."""
+    return cls(**tiny_kwargs(cls))
 
 
 def parameters(module: torch.nn.Module) -> torch.Tensor:
@@ -135,7 +112,7 @@ def test_every_variant_has_a_config():
 def test_generates_and_samples(cls):
     torch.manual_seed(0)
     model = tiny(cls)
-    fake = model.generate(BATCH)
+    fake = model.generate(BATCH).images
     assert fake.shape == (BATCH, 1, 8, 8) and fake.requires_grad and torch.isfinite(fake).all()
     images = model.sample(4, generator=torch.Generator().manual_seed(0))
     assert images.shape == (4, 1, 8, 8) and images.min() >= -1 and images.max() <= 1
@@ -181,7 +158,7 @@ def test_trains_with_a_finite_gradient_for_every_parameter(cls, synthetic_mnist,
     trainer.fit(model, tiny_datamodule(synthetic_mnist))
     assert gradients.steps == {"generator": 1, "discriminator": model.n_critic}
     assert gradients.problems == []
-    assert trainer.global_step == 1 and model.d_steps == model.n_critic
+    assert trainer.global_step == 1 and model.batches_seen == model.n_critic
     assert {"train/d_loss", "train/g_loss"} <= trainer.callback_metrics.keys()
     assert all(torch.isfinite(v).all() for v in trainer.callback_metrics.values())
     assert not torch.equal(g0, parameters(model.generator))
@@ -197,7 +174,7 @@ def fit(cls, data_dir, run_dir, max_steps, ckpt_path=None):
     checkpoint = IterationCheckpoint(dirpath=run_dir / "ckpt", every_n_train_steps=1000)  # saves when the run ends
     trainer = quiet_trainer(run_dir, max_steps=max_steps, enable_checkpointing=True, callbacks=[checkpoint])
     trainer.fit(model, tiny_datamodule(data_dir), ckpt_path=ckpt_path)
-    assert trainer.global_step == max_steps and model.d_steps == max_steps * model.n_critic
+    assert trainer.global_step == max_steps and model.batches_seen == max_steps * model.n_critic
     return model
 
 
@@ -223,7 +200,7 @@ def test_round_trips_through_load_gan_and_export(cls, synthetic_mnist, tmp_path)
 
     trainer.save_checkpoint(tmp_path / "model.ckpt")
     loaded = load_gan(tmp_path / "model.ckpt")
-    assert type(loaded) is cls and loaded.d_steps == model.d_steps
+    assert type(loaded) is cls and loaded.batches_seen == model.batches_seen
     assert torch.equal(loaded.sample(z=z), expected)
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert torch.equal(a, b), name

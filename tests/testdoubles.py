@@ -4,6 +4,7 @@ import torch
 from torch import Tensor, nn
 
 from gans import DCGAN
+from gans.outputs import GeneratorOutput
 
 
 class TinyFeatures(nn.Module):
@@ -38,19 +39,22 @@ class LabelShiftDCGAN(DCGAN):
 
     num_classes = 3
 
-    def decode(self, network: nn.Module, z: Tensor, labels: Tensor | None = None) -> Tensor:
+    def sample_conditions(self) -> dict[str, Tensor]:
+        return {"labels": torch.arange(self.num_classes, device=self.device)}
+
+    def decode(self, network: nn.Module, z: Tensor, labels: Tensor | None = None) -> GeneratorOutput:
         if labels is not None:
             z = z.clone()
             z[:, 0] += 3.0 * labels.to(z)
-        return network(z)
+        return GeneratorOutput.of(network(z))
 
 
 class NaNTermOnRankOne(DCGAN):
     """DCGAN that reports a non-finite extra term on process 1 at its second discriminator step while every gradient
     stays finite: only an explicit agreement between processes makes both skip that step."""
 
-    def d_loss(self, real: Tensor, fake: Tensor, **cond: Tensor) -> dict[str, Tensor]:
+    def d_loss(self, real: Tensor, fake: GeneratorOutput, **cond: Tensor) -> dict[str, Tensor]:
         terms = super().d_loss(real, fake, **cond)
-        bad = self.global_rank == 1 and self.d_steps == 1
+        bad = self.global_rank == 1 and self.batches_seen == 2  # counted from 1: the batch being trained on
         terms["probe"] = torch.tensor(float("nan") if bad else 0.0, device=real.device)
         return terms

@@ -1,4 +1,18 @@
-"""Plain ``nn.Module`` networks: no Lightning, no losses."""
+"""Plain ``nn.Module`` networks: no Lightning, no losses.
+
+A variant takes its networks as factories (a ``class_path``/``init_args`` spec on the command line), called with the
+sizes the variant derives from its own arguments, so that any network with the same call fits:
+
+- ``ImageGenerator``: ``factory(latent_dim, channels, image_size)`` -> z [N, latent_dim] to images [N, C, S, S];
+- ``ImageDiscriminator``: ``factory(channels, image_size)`` -> images to scores [N] (``channels`` already multiplied by
+  PacGAN's ``pack``);
+- ``VectorGenerator`` / ``VectorDiscriminator``: ``factory(latent_dim, shape)`` / ``factory(shape)`` for the MLP
+  networks of any sample shape (images or 2-D points).
+"""
+
+from collections.abc import Callable
+
+from torch import nn
 
 from gans.nets.began import BEGANAutoencoder, BEGANDecoder, BEGANEncoder
 from gans.nets.dcgan import DCGANDiscriminator, DCGANGenerator
@@ -6,8 +20,14 @@ from gans.nets.layers import MinibatchDiscrimination, MinibatchStdDev, pack
 from gans.nets.mlp import Maxout, MLPAutoencoder, MLPDiscriminator, MLPGenerator
 from gans.nets.resnet import ResNetDiscriminator, ResNetGenerator
 
+ImageGenerator = Callable[[int, int, int], nn.Module]
+ImageDiscriminator = Callable[[int, int], nn.Module]
+VectorGenerator = Callable[[int, tuple[int, ...]], nn.Module]
+VectorDiscriminator = Callable[[tuple[int, ...]], nn.Module]
+
 __all__ = [
-    "BEGANAutoencoder", "BEGANDecoder", "BEGANEncoder", "DCGANDiscriminator", "DCGANGenerator", "MLPAutoencoder",
+    "BEGANAutoencoder", "BEGANDecoder", "BEGANEncoder", "DCGANDiscriminator", "DCGANGenerator", "ImageDiscriminator",
+    "ImageGenerator", "MLPAutoencoder",
     "MLPDiscriminator", "MLPGenerator", "Maxout", "MinibatchDiscrimination", "MinibatchStdDev", "ResNetDiscriminator",
-    "ResNetGenerator", "pack",
+    "ResNetGenerator", "VectorDiscriminator", "VectorGenerator", "pack",
 ]

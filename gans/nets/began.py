@@ -71,7 +71,7 @@ class BEGANEncoder(nn.Module):
 class BEGANAutoencoder(nn.Module):
     """BEGAN's discriminator: image [N, C, H, W] -> its reconstruction [N, C, H, W]."""
 
-    def __init__(self, embedding: int = 64, channels: int = 1, image_size: int = 32, features: int = 64) -> None:
+    def __init__(self, channels: int = 1, image_size: int = 32, embedding: int = 64, features: int = 64) -> None:
         super().__init__()
         self.encoder = BEGANEncoder(embedding, channels, image_size, features)
         self.decoder = BEGANDecoder(embedding, channels, image_size, features)

@@ -1,0 +1,110 @@
+"""Rebuilding a GAN from what training or ``gans.export`` wrote: ``load_gan`` for checkpoints and exported
+generators, ``build_gan`` for an untrained variant from saved hyperparameters.
+
+Nothing here imports a variant or a callback: the variant is named by the file (its class path) and imported through
+Lightning's ``instantiate_class``, so this module sits below every other and creates no import cycle.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from lightning.pytorch.cli import instantiate_class
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_model
+
+from gans.errors import ConfigurationError
+from gans.files import checkpoint_problem
+
+if TYPE_CHECKING:
+    from gans.base import GAN
+
+#: The format tag of a generator written by ``gans.export``.
+EXPORT_FORMAT = "gans.generator/1"
+
+
+def build_gan(class_path: str, hyper_parameters: Mapping[str, Any]) -> GAN:
+    """An untrained instance of the variant ``class_path`` built with a checkpoint's hyperparameters."""
+    # Keys starting with "_" are LightningCLI's bookkeeping (_class_path, _instantiator), not arguments.
+    init_args = {k: v for k, v in hyper_parameters.items() if not k.startswith("_")}
+    return instantiate_class((), {"class_path": class_path, "init_args": init_args})
+
+
+def load_gan(path: str | Path, map_location: str | torch.device = "cpu", unsafe_load: bool = False) -> GAN:
+    """Rebuilds the GAN variant a checkpoint of this library was saved from, with its weights, in eval mode.
+
+    ``path`` is a training checkpoint (``.ckpt``) or a generator exported by ``gans.export`` (``.safetensors``:
+    the generator's weights only, no pickle at all). A checkpoint loads with ``weights_only=True``: one that would
+    need arbitrary unpickling (objects other than tensors and plain containers, which can run code while loading) is
+    refused unless ``unsafe_load`` says its source is trusted.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ConfigurationError: the file is truncated, not a checkpoint of this library, or needs unsafe unpickling.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist (expected a .ckpt file written by training)")
+    if path.suffix == ".safetensors":
+        return load_exported(path, map_location)
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise ConfigurationError(f"cannot load checkpoint {str(path)!r}: {problem}")
+    checkpoint = _load_checkpoint(path, map_location, unsafe_load)
+    class_path = checkpoint.get("gans", {}).get("class_path") if isinstance(checkpoint, dict) else None
+    if class_path is None:
+        raise ConfigurationError(f"{str(path)!r} is not a checkpoint of a gans model (it has no 'gans' entry)")
+    model = build_gan(class_path, checkpoint.get("hyper_parameters", {}))
+    model.on_load_checkpoint(checkpoint)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.to(map_location).eval()
+
+
+def _load_checkpoint(path: Path, map_location: str | torch.device, unsafe_load: bool) -> Any:
+    """``torch.load`` with ``weights_only=True``, or without it for a file that needs it when ``unsafe_load``;
+    any failure becomes a ValueError that names the file."""
+    try:
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as err:
+            if not unsafe_load:
+                raise ConfigurationError(
+                    f"{str(path)!r} holds objects that only arbitrary unpickling can load, and unpickling can run any "
+                    f"code ({str(err).splitlines()[0][:200]}). Load it only if you trust its source: --unsafe-load "
+                    "(unsafe_load=True in Python)"
+                ) from err
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except ValueError:
+        raise
+    except Exception as err:
+        raise ConfigurationError(f"cannot load checkpoint {str(path)!r}: {type(err).__name__}: {err}") from err
+
+
+def load_exported(path: str | Path, map_location: str | torch.device = "cpu") -> GAN:
+    """The variant of an exported generator, rebuilt from the file's metadata, with the generator's weights (the
+    discriminator keeps its initial weights), in eval mode.
+
+    Raises:
+        ValueError: the file is not safetensors, not written by ``gans.export``, or does not fit the variant.
+    """
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"cannot read {str(path)!r} as safetensors: {err}") from err
+    if metadata.get("format") != EXPORT_FORMAT:
+        raise ValueError(
+            f"{str(path)!r} is not a generator exported by gans.export (no format {EXPORT_FORMAT!r} metadata)"
+        )
+    model = build_gan(metadata["class_path"], json.loads(metadata["hyper_parameters"]))
+    missing, unexpected = load_model(model.generator, str(path), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{str(path)!r} does not fit {metadata['class_path']}'s generator: missing {missing}, "
+                         f"unexpected {unexpected}")
+    return model.to(map_location).eval()
