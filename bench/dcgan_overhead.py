@@ -239,7 +239,10 @@ class IterationTimer(L.Callback):
 def run_lightning(dm: MNISTDataModule, args: argparse.Namespace, iters: int, profiler: cProfile.Profile | None) -> Run:
     total = args.warmup + iters
     torch.manual_seed(args.seed)
-    module = DCGAN(latent_dim=LATENT_DIM, channels=1, image_size=args.image_size, g_features=WIDTH, d_features=WIDTH)
+    module = DCGAN(
+        latent_dim=LATENT_DIM, channels=1, image_size=args.image_size,
+        generator={"init_args": {"features": WIDTH}}, discriminator={"init_args": {"features": WIDTH}},
+    )
     timer = IterationTimer(args.warmup, total, profiler)
     trainer = L.Trainer(
         accelerator="cpu",

@@ -12,8 +12,7 @@ loading (``gans.loading``).
 """
 
 import copy
-import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Literal
 
 import lightning as L
@@ -35,7 +34,9 @@ from gans.optim import (
     correct_for_lazy_regularization,
     from_spec,
     fused_where_supported,
+    restore_configured_steps,
     spec_of,
+    with_default_spec,
 )
 from gans.outputs import GeneratorOutput
 from gans.phases import Phase, Schedule
@@ -82,38 +83,29 @@ class GAN(L.LightningModule):
         reg_every: lazy regularisation (Karras et al. 2020): with ``reg_every`` c > 1 the R1/R2 penalties are a phase
             of their own (``D_reg``), run every c-th discriminator step with weight c, and the discriminator's optimizer
             gets the official correction lr * c/(c+1), betas ** (c/(c+1)); 1 adds them to every discriminator loss.
-        g_optimizer: optimizer of the generator's parameters (``--model.g_optimizer.lr=...`` on the CLI).
+        g_optimizer: optimizer of the generator's parameters (``--model.g_optimizer.lr=...`` on the CLI), a
+            ``class_path``/``init_args`` spec or a factory (``gans.optim``).
         d_optimizer: optimizer of the discriminator's parameters.
-        g_scheduler: optional learning-rate scheduler of the generator, stepped by hand at ``scheduler_interval``.
-        d_scheduler: optional learning-rate scheduler of the discriminator, stepped likewise.
+        g_scheduler: optional learning-rate scheduler of the generator, stepped by hand (``gans.optim.Schedules``:
+            refused when the model is built if its configuration cannot make one, and when fitting starts if the run
+            would step it past its ``total_steps``).
+        d_scheduler: optional learning-rate scheduler of the discriminator.
         scheduler_interval: ``"step"`` steps the schedulers after every iteration, ``"epoch"`` after every epoch.
-            A scheduler is refused when the model is built if its configuration cannot make one (a missing
-            ``T_max``, ``OneCycleLR`` without ``total_steps``), and when fitting starts if it would be stepped more
-            often than its ``total_steps`` allows.
-        scheduler_monitor: the logged value that a ``ReduceLROnPlateau`` scheduler watches, e.g. ``"metrics/fid"``
-            or ``"val/d_loss"``; required with torch's ``ReduceLROnPlateau`` (a GAN's per-batch loss is no measure
-            of progress), while ``lightning.pytorch.cli.ReduceLROnPlateau`` brings its own ``monitor``, which wins.
-            The scheduler is stepped at ``scheduler_interval`` whenever the value is new (for FID computed every N
-            iterations, every N iterations: its ``patience`` counts evaluations), with the mean over processes. A key
-            that is not logged while others of its kind (``train/``, ``metrics/``) are stops the run with a message.
-        nonfinite: what a non-finite loss term or gradient does: ``"stop"`` raises ``FloatingPointError`` naming the
-            loss, the network and the iteration before the step is applied (the checkpoints keep the last good
-            state); ``"skip"`` drops that optimizer step, counts it in ``train/skipped_steps`` and goes on (a
-            skipped generator step does not count as an iteration). Under DDP all processes take the same decision.
-            Under fp16 mixed precision the GradScaler skips such steps itself (as it must while it calibrates its
-            scale); they are counted, and stop the run only after ``skip_limit`` in a row (``gans.guard``).
-        skip_limit: with ``nonfinite="skip"``, the number of one network's steps skipped in a row after which
-            training stops anyway (its weights or the data have gone bad for good); 0 never stops.
-        clip_grad_norm: the largest L2 norm of each optimizer step's gradient (all of one optimizer's parameters
-            together); larger ones are scaled down to it, after the gradients are averaged over processes and, under
-            fp16 mixed precision, unscaled. The norm before clipping is logged as ``train/g_grad_norm`` and
-            ``train/d_grad_norm``. None: no clipping (none of the classic GANs' papers clips).
-        channels_last: keep the networks' 4-D weights and the image batches in the channels-last memory format,
-            which tensor cores prefer for convolutions (on GPU, with mixed precision); the math is the same.
-        compile: networks to compile with ``torch.compile`` when training starts (``"generator"``,
-            ``"discriminator"``). A discriminator under an input-gradient penalty (WGAN-GP, R1, R2) or unrolled cannot
-            be compiled: those need its double backward. A network dynamo cannot compile stops the run with dynamo's
-            error: leave it out.
+        scheduler_monitor: the logged value a ``ReduceLROnPlateau`` watches (``"metrics/fid"``, ``"val/d_loss"``),
+            required with torch's; it steps whenever the value is new, with the mean over processes.
+        nonfinite: what a non-finite loss term or gradient does (``gans.guard.StepGuard``): ``"stop"`` raises
+            ``FloatingPointError`` naming it before the step is applied; ``"skip"`` drops that optimizer step, counts
+            it in ``train/skipped_steps`` and goes on (a skipped generator step is no iteration). Under DDP all
+            processes decide together; under fp16 the GradScaler's own skips are counted.
+        skip_limit: with ``nonfinite="skip"``, one network's steps skipped in a row after which training stops; 0
+            never stops.
+        clip_grad_norm: the largest L2 norm of each optimizer step's gradient, applied after the all-reduce and the
+            fp16 unscaling; the norm before clipping is logged as ``train/g_grad_norm`` / ``train/d_grad_norm``. None:
+            no clipping (none of the classic GANs' papers clips).
+        channels_last: keep 4-D weights and image batches channels-last (tensor cores prefer it); the math is the same.
+        compile: networks to ``torch.compile`` when training starts (``"generator"``, ``"discriminator"``); a
+            discriminator under an input-gradient penalty or unrolled cannot be (no double backward); a network dynamo
+            cannot compile stops the run with dynamo's error.
 
     Raises:
         ConfigurationError: a value outside the ranges above.
@@ -193,20 +185,8 @@ class GAN(L.LightningModule):
         spec, a class, or a factory such as LightningCLI gives) from the ``sizes`` the variant derives (latent size,
         channels, image size). A spec without ``class_path`` (``{"init_args": {"features": 32}}``) changes the
         variant's default network. The spec is recorded in the hyperparameters, so ``load_gan`` rebuilds the same
-        network.
-
-        Raises:
-            ConfigurationError: a spec without ``class_path`` for an argument whose default is not a spec.
-        """
-        if isinstance(factory, Mapping) and "class_path" not in factory:
-            default = next(
-                (inspect.signature(cls.__init__).parameters[argument].default for cls in type(self).__mro__
-                 if argument in inspect.signature(cls.__init__).parameters),
-                None,
-            )
-            if not isinstance(default, Mapping):
-                raise ConfigurationError(f"{argument}={dict(factory)!r} names no class_path, and there is no default")
-            factory = {**default, "init_args": {**default.get("init_args", {}), **factory.get("init_args", {})}}
+        network."""
+        factory = with_default_spec(type(self), argument, factory)
         network = from_spec(factory)(*sizes)
         if argument in self.hparams:
             self.hparams[argument] = spec_of(factory)
@@ -509,12 +489,7 @@ class GAN(L.LightningModule):
             self.to(memory_format=torch.channels_last)
 
     def on_train_start(self) -> None:
-        # A restored optimizer state brings its parameter groups' step implementation (fused, foreach) along: the
-        # configured one wins, so a run resumed from an unfused optimizer's checkpoint takes the fused step that the
-        # GradScaler now expects of it (an unfused Adam fails when handed its scale).
-        for optimizer in self.trainer.optimizers:
-            for group in optimizer.param_groups:
-                group.update({k: optimizer.defaults[k] for k in ("fused", "foreach") if k in optimizer.defaults})
+        restore_configured_steps(self.trainer.optimizers)
         # After a checkpoint is restored and the EMA copy made (a copy of a compiled module would share its code).
         compile_networks(self, self.compile_networks)
 

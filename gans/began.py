@@ -20,9 +20,9 @@ BEGAN_GENERATOR = {"class_path": "gans.nets.BEGANDecoder", "init_args": {"featur
 BEGAN_DISCRIMINATOR = {"class_path": "gans.nets.BEGANAutoencoder", "init_args": {"embedding": 64, "features": 64}}
 
 
-def reconstruction_loss(autoencoder: torch.nn.Module, x: Tensor) -> Tensor:
-    """L(v) = |v - D(v)|, the L1 reconstruction error (the paper's eta = 1), averaged over pixels and samples."""
-    return (x - autoencoder(x)).abs().mean()
+def reconstruction_error(autoencoder: torch.nn.Module, x: Tensor) -> Tensor:
+    """L(v) = |v - D(v)| per sample, the L1 reconstruction error (the paper's eta = 1) averaged over pixels: [N]."""
+    return (x - autoencoder(x)).abs().flatten(1).mean(dim=1)
 
 
 class BEGAN(GAN):
@@ -86,9 +86,15 @@ class BEGAN(GAN):
             return (torch.rand(n, self.latent_dim, generator=generator) * 2 - 1).to(self.device)
         return torch.rand(n, self.latent_dim, device=self.device) * 2 - 1
 
+    def critic(self, x: Tensor | GeneratorOutput, discriminator: Any = None, **cond: Tensor) -> Tensor:
+        """BEGAN's score of each sample: its auto-encoder's reconstruction error L(v), [N] (low for what D takes as
+        real)."""
+        images = x.images if isinstance(x, GeneratorOutput) else x
+        return reconstruction_error(discriminator or self.discriminator, images)
+
     def _losses(self, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
-        l_real = reconstruction_loss(self.discriminator, real)
-        l_fake = reconstruction_loss(self.discriminator, fake)
+        l_real = self.critic(real).mean()
+        l_fake = self.critic(fake).mean()
         m_global = l_real.detach() + (self.gamma * l_real.detach() - l_fake.detach()).abs()
         return {"d_loss": l_real - self.k * l_fake, "l_real": l_real, "l_fake": l_fake, "m_global": m_global}
 
@@ -97,7 +103,7 @@ class BEGAN(GAN):
         return {**terms, "l_real": terms["l_real"].detach(), "l_fake": terms["l_fake"].detach(), "k": self.k.clone()}
 
     def g_loss(self, real: Tensor, fake: GeneratorOutput, **cond: Tensor) -> dict[str, Tensor]:
-        return {"g_loss": reconstruction_loss(self.discriminator, fake.images)}
+        return {"g_loss": self.critic(fake).mean()}
 
     @torch.no_grad()
     def after_d_step(self, terms: dict[str, Tensor]) -> None:

@@ -28,24 +28,26 @@ ADAM = {"class_path": "torch.optim.Adam", "init_args": {"lr": 2e-4, "betas": (0.
 FUSED_DEVICES = frozenset({"cpu", "cuda", "mps", "xpu"})
 
 
+class SpecFactory:
+    """A callable for a ``{"class_path": ..., "init_args": {...}}`` spec: called with the positional arguments the spec
+    leaves out (an optimizer's parameters, a network's sizes), it builds the class with the spec's ``init_args``
+    through Lightning's ``instantiate_class``. Picklable, so spawned processes get it."""
+
+    def __init__(self, spec: Mapping[str, Any]) -> None:
+        if "class_path" not in spec:
+            raise ConfigurationError(f"spec={dict(spec)!r} has no class_path")
+        self.spec = {"class_path": spec["class_path"], "init_args": dict(spec.get("init_args") or {})}
+
+    def __call__(self, *args: Any) -> Any:
+        return instantiate_class(args, self.spec)
+
+
 def from_spec(spec: Callable | Mapping | type) -> Callable:
-    """A callable from a ``{"class_path": ..., "init_args": {...}}`` spec: called with the positional arguments the
-    spec leaves out (an optimizer's parameters, a network's sizes), it builds the class with the spec's ``init_args``.
-    A class is taken as a spec without ``init_args``; any other callable (a ``functools.partial``, jsonargparse's
-    factory) is returned as it is."""
+    """A callable from a spec (:class:`SpecFactory`); a class is taken as a spec without ``init_args``; any other
+    callable (a ``functools.partial``, jsonargparse's factory) is returned as it is."""
     if isinstance(spec, type):
         spec = {"class_path": f"{spec.__module__}.{spec.__qualname__}"}
-    if not isinstance(spec, Mapping):
-        return spec
-    if "class_path" not in spec:
-        raise ConfigurationError(f"spec={dict(spec)!r} has no class_path")
-    spec = {"class_path": spec["class_path"], "init_args": dict(spec.get("init_args") or {})}
-
-    def build(*args: Any) -> Any:
-        return instantiate_class(args, spec)
-
-    build.spec = spec  # what a checkpoint's hyperparameters record of it
-    return build
+    return SpecFactory(spec) if isinstance(spec, Mapping) else spec
 
 
 def spec_of(factory: Any) -> Any:
@@ -56,7 +58,7 @@ def spec_of(factory: Any) -> Any:
         return {"class_path": factory["class_path"], "init_args": dict(factory.get("init_args") or {})}
     if isinstance(factory, type):
         return {"class_path": f"{factory.__module__}.{factory.__qualname__}", "init_args": {}}
-    if hasattr(factory, "spec"):
+    if isinstance(factory, SpecFactory):
         return factory.spec
     target = factory_target(factory)
     if isinstance(factory, functools.partial) and isinstance(target, type):
@@ -64,9 +66,26 @@ def spec_of(factory: Any) -> Any:
     return factory
 
 
+def with_default_spec(cls: type, argument: str, factory: Any) -> Any:
+    """``factory``, or for a spec without ``class_path`` (``{"init_args": {"features": 32}}``) the default spec of
+    ``cls``'s ``__init__`` argument ``argument`` (its own or, through ``**kwargs``, a base's) with those ``init_args``
+    changed: from Python, the paper's network with other sizes.
+
+    Raises:
+        ConfigurationError: a spec without ``class_path`` for an argument whose default is not a spec.
+    """
+    if not isinstance(factory, Mapping) or "class_path" in factory:
+        return factory
+    signatures = (inspect.signature(klass.__init__).parameters for klass in cls.__mro__)
+    default = next((params[argument].default for params in signatures if argument in params), None)
+    if not isinstance(default, Mapping):
+        raise ConfigurationError(f"{argument}={dict(factory)!r} names no class_path, and its default is no spec")
+    return {**default, "init_args": {**default.get("init_args", {}), **factory.get("init_args", {})}}
+
+
 def factory_target(factory: Any) -> Any:
     """The class or function a (possibly partial) factory calls."""
-    if hasattr(factory, "spec"):
+    if isinstance(factory, SpecFactory):
         module_name, _, name = factory.spec["class_path"].rpartition(".")
         return getattr(__import__(module_name, fromlist=[name]), name)
     if isinstance(factory, functools.partial):
@@ -131,6 +150,15 @@ def fused_where_supported(optimizer: Optimizer) -> Optimizer:
     settings = {name: value for name, value in chosen.items() if name in accepted}
     groups = [{**group, "fused": True} for group in optimizer.param_groups]
     return type(optimizer)(groups, **{**settings, "fused": True})
+
+
+def restore_configured_steps(optimizers: list[Optimizer]) -> None:
+    """Gives each optimizer's parameter groups back the step implementation it was configured with (``fused``,
+    ``foreach``): a restored optimizer state brings its own along, so a run resumed from an unfused optimizer's
+    checkpoint would otherwise keep the unfused step, which fails when the GradScaler hands it its scale."""
+    for optimizer in optimizers:
+        for group in optimizer.param_groups:
+            group.update({k: optimizer.defaults[k] for k in ("fused", "foreach") if k in optimizer.defaults})
 
 
 def lazy_regularization_ratio(interval: int) -> float:
@@ -255,11 +283,11 @@ class Schedules:
             kin = sorted(logged_name for logged_name in logged if logged_name.startswith(family))
             if kin:  # its kind is logged, it is not: a misspelt key would otherwise never step the scheduler
                 raise ConfigurationError(
-                    f"scheduler_monitor={key!r} (the value the {name}'s ReduceLROnPlateau watches) is not logged; "
+                    f"scheduler_monitor={key!r} (the value {self.arguments[name]}=ReduceLROnPlateau watches) is not logged; "
                     f"logged values: {', '.join(kin)}"
                 )
             # Not logged yet (metrics/ every N iterations, val/ after the first validation); Python shows it once.
-            rank_zero_warn(f"scheduler_monitor={key!r} is not logged yet: the {name}'s ReduceLROnPlateau waits")
+            rank_zero_warn(f"scheduler_monitor={key!r} is not logged yet: {self.arguments[name]}=ReduceLROnPlateau waits")
             return
         # The processes' own losses differ: all of them must step with the same value, or their rates would part.
         value = torch.as_tensor(logged[key], dtype=torch.float32, device=trainer.strategy.root_device)

@@ -49,7 +49,8 @@ def test_config_instantiates(config, tmp_path):
     cls, optimizer, lr, betas, n_critic = EXPECTED[config.stem]
     assert type(cli.model) is cls and cli.model.n_critic == n_critic
     assert isinstance(cli.datamodule, GaussianMixtureDataModule if "ring" in config.stem else MNISTDataModule)
-    for network, factory in ((cli.model.generator, cli.model.g_optimizer), (cli.model.discriminator, cli.model.d_optimizer)):
+    factories = cli.model.optimizer_factories
+    for network, factory in ((cli.model.generator, factories["g"]), (cli.model.discriminator, factories["d"])):
         opt = factory(network.parameters())
         assert type(opt) is optimizer and opt.defaults["lr"] == lr
         assert betas is None or tuple(opt.defaults["betas"]) == betas
@@ -70,8 +71,8 @@ def test_optimizer_override_and_short_names(tmp_path):
          f"--trainer.default_root_dir={tmp_path}"],
         run=False,
     )
-    g_opt = cli.model.g_optimizer(cli.model.generator.parameters())
-    d_opt = cli.model.d_optimizer(cli.model.discriminator.parameters())
+    g_opt = cli.model.optimizer_factories["g"](cli.model.generator.parameters())
+    d_opt = cli.model.optimizer_factories["d"](cli.model.discriminator.parameters())
     assert type(cli.model) is WGANGP
     assert g_opt.defaults["lr"] == 3e-4 and tuple(g_opt.defaults["betas"]) == (0.0, 0.9)
     assert d_opt.defaults["lr"] == 1e-4  # the paper's default, untouched

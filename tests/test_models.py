@@ -93,7 +93,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="loss='wasserstien'"):
         DCGAN(**TINY, loss="wasserstien")
     with pytest.raises(ValueError, match="discriminator=DCGANDiscriminator has BatchNorm"):
-        WGANGP(**{**TINY, "discriminator": {"init_args": {"features": 4, "norm": "batch"}}})
+        WGANGP(**{**TINY, "image_size": 32, "discriminator": {"init_args": {"features": 4, "norm": "batch"}}})
 
 
 @pytest.fixture

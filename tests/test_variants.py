@@ -59,13 +59,7 @@ def parameters(module: torch.nn.Module) -> torch.Tensor:
 
 
 #: (test, variant) -> a bug this file found in the library, left to be fixed there; the case fails until it is.
-KNOWN_BUGS = {
-    ("test_critic_gives_one_finite_score_per_pack", "BEGAN"): (
-        "BEGAN inherits GAN.critic, which returns its auto-encoder's reconstructions [N, C, H, W], not the scores "
-        "[N / pack] the base documents (BEGAN's score is the reconstruction error); BEGAN overrides d_loss, g_loss and "
-        "_evaluate instead, so any caller of critic() gets images"
-    ),
-}
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 
 def variants(test):
