@@ -307,8 +307,15 @@ class GAN(L.LightningModule):
         """The fp16 GradScaler's current loss scale, 1.0 without one: what input-gradient penalties multiply the
         scores by before their own backward, as PyTorch's AMP recipe asks, within the bounds that keep that backward
         in float16's range (``gans.losses.input_gradient``)."""
-        scaler = grad_scaler(self._trainer)
+        scaler = grad_scaler(self.attached_trainer)
         return float(scaler.get_scale()) if scaler is not None else 1.0
+
+    @property
+    def attached_trainer(self) -> L.Trainer | None:
+        """The trainer, or ``None`` outside one. Lightning's public ``trainer`` raises when the module is not attached,
+        and offers no public test of it: its ``_trainer`` attribute, ``None`` then, is read here and nowhere else
+        (``tests/test_models.py::test_attached_trainer`` fails if Lightning changes it)."""
+        return self._trainer
 
     # ----------------------------------------------------------------------------------------------------------
     # Sampling, and what the callbacks show and measure
@@ -381,7 +388,7 @@ class GAN(L.LightningModule):
             optimizer = fused_where_supported(self.optimizer_factories[name](params))
             if name in self.schedule.lazy_ratios:
                 correct_for_lazy_regularization(optimizer, self.schedule.lazy_ratios[name])
-            scheduler = self.schedules.build(name, optimizer, self._trainer, self.schedule.batches_per_iteration)
+            scheduler = self.schedules.build(name, optimizer, self.attached_trainer, self.schedule.batches_per_iteration)
             if scheduler is None:
                 configs.append({"optimizer": optimizer})
                 continue

@@ -159,3 +159,17 @@ def test_image_size_mismatch_is_refused(synthetic_mnist, tmp_path):
     model = DCGAN(**{**TINY, "image_size": 16})  # the data module makes 8x8 images
     with pytest.raises(ValueError, match=r"images of shape \(1, 8, 8\) but the generator makes \(1, 16, 16\)"):
         quiet_trainer(tmp_path, max_steps=1).fit(model, tiny_datamodule(synthetic_mnist))
+
+
+def test_attached_trainer(synthetic_mnist, tmp_path):
+    """The one private Lightning attribute the base reads (LightningModule._trainer), through one wrapper."""
+    model = DCGAN(**TINY)
+    assert model.attached_trainer is None
+    seen = []
+
+    class Probe(L.Callback):
+        def on_train_batch_start(self, trainer, module, *args):
+            seen.append(module.attached_trainer is trainer)
+
+    quiet_trainer(tmp_path, max_steps=1, callbacks=[Probe()]).fit(model, tiny_datamodule(synthetic_mnist))
+    assert seen == [True]

@@ -4,6 +4,8 @@ import torch
 from torch import Tensor, nn
 
 from gans import DCGAN
+from gans.base import GAN
+from gans.nets import ImageDiscriminator, ImageGenerator
 from gans.outputs import GeneratorOutput
 
 
@@ -58,3 +60,134 @@ class NaNTermOnRankOne(DCGAN):
         bad = self.global_rank == 1 and self.batches_seen == 2  # counted from 1: the batch being trained on
         terms["probe"] = torch.tensor(float("nan") if bad else 0.0, device=real.device)
         return terms
+
+
+class WsGenerator(nn.Module):
+    """A generator returning the structure: images and per-layer latents ``ws`` [N, 2, latent_dim], and a 4x4 output
+    as a lower scale. ``factory(latent_dim, channels, image_size)``, so it fits DCGAN's ``generator`` argument."""
+
+    def __init__(self, latent_dim: int = 8, channels: int = 1, image_size: int = 8) -> None:
+        super().__init__()
+        self.mapping = nn.Linear(latent_dim, latent_dim)
+        self.synthesis = nn.Linear(2 * latent_dim, channels * image_size * image_size)
+        self.shape = (channels, image_size, image_size)
+
+    def forward(self, z: Tensor) -> GeneratorOutput:
+        w = self.mapping(z)
+        ws = torch.stack([w, w * 0.5], dim=1)  # [N, 2, latent_dim]
+        images = torch.tanh(self.synthesis(ws.flatten(1))).view(-1, *self.shape)
+        return GeneratorOutput(images, ws=ws, scales=(nn.functional.avg_pool2d(images, 2),))
+
+
+class PathLengthDCGAN(DCGAN):
+    """DCGAN with StyleGAN2's schedule shape: a lazy G-regularisation phase every ``g_reg_every`` iterations whose loss
+    reads the generator's ``ws`` (a path-length-like term: the squared norm of the images' gradient w.r.t. ws)."""
+
+    def __init__(self, g_reg_every: int = 2, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.g_reg_every = g_reg_every
+        self.g_reg_batches: list[int] = []
+
+    def phases(self):
+        from gans.phases import Phase
+
+        g_reg = Phase("G_reg", "g", "g_reg_loss", "g_reg", every=self.g_reg_every, clock="iteration", fake="none",
+                      lazy=True)
+        return (*super().phases(), g_reg)
+
+    def g_reg_loss(self, real: Tensor, fake: None, **cond: Tensor) -> dict[str, Tensor]:
+        self.g_reg_batches.append(self.batches_seen)
+        out = self.generate(max(1, real.shape[0] // 2), **cond)  # StyleGAN2's batch shrink
+        (grad,) = torch.autograd.grad(out.images.sum(), out.ws, create_graph=True)
+        penalty = grad.square().sum(dim=2).mean()
+        return {"g_reg": penalty * self.g_reg_every, "pl": penalty.detach()}
+
+
+class QHeadDCGAN(DCGAN):
+    """InfoGAN's shape: a third network, a Q head on the discriminator's input, trained with the generator's optimizer
+    on a term of the generator's loss."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.q_head = nn.Sequential(nn.Flatten(), nn.LazyLinear(2))
+        self.q_head(torch.zeros(1, 1, kwargs.get("image_size", 32), kwargs.get("image_size", 32)))
+
+    def optimized_networks(self) -> dict[str, tuple[str, ...]]:
+        return {"g": ("generator", "q_head"), "d": ("discriminator",)}
+
+    def g_loss(self, real: Tensor, fake: GeneratorOutput, **cond: Tensor) -> dict[str, Tensor]:
+        terms = super().g_loss(real, fake, **cond)
+        q = self.q_head(fake.images).square().mean()
+        return {**terms, "g_loss": terms["g_loss"] + q, "q": q.detach()}
+
+
+class ImagePool(nn.Module):
+    """A stateful piece without tensors of fixed shape: the images it holds travel in the state dict through
+    ``get_extra_state`` (CycleGAN's history pool has this shape)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[Tensor] = []
+
+    def get_extra_state(self) -> dict:
+        return {"images": [t.clone() for t in self.images]}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.images = list(state["images"])
+
+
+class PoolingDCGAN(DCGAN):
+    """DCGAN keeping the first fake of every discriminator step in an image pool."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.pool = ImagePool()
+
+    def d_loss(self, real: Tensor, fake: GeneratorOutput, **cond: Tensor) -> dict[str, Tensor]:
+        self.pool.images.append(fake.images[0].detach().cpu())
+        return super().d_loss(real, fake, **cond)
+
+
+class SourceToTarget(nn.Module):
+    """A translation network: source images to target images of the same size; ``factory(latent_dim, channels,
+    image_size)`` like any image generator, with no latent to use."""
+
+    def __init__(self, latent_dim: int = 0, channels: int = 1, image_size: int = 8) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, source: Tensor) -> Tensor:
+        return torch.tanh(self.conv(source))
+
+
+SOURCE_TO_TARGET = {"class_path": "testdoubles.SourceToTarget"}
+PAIR_DISCRIMINATOR = {"class_path": "gans.nets.DCGANDiscriminator", "init_args": {"features": 4}}
+
+
+class TinyTranslation(GAN):
+    """A translation model without z: ``latent_dim=0``, batches of (source, target), the generator fed the source,
+    the discriminator the pair (conditional, as pix2pix's)."""
+
+    batch_kinds = ("paired",)
+
+    def __init__(
+        self,
+        image_size: int = 8,
+        generator: ImageGenerator = SOURCE_TO_TARGET,
+        discriminator: ImageDiscriminator = PAIR_DISCRIMINATOR,
+        **kwargs,
+    ) -> None:
+        super().__init__(latent_dim=0, **kwargs)
+        self.generator = self.build_network("generator", generator, 0, 1, image_size)
+        self.discriminator = self.build_discriminator(discriminator, 2, image_size)  # (source, image) stacked
+
+    def unpack(self, batch):
+        source, target = batch
+        return target, {"source": source}
+
+    def decode(self, network: nn.Module, z: Tensor, source: Tensor) -> GeneratorOutput:
+        return GeneratorOutput.of(network(source))
+
+    def critic(self, x, discriminator=None, source: Tensor | None = None) -> Tensor:
+        images = x.images if isinstance(x, GeneratorOutput) else x
+        return (discriminator or self.discriminator)(torch.cat([source, images], dim=1))

@@ -1,0 +1,149 @@
+"""The base's shape for the coming families: phases as data, generator outputs as a structure, several named
+networks, injected networks that load_gan rebuilds, stateful pieces in checkpoints, a model without z."""
+
+import lightning as L
+import pytest
+import torch
+from conftest import TINY, quiet_trainer, tiny_datamodule
+from testdoubles import PathLengthDCGAN, PoolingDCGAN, QHeadDCGAN, TinyTranslation, WsGenerator
+from torch.utils.data import DataLoader, TensorDataset
+
+from callbacks import IterationCheckpoint, SampleGrid
+from gans import DCGAN
+from gans.base import load_gan
+from gans.errors import ConfigurationError
+from gans.nets import ResNetGenerator
+from gans.optim import with_default_spec
+from gans.outputs import GeneratorOutput
+from gans.phases import Phase, Schedule
+
+WS_GENERATOR = {"class_path": "testdoubles.WsGenerator"}
+
+
+def test_schedule_arithmetic_and_validation():
+    d = Phase("D", "d", "d_loss", "d_loss")
+    g = Phase("G", "g", "g_loss", "g_loss", every=3, fake="graph", iteration=True)
+    d_reg = Phase("D_reg", "d", "d_reg_loss", "d_reg", every=4, lazy=True)
+    g_reg = Phase("G_reg", "g", "g_reg_loss", "g_reg", every=2, clock="iteration", lazy=True)
+    schedule = Schedule((d, d_reg, g, g_reg), ["g", "d"])
+    batches = range(1, 13)
+    assert [t for t in batches if schedule.due(d, t)] == list(batches)
+    assert [t for t in batches if schedule.due(g, t)] == [3, 6, 9, 12]
+    assert [t for t in batches if schedule.due(d_reg, t)] == [4, 8, 12]
+    assert [t for t in batches if schedule.due(g_reg, t)] == [6, 12]  # every 2nd iteration
+    assert schedule.batches_per_iteration == 3
+    # c = main-phase runs per lazy run: D_reg spans 4 D steps, G_reg 2 G steps.
+    assert schedule.lazy_ratios == {"d": pytest.approx(4 / 5), "g": pytest.approx(2 / 3)}
+    with pytest.raises(ConfigurationError, match="exactly one must complete an iteration"):
+        Schedule((d,), ["g", "d"])
+    with pytest.raises(ConfigurationError, match="steps optimizer 'q'"):
+        Schedule((d, g, Phase("Q", "q", "q_loss", "q_loss")), ["g", "d"])
+    with pytest.raises(ConfigurationError, match="list it after 'G'"):
+        Schedule((d, g_reg, g), ["g", "d"])
+    with pytest.raises(ConfigurationError, match="needs a main phase"):
+        Schedule((g, Phase("D_reg", "d", "d_reg_loss", "d_reg", lazy=True)), ["g", "d"])
+    with pytest.raises(ConfigurationError, match="every=0"):
+        Phase("D", "d", "d_loss", "d_loss", every=0)
+
+
+def test_g_reg_phase_reads_ws_runs_every_kth_iteration_and_is_corrected(synthetic_mnist, tmp_path):
+    """StyleGAN2's schedule shape: a lazy G-regularisation phase every 2nd iteration, its loss reading the generator's
+    ws; the generator's optimizer gets lr * 2/3 and beta ** (2/3); global_step still counts G steps only."""
+    torch.manual_seed(0)
+    model = PathLengthDCGAN(**{**TINY, "generator": WS_GENERATOR}, n_critic=2, g_reg_every=2)
+    optimizers = {}
+
+    class Record(L.Callback):
+        def on_train_start(self, trainer, module):
+            optimizers.update(zip(module.optimized_networks(), trainer.optimizers, strict=True))
+
+    trainer = quiet_trainer(tmp_path, max_steps=4, callbacks=[Record()])
+    trainer.fit(model, tiny_datamodule(synthetic_mnist))
+    assert trainer.global_step == 4 and model.batches_seen == 8
+    assert model.g_reg_batches == [4, 8]  # iterations 2 and 4, each the 2nd batch of its iteration
+    assert {"train/g_reg", "train/pl", "train/g_loss", "train/d_loss"} <= trainer.callback_metrics.keys()
+    assert float(trainer.callback_metrics["train/pl"]) > 0
+    g_group, d_group = optimizers["g"].param_groups[0], optimizers["d"].param_groups[0]
+    assert g_group["lr"] == pytest.approx(2e-4 * 2 / 3) and g_group["betas"] == pytest.approx((0.5 ** (2 / 3), 0.999 ** (2 / 3)))
+    assert d_group["lr"] == pytest.approx(2e-4) and d_group["betas"] == (0.5, 0.999)
+    # G's optimizer stepped once per iteration and once per G_reg: 4 + 2.
+    assert int(optimizers["g"].state[next(iter(model.generator.parameters()))]["step"]) == 6
+
+
+def test_generator_outputs_reach_losses_samples_and_grids():
+    torch.manual_seed(0)
+    model = DCGAN(**{**TINY, "generator": WS_GENERATOR})
+    output = model.sample_output(3)
+    assert isinstance(output, GeneratorOutput) and output.images.shape == (3, 1, 8, 8)
+    assert output.ws.shape == (3, 2, 8) and output.scales[0].shape == (3, 1, 4, 4)
+    assert torch.equal(model.sample(z=torch.zeros(2, 8)), model.sample_output(z=torch.zeros(2, 8)).images)
+    assert output.detach().ws.grad_fn is None
+    grids = SampleGrid(num_samples=4, interpolation_rows=1, interpolation_steps=3).images(model)
+    assert {"fixed", "interpolation", "scales"} <= grids.keys()
+    assert grids["scales"].shape[1:] == grids["fixed"].shape[1:]  # two rows of two 8x8 images: the same grid size
+
+
+def test_q_head_trains_with_the_generators_optimizer(synthetic_mnist, tmp_path):
+    torch.manual_seed(0)
+    model = QHeadDCGAN(**TINY)
+    before = [p.detach().clone() for p in model.q_head.parameters()]
+    trainer = quiet_trainer(tmp_path, max_steps=2)
+    trainer.fit(model, tiny_datamodule(synthetic_mnist))
+    g_params = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
+    assert all(id(p) in g_params for p in model.q_head.parameters())
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.q_head.parameters(), strict=True))
+    assert "train/q" in trainer.callback_metrics
+
+
+def test_stateful_pieces_travel_with_checkpoints(synthetic_mnist, tmp_path):
+    torch.manual_seed(0)
+    model = PoolingDCGAN(**TINY)
+    checkpoint = IterationCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3, save_last=False)
+    trainer = quiet_trainer(tmp_path, max_steps=3, callbacks=[checkpoint], enable_checkpointing=True)
+    trainer.fit(model, tiny_datamodule(synthetic_mnist))
+    (path,) = (tmp_path / "ckpt").glob("*.ckpt")
+    loaded = load_gan(path)
+    assert len(loaded.pool.images) == 3
+    assert all(torch.equal(a, b) for a, b in zip(loaded.pool.images, model.pool.images, strict=True))
+
+
+def test_a_swapped_network_is_configuration_that_load_gan_rebuilds(synthetic_mnist, tmp_path):
+    torch.manual_seed(0)
+    model = DCGAN(**{**TINY, "generator": {"class_path": "gans.nets.ResNetGenerator", "init_args": {"features": 4}}})
+    assert isinstance(model.generator, ResNetGenerator)
+    assert model.hparams["generator"] == {"class_path": "gans.nets.ResNetGenerator", "init_args": {"features": 4}}
+    # A spec without class_path is the default network with other sizes, recorded whole.
+    assert model.hparams["discriminator"]["class_path"] == "gans.nets.DCGANDiscriminator"
+    checkpoint = IterationCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_last=False)
+    quiet_trainer(tmp_path, max_steps=1, callbacks=[checkpoint], enable_checkpointing=True).fit(
+        model, tiny_datamodule(synthetic_mnist)
+    )
+    loaded = load_gan(next((tmp_path / "ckpt").glob("*.ckpt")))
+    assert isinstance(loaded.generator, ResNetGenerator)
+    z = torch.randn(2, 8)
+    torch.testing.assert_close(loaded.sample(z=z), model.sample(z=z))
+    # A class or a partial from Python is recorded as a spec too.
+    assert DCGAN(**{**TINY, "generator": WsGenerator}).hparams["generator"] == {
+        "class_path": "testdoubles.WsGenerator", "init_args": {}
+    }
+
+    class NoSpecDefault:
+        def __init__(self, generator=None) -> None:
+            pass
+
+    with pytest.raises(ConfigurationError, match="names no class_path"):
+        with_default_spec(NoSpecDefault, "generator", {"init_args": {"features": 4}})
+
+
+def test_translation_model_without_z_trains_and_samples(tmp_path):
+    torch.manual_seed(0)
+    source = torch.rand(16, 1, 8, 8) * 2 - 1
+    loader = DataLoader(TensorDataset(source, source.flip(-1)), batch_size=8)
+    model = TinyTranslation()
+    assert model.sample_z(3).shape == (3, 0)
+    trainer = quiet_trainer(tmp_path, max_steps=2)
+    trainer.fit(model, loader)
+    assert trainer.global_step == 2
+    out = model.sample(z=model.sample_z(4), source=source[:4])
+    assert out.shape == (4, 1, 8, 8) and torch.isfinite(out).all()
+    torch.testing.assert_close(out, torch.tanh(model.generator.conv(source[:4])))  # the source, translated
