@@ -10,6 +10,7 @@ from pydoc import locate
 import pytest
 import torch
 import yaml
+from lightning.pytorch.callbacks import LearningRateMonitor
 
 from callbacks import GANMetrics, GeneratorEMA, IterationCheckpoint, PredictionWriter, SampleGrid
 from gans import MLPGAN, WGANGP
@@ -49,7 +50,7 @@ def sample_shape(datamodule) -> tuple[int, ...]:
 
 
 def test_configs_are_found():
-    assert len(CONFIGS) >= 13
+    assert CONFIGS  # the discovery itself: an empty glob would make the parametrized test pass vacuously
     assert set(PAPERS) <= {c.stem for c in CONFIGS}
 
 
@@ -127,7 +128,7 @@ def test_default_callbacks_are_set_dropped_and_added_to_without_relisting_them(t
     assert ema.decay == 0.999 and grid.every_n_steps == 7 and grid.num_samples == 64  # the rest as configured
     assert checkpoint._every_n_train_steps == 2000 and of_class(cli, GANMetrics)  # from the config, kept
     assert not of_class(cli, PredictionWriter)
-    assert [type(c).__name__ for c in cli.trainer.callbacks if type(c).__name__ == "LearningRateMonitor"]
+    assert of_class(cli, LearningRateMonitor)
     # The EMA is updated before the grids and the metrics read it (Lightning runs callbacks in list order).
     order = [type(c) for c in cli.trainer.callbacks]
     assert order.index(GeneratorEMA) < order.index(SampleGrid) < order.index(GANMetrics)
