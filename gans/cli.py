@@ -13,6 +13,7 @@ is a bug and keeps its traceback (``JSONARGPARSE_DEBUG=1`` shows the traceback o
 import argparse
 import difflib
 import logging
+import operator
 import os
 import re
 import signal
@@ -21,11 +22,11 @@ import textwrap
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import lightning as L
 import torch
-from jsonargparse import DefaultHelpFormatter
+from jsonargparse import DefaultHelpFormatter, Namespace, lazy_instance
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -88,6 +89,37 @@ GROUP_TITLES = {
     "model": "The GAN variant, by name (gans --help lists them) or class path, and its arguments",
     "data": "The data module, by name (gans --help lists them) or class path, and its arguments",
 }
+#: The callbacks a run gets without listing them, each an option of its own: ``--ema.decay=0.999`` (``ema: {decay:
+#: 0.999}`` in a config) sets an argument, ``--ema=null`` drops it, ``--samples=my.Grid`` puts a subclass in its place.
+#: In this order among the trainer's callbacks: the EMA is updated before the sample grids and the metrics read it.
+#: A callback of one of these classes listed in trainer.callbacks takes that default's place.
+DEFAULT_CALLBACKS: dict[str, type[L.Callback]] = {
+    "checkpoint": IterationCheckpoint,
+    "ema": GeneratorEMA,
+    "samples": SampleGrid,
+    "metrics": GANMetrics,
+    "predictions": PredictionWriter,
+}
+DEFAULT_CALLBACK_HELP = {
+    "checkpoint": "callbacks.IterationCheckpoint: a checkpoint every every_n_train_steps iterations and last.ckpt "
+    "(null: none of ours).",
+    "ema": "callbacks.GeneratorEMA: the moving average of the generator that samples and metrics use (null: none).",
+    "samples": "callbacks.SampleGrid: grids from fixed latents every every_n_steps iterations (null: none).",
+    "metrics": "callbacks.GANMetrics: FID/KID/IS, off unless set (--metrics=GANMetrics, or a config's "
+    "metrics: {class_path: callbacks.GANMetrics, ...}); --metrics=false drops every GANMetrics, also one listed in "
+    "trainer.callbacks (for a machine without the Inception weights).",
+    "predictions": "callbacks.PredictionWriter: where predict saves its fakes (null: nothing saved).",
+}
+#: The model arguments that follow the data module's samples: (data module attribute, model argument, value). A data
+#: module without the attribute when built (the folder data modules know their channels only from the files) and a
+#: model without the argument leave it as configured.
+SHAPE_LINKS = (
+    ("data.image_shape", "channels", operator.itemgetter(0)),
+    ("data.image_shape", "image_size", operator.itemgetter(-1)),
+    ("data.image_shape", "data_shape", list),
+    ("data.data_shape", "data_shape", list),
+)
+SHAPE_ARGUMENTS = tuple(dict.fromkeys(target for _, target, _ in SHAPE_LINKS))
 _LAST = (
     "'last': the newest complete checkpoint under --trainer.default_root_dir (any of its version_N folders) and the "
     "checkpoint callbacks' dirpath, passing over truncated files with a warning"
@@ -243,6 +275,26 @@ class GANCLI(LightningCLI):
             if cause is not None:  # a constructor refusing a value the user configured
                 self._refuse(cause)
             raise  # anything else is a bug: its traceback is what a report needs
+        self._check_linked_shape()
+
+    def _check_linked_shape(self) -> None:
+        """Refuses a model ``channels``/``image_size``/``data_shape`` the user gave that differs from what the link
+        took from the data module (jsonargparse would silently replace it), and drops the links to arguments the
+        model does not have from its hyperparameters (Lightning records every applied link there, and the
+        checkpoint could not rebuild the model with them)."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        model_args = config["model"].get("init_args") or {}
+        self.model.remove_ignored_hparams([name for name in SHAPE_ARGUMENTS if name not in model_args])
+        for name, given in self._given_shape.items():
+            linked = self.model.hparams.get(name)
+            if _plain(linked) != _plain(given):
+                shape = getattr(self.datamodule, "image_shape", None) or getattr(self.datamodule, "data_shape", None)
+                parser = getattr(self, "_subcommand_parsers", {}).get(self.subcommand, self.parser)
+                parser.error(
+                    f"--model.init_args.{name}={_plain(given)} differs from the data module's {_plain(linked)} "
+                    f"({type(self.datamodule).__name__} makes samples of shape {list(shape)}): the model's "
+                    f"{', '.join(SHAPE_ARGUMENTS)} follow the data module; leave them out of the model's arguments"
+                )
 
     def _refuse(self, err: ConfigurationError) -> NoReturn:
         """Ends the run with ``error: --<where>=<value> ...`` and exit status 2."""
@@ -262,32 +314,33 @@ class GANCLI(LightningCLI):
         parser.error(message, err)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        # Without a config, a run still checkpoints by iteration, keeps a generator EMA, writes sample grids and
-        # saves what predict generates; a config's own trainer.callbacks list replaces these.
-        defaults = [
-            {"class_path": f"callbacks.{cls.__name__}"}
-            for cls in (IterationCheckpoint, GeneratorEMA, SampleGrid, PredictionWriter)
-        ]
-        parser.set_defaults({"trainer.callbacks": defaults})
-        parser.add_argument(
-            "--metrics",
-            type=bool,
-            default=True,
-            help="Compute the FID/KID/IS of the GANMetrics callbacks in the config; --metrics=false drops them "
-            "(for a machine without the Inception weights).",
-        )
+        # Each default callback is an option of its own, so a config sets only the arguments it changes
+        # (``ema: {decay: 0.999}``, ``--samples.every_n_steps=100``) and trainer.callbacks lists only additions.
+        for name, cls in DEFAULT_CALLBACKS.items():
+            # --metrics=false, as before these options: no FID/KID/IS at all (for a machine without the Inception
+            # weights), also from a GANMetrics that trainer.callbacks lists. null drops a default callback.
+            parser.add_argument(
+                f"--{name}",
+                type=cls | Literal[False] | None if name == "metrics" else cls | None,
+                default=None if name == "metrics" else lazy_instance(cls),
+                help=DEFAULT_CALLBACK_HELP[name],
+            )
+        # The model's sample shape follows the data module's, read from the built data module (so the folder data
+        # modules, which know theirs only after reading the files, and the 2-D mixtures, whose shape is no argument,
+        # need no rule here); a link to an argument the model does not have is skipped.
+        for source, target, compute_fn in SHAPE_LINKS:
+            parser.link_arguments(source, f"model.init_args.{target}", compute_fn=compute_fn, apply_on="instantiate")
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
-        trainer = super().instantiate_trainer(**kwargs)
         config = self.config[self.subcommand] if self.subcommand else self.config
-        if not config.get("metrics", True):
-            trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, GANMetrics)]
+        built = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        kwargs.setdefault("callbacks", _with_default_callbacks(built))
+        trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # keep any plugin the user chose
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         if not any(isinstance(c, Preemption) for c in trainer.callbacks):  # SIGTERM / SLURM's signal: save, stop
             trainer.callbacks.append(Preemption())
         # Lightning's default bar (not one the config names) counts discriminator batches: count iterations instead.
-        # Replaced here rather than listed in the default callbacks, which a config's own list would drop.
         bar = trainer.progress_bar_callback
         configured = _class_configs(config.get("trainer", {}).get("callbacks"))
         named = any(c["class_path"].endswith("TQDMProgressBar") for c in configured)
@@ -310,6 +363,7 @@ class GANCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
+        self._given_shape = self._given_shape_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         if subcommand:  # before --ckpt_path last searches the loggers' folders
             _loggers_under_root(self.config[subcommand].get("trainer") or {})
@@ -319,6 +373,19 @@ class GANCLI(LightningCLI):
                 self._resolve_checkpoint(self.config[subcommand])
             except ValueError as err:
                 parser.error(str(err))  # "error: ..." and exit status 2, as for any other bad argument
+
+    @staticmethod
+    def _given_shape_arguments(parser: LightningArgumentParser, args: Any) -> dict[str, Any]:
+        """The model's linked arguments (``SHAPE_ARGUMENTS``) that the command line or a config gives: the links
+        replace them at instantiation, so they are read here, from a parse without defaults, to check them then."""
+        if isinstance(args, (dict, Namespace)):
+            given = parser.parse_object(args, defaults=False)
+        else:
+            given = parser.parse_args(args, defaults=False)
+        if given.get("subcommand"):
+            given = given[given.subcommand]
+        model_args = (given.get("model") or Namespace()).get("init_args") or Namespace()
+        return {name: model_args[name] for name in SHAPE_ARGUMENTS if name in model_args}
 
     @staticmethod
     def _resolve_checkpoint(config: Any) -> None:
@@ -336,7 +403,8 @@ class GANCLI(LightningCLI):
             return
         trainer = config.get("trainer") or {}
         folders = [Path(trainer.get("default_root_dir") or Path.cwd())]
-        for component in [*_class_configs(trainer.get("callbacks")), *_class_configs(trainer.get("logger"))]:
+        listed = [*_class_configs(trainer.get("callbacks")), *_class_configs(config.get("checkpoint"))]
+        for component in [*listed, *_class_configs(trainer.get("logger"))]:
             init_args = component.get("init_args") or {}
             # A checkpoint callback's folder; a logger's, which holds the checkpoints when no dirpath is given.
             for key in ("dirpath", "save_dir"):
@@ -351,6 +419,25 @@ class GANCLI(LightningCLI):
         else:
             rank_zero_info(f"--ckpt_path=last: resuming from {path}")
         config["ckpt_path"] = None if path is None else str(path)
+
+
+def _with_default_callbacks(config: Any) -> list[L.Callback]:
+    """The trainer's callbacks: the defaults of ``DEFAULT_CALLBACKS`` that are on, each replaced by any callback of its
+    class that trainer.callbacks lists, then the other listed ones; without GANMetrics under ``--metrics=false``."""
+    listed = config["trainer"].get("callbacks") or []
+    listed = list(listed) if isinstance(listed, list) else [listed]
+    if config.get("metrics") is False:
+        listed = [c for c in listed if not isinstance(c, GANMetrics)]
+    chosen = []
+    for name, cls in DEFAULT_CALLBACKS.items():
+        replacing = [c for c in listed if isinstance(c, cls)]
+        chosen += replacing or ([config[name]] if isinstance(config.get(name), L.Callback) else [])
+    return chosen + [c for c in listed if not any(c is other for other in chosen)]
+
+
+def _plain(value: Any) -> Any:
+    """A shape or size as a user writes it: tuples as lists, for comparing a configured value with a linked one."""
+    return list(value) if isinstance(value, (tuple, list)) else value
 
 
 def _where(config: Any, err: ConfigurationError) -> tuple[str, str] | None:

@@ -95,8 +95,21 @@ def test_missing_inception_weights_name_the_callback_and_the_way_out(synthetic_m
     monkeypatch.setattr(metrics_module.torch.hub, "download_url_to_file", offline)
     line = refusal(["fit", "--config", str(ROOT / "configs/dcgan_mnist.yaml"), *TINY_MNIST,
                     f"--data.init_args.data_dir={synthetic_mnist}", f"--trainer.default_root_dir={tmp_path}"], capsys)
-    assert "--trainer.callbacks (GANMetrics) feature_extractor_args" in line
+    assert "--metrics.init_args.feature_extractor_args" in line
     assert "Inception weights" in line and "--metrics=false" in line and "no network" in line
+
+
+def test_a_model_shape_that_differs_from_the_data_modules_is_refused(capsys, tmp_path):
+    """The model's image size and channels follow the data module: a different one given for the model would be
+    replaced without a word, so it is refused instead."""
+    line = refusal(["fit", "--model=DCGAN", "--data=MNISTDataModule", "--data.image_size=16",
+                    "--model.init_args.image_size=32", f"--trainer.default_root_dir={tmp_path}"], capsys)
+    assert line.startswith("error: --model.init_args.image_size=32 differs from the data module's 16"), line
+    assert "MNISTDataModule makes samples of shape [1, 16, 16]" in line and "leave them out" in line
+    line = refusal(["fit", "--model=MLPGAN", "--data=GaussianMixtureDataModule", "--model.data_shape=[1, 28, 28]",
+                    f"--trainer.default_root_dir={tmp_path}"], capsys)
+    assert "--model.init_args.data_shape=[1, 28, 28] differs from the data module's [2]" in line, line
+    assert not list(tmp_path.rglob("*.ckpt"))
 
 
 @pytest.mark.parametrize(

@@ -90,12 +90,12 @@ def test_minibatch_stddev_takes_groups_that_divide_the_batch(batch):
 
 
 def test_validate_with_a_batch_that_is_not_a_multiple_of_the_stddev_group(synthetic_mnist, tmp_path):
-    from conftest import TINY, quiet_trainer, tiny_datamodule
+    from conftest import TINY, quiet_trainer, tiny_datamodule, tiny_net
 
     from gans import DCGAN
 
     # 96 held-out images in batches of 30: 30, 30, 30 and 6, none a multiple of the group size 4.
-    model = DCGAN(**TINY, d_minibatch="stddev")
+    model = DCGAN(**{**TINY, "discriminator": tiny_net(minibatch="stddev")})
     trainer = quiet_trainer(tmp_path, limit_val_batches=1.0)
     (metrics,) = trainer.validate(model, datamodule=tiny_datamodule(synthetic_mnist, batch_size=30))
     assert trainer.validate_loop.batch_progress.total.completed == 4
