@@ -8,6 +8,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torch import Tensor
 from torchvision.io import write_png
 from torchvision.utils import make_grid
+from typing_extensions import override
 
 from gans.errors import ConfigurationError
 from gans.latent import slerp
@@ -175,9 +176,11 @@ class SampleGrid(L.Callback):
         for name, image in self.images(module).items():
             log_image(trainer, f"{self.key}/{name}", image, step, caption=CAPTIONS.get(name))
 
+    @override
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args) -> None:
         if self.every_n_steps and trainer.global_step > 0 and trainer.global_step % self.every_n_steps == 0:
             self._log(trainer, module)
 
+    @override
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._log(trainer, module)

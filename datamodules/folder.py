@@ -14,15 +14,16 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.resumable import default_data_seed, resumable_loader
+from datamodules.base import ImageDataModule, check_at_least
+from datamodules.resumable import default_data_seed
 from gans.errors import ConfigurationError, MissingFileError
+from gans.seeding import step_seed
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 #: PIL modes by channel count: what a file decodes to before any conversion.
@@ -107,8 +108,8 @@ class _ImageFiles(Dataset):
         raise BadImageError(f"none of the {len(self.files)} images can be decoded")
 
     def rng(self, index: int) -> torch.Generator:
-        # A tuple of ints hashes the same in every process and run (no hash randomisation for ints), and mixes well.
-        return torch.Generator().manual_seed(hash((self.seed, index)) & (2**63 - 1))
+        """The generator of item ``index``'s augmentation: the same in every process and run."""
+        return torch.Generator().manual_seed(step_seed(self.seed, index))
 
 
 class ImageFolder(_ImageFiles):
@@ -154,8 +155,8 @@ class PairedImages(_ImageFiles):
         return (a, b) if self.direction == "AtoB" else (b, a)
 
 
-class _FolderDataModule(L.LightningDataModule):
-    """What the folder data modules share: header checks, the resumable training loader, bad-file accounting."""
+class _FolderDataModule(ImageDataModule):
+    """What the folder data modules share: header checks and bad-file accounting."""
 
     def __init__(
         self,
@@ -166,18 +167,14 @@ class _FolderDataModule(L.LightningDataModule):
         seed: int | None,
         pin_memory: bool,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, num_workers, pin_memory, seed)
         if bad_files not in ("skip", "stop"):
             raise ConfigurationError(f"bad_files={bad_files!r}; expected 'skip' or 'stop'")
         if to_channels not in (None, 1, 3):
             raise ConfigurationError(
                 f"to_channels={to_channels}; expected 1 (grey), 3 (RGB) or None (as the files are)"
             )
-        for name, value, low in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
-            if value < low:
-                raise ConfigurationError(f"{name}={value} is invalid; expected an integer >= {low}")
-        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
-        self.to_channels, self.bad_files, self.seed = to_channels, bad_files, seed
+        self.to_channels, self.bad_files = to_channels, bad_files
         self.train_set: _ImageFiles | None = None
         self._header_skips = 0  # files whose header could not be read at setup (bad_files="skip")
         self._logged_skips = 0
@@ -227,28 +224,8 @@ class _FolderDataModule(L.LightningDataModule):
                 "batch_size",
             )
 
-    def train_dataloader(self) -> DataLoader:
-        if self.train_set is None:
-            raise RuntimeError(f"{type(self).__name__}: call setup('fit') before train_dataloader()")
-        return resumable_loader(
-            self, self.train_set, self.batch_size, seed=self.seed, tag_epoch=True, **self._loader_options()
-        )
-
-    def _loader(self, dataset: Dataset) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.batch_size, **self._loader_options())
-
-    def _loader_options(self) -> dict[str, Any]:
-        return {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0,
-                "pin_memory": self.pin_memory}
-
-    def fingerprint(self) -> dict:
-        """The settings that shape the images and the training files' names, sizes and modification times (the
-        metrics' cache key)."""
-        files = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in self.train_set.files] if self.train_set else []
-        return {"class": type(self).__name__, **self._data_settings(), "files": files}
-
-    def _data_settings(self) -> dict:
-        raise NotImplementedError
+    def _training_files(self) -> list[Path]:
+        return self.train_set.files if self.train_set is not None else []
 
     def skipped_files(self) -> int:
         """Files skipped so far: unreadable headers at setup plus files that failed to decode in training."""
@@ -301,8 +278,7 @@ class ImageFolderDataModule(_FolderDataModule):
         pin_memory: bool = False,
     ) -> None:
         super().__init__(batch_size, num_workers, to_channels, bad_files, seed, pin_memory)
-        if image_size < 1:
-            raise ConfigurationError(f"image_size={image_size} is invalid; expected an integer >= 1")
+        check_at_least(1, image_size=image_size)
         if not 0.0 <= val_fraction < 1.0:
             raise ConfigurationError(f"val_fraction={val_fraction} must be in [0, 1)")
         self.save_hyperparameters()
