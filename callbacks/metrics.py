@@ -23,7 +23,7 @@ from torch.utils.data import Dataset, default_collate
 from typing_extensions import override
 
 from callbacks.checkpoint import atomic_save
-from gans.errors import ConfigurationError, MissingFileError
+from gans.errors import ConfigurationError, MissingFileError, check_at_least
 
 #: torch-fidelity's FID Inception (TensorFlow's 2015-12-05 graph converted to PyTorch).
 INCEPTION_URL = (
@@ -237,16 +237,9 @@ class GANMetrics(L.Callback):
             raise ConfigurationError(
                 f"GANMetrics(metrics={metrics}): expected a non-empty list of {', '.join(METRICS)}"
             )
-        for name, value, low in (
-            ("every_n_steps", every_n_steps, 0),
-            ("num_samples", num_samples, 2),
-            ("batch_size", batch_size, 1),
-            ("kid_subsets", kid_subsets, 1),
-            ("kid_subset_size", kid_subset_size, 2),
-            ("is_splits", is_splits, 1),
-        ):
-            if value < low:
-                raise ConfigurationError(f"GANMetrics({name}={value}): expected an integer >= {low}")
+        check_at_least(0, "GANMetrics", every_n_steps=every_n_steps)
+        check_at_least(2, "GANMetrics", num_samples=num_samples, kid_subset_size=kid_subset_size)
+        check_at_least(1, "GANMetrics", batch_size=batch_size, kid_subsets=kid_subsets, is_splits=is_splits)
         if num_real is not None and num_real < 2:
             raise ConfigurationError(f"GANMetrics(num_real={num_real}): expected an integer >= 2 or None")
         if "kid" in metrics:

@@ -11,22 +11,7 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.resumable import resumable_loader
-from gans.errors import ConfigurationError
-
-
-def check_at_least(low: int, **values: int) -> None:
-    """Refuses the first of ``values`` below ``low``.
-
-    Args:
-        low: the smallest accepted value.
-        **values: the arguments to check, by name.
-
-    Raises:
-        ConfigurationError: ``"name=value is invalid; expected an integer >= low"``.
-    """
-    for name, value in values.items():
-        if value < low:
-            raise ConfigurationError(f"{name}={value} is invalid; expected an integer >= {low}")
+from gans.errors import check_at_least
 
 
 def file_fingerprint(paths: Iterable[Path]) -> list[list]:
@@ -48,21 +33,27 @@ class ImageDataModule(L.LightningDataModule):
     tagged by their epoch (``datamodules.resumable``), so that a data set can seed per-epoch augmentation with them.
     Evaluation loaders give every item, in order.
 
+    Subclasses take these arguments through ``**kwargs`` (LightningCLI and jsonargparse follow ``super().__init__`` to
+    list and document them), so each is declared and documented once.
+
     Args:
         batch_size: items per batch, per process.
         num_workers: DataLoader worker processes; 0 loads in the main process.
         pin_memory: pinned host memory for faster copies to the GPU.
-        seed: seed of the data order (and of a subclass's augmentation); ``seed_everything``'s when ``None``.
 
     Raises:
         ConfigurationError: ``batch_size`` below 1 or ``num_workers`` below 0.
     """
 
-    def __init__(self, batch_size: int, num_workers: int, pin_memory: bool, seed: int | None = None) -> None:
+    def __init__(self, batch_size: int = 64, num_workers: int = 0, pin_memory: bool = False) -> None:
         super().__init__()
         check_at_least(1, batch_size=batch_size)
         check_at_least(0, num_workers=num_workers)
-        self.batch_size, self.num_workers, self.pin_memory, self.seed = batch_size, num_workers, pin_memory, seed
+        # Here, the subclasses' arguments are recorded too: Lightning collects those of every __init__ up the call
+        # stack, and this frame holds the values (defaults included) of the ones they passed on in **kwargs.
+        self.save_hyperparameters()
+        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
+        self.seed: int | None = None  # of the data order: seed_everything's when None
         self.train_set: Dataset | None = None
 
     def train_dataloader(self) -> DataLoader:

@@ -20,9 +20,9 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.base import ImageDataModule, check_at_least
+from datamodules.base import ImageDataModule
 from datamodules.resumable import default_data_seed
-from gans.errors import ConfigurationError, MissingFileError
+from gans.errors import ConfigurationError, MissingFileError, check_at_least
 from gans.seeding import step_seed
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -156,25 +156,31 @@ class PairedImages(_ImageFiles):
 
 
 class _FolderDataModule(ImageDataModule):
-    """What the folder data modules share: header checks and bad-file accounting."""
+    """What the folder data modules share: header checks and bad-file accounting.
+
+    Args:
+        to_channels: 1 or 3 to convert every image; ``None`` takes the files' own count and refuses a mix.
+        bad_files: a file that cannot be decoded is skipped and counted (``"skip"``) or stops the run (``"stop"``).
+        seed: seed of the data order, of a held-out split and of the augmentation (flips, crops);
+            ``seed_everything``'s when ``None``.
+        **kwargs: ``batch_size``, ``num_workers``, ``pin_memory``: see :class:`datamodules.base.ImageDataModule`.
+    """
 
     def __init__(
         self,
-        batch_size: int,
-        num_workers: int,
-        to_channels: int | None,
-        bad_files: Literal["skip", "stop"],
-        seed: int | None,
-        pin_memory: bool,
+        to_channels: int | None = None,
+        bad_files: Literal["skip", "stop"] = "stop",
+        seed: int | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, seed)
+        super().__init__(**kwargs)
         if bad_files not in ("skip", "stop"):
             raise ConfigurationError(f"bad_files={bad_files!r}; expected 'skip' or 'stop'")
         if to_channels not in (None, 1, 3):
             raise ConfigurationError(
                 f"to_channels={to_channels}; expected 1 (grey), 3 (RGB) or None (as the files are)"
             )
-        self.to_channels, self.bad_files = to_channels, bad_files
+        self.to_channels, self.bad_files, self.seed = to_channels, bad_files, seed
         self.train_set: _ImageFiles | None = None
         self._header_skips = 0  # files whose header could not be read at setup (bad_files="skip")
         self._logged_skips = 0
@@ -251,14 +257,10 @@ class ImageFolderDataModule(_FolderDataModule):
     Args:
         data_dir: folder of images (``.jpg``, ``.png``, ...), in subfolders or not (CelebA: ``img_align_celeba``).
         image_size: side of the square images.
-        to_channels: 1 or 3 to convert every image; ``None`` takes the files' own count and refuses a mix.
         flip: mirror training images with probability 1/2 (ProGAN and StyleGAN's augmentation for faces).
         val_fraction: share of the images held out for validation (0: none).
-        batch_size: images per batch, per process.
-        num_workers: DataLoader worker processes.
-        bad_files: a file that cannot be decoded is skipped and counted (``"skip"``) or stops the run (``"stop"``).
-        seed: seed of the data order, the held-out split and the flips; ``seed_everything``'s when ``None``.
-        pin_memory: pinned host memory for faster copies to the GPU.
+        **kwargs: ``to_channels``, ``bad_files``, ``seed`` (of the order, the held-out split and the flips),
+            ``batch_size``, ``num_workers``, ``pin_memory``: the arguments every folder data module takes.
     """
 
     #: What a batch holds, for models to check that they can use it (see ``gans.base.GAN.batch_kinds``).
@@ -268,20 +270,14 @@ class ImageFolderDataModule(_FolderDataModule):
         self,
         data_dir: str = "data/images",
         image_size: int = 64,
-        to_channels: int | None = None,
         flip: bool = False,
         val_fraction: float = 0.0,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        bad_files: Literal["skip", "stop"] = "stop",
-        seed: int | None = None,
-        pin_memory: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, to_channels, bad_files, seed, pin_memory)
+        super().__init__(**kwargs)
         check_at_least(1, image_size=image_size)
         if not 0.0 <= val_fraction < 1.0:
             raise ConfigurationError(f"val_fraction={val_fraction} must be in [0, 1)")
-        self.save_hyperparameters()
         self.data_dir, self.image_size, self.flip, self.val_fraction = Path(data_dir), image_size, flip, val_fraction
         self.val_set: ImageFolder | None = None
 
@@ -319,12 +315,9 @@ class PairedImageDataModule(_FolderDataModule):
         load_size: side the halves are resized to before the random crop (286 in pix2pix).
         crop_size: side of the training crops and of every output image (256 in pix2pix).
         jitter: pix2pix's random resize-crop and mirror on training pairs.
-        to_channels: 1 or 3 to convert every image; ``None`` takes the files' own count and refuses a mix.
         batch_size: pairs per batch, per process (1 in pix2pix).
-        num_workers: DataLoader worker processes.
-        bad_files: a file that cannot be decoded is skipped and counted (``"skip"``) or stops the run (``"stop"``).
-        seed: seed of the data order and the jitter; ``seed_everything``'s when ``None``.
-        pin_memory: pinned host memory for faster copies to the GPU.
+        **kwargs: ``to_channels``, ``bad_files``, ``seed`` (of the order and the jitter), ``num_workers``,
+            ``pin_memory``: the arguments every folder data module takes.
     """
 
     #: What a batch holds, for models to check that they can use it (see ``gans.base.GAN.batch_kinds``).
@@ -337,19 +330,14 @@ class PairedImageDataModule(_FolderDataModule):
         load_size: int = 286,
         crop_size: int = 256,
         jitter: bool = True,
-        to_channels: int | None = None,
         batch_size: int = 1,
-        num_workers: int = 0,
-        bad_files: Literal["skip", "stop"] = "stop",
-        seed: int | None = None,
-        pin_memory: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, to_channels, bad_files, seed, pin_memory)
+        super().__init__(batch_size=batch_size, **kwargs)
         if direction not in ("AtoB", "BtoA"):
             raise ConfigurationError(f"direction={direction!r}; expected 'AtoB' or 'BtoA'")
         if not 1 <= crop_size <= load_size:
             raise ConfigurationError(f"crop_size={crop_size} must be between 1 and load_size={load_size}")
-        self.save_hyperparameters()
         self.data_dir, self.direction = Path(data_dir), direction
         self.load_size, self.crop_size, self.jitter = load_size, crop_size, jitter
         self.splits: dict[str, PairedImages] = {}

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.base import ImageDataModule, check_at_least
+from datamodules.base import ImageDataModule
 from datamodules.resumable import as_batch, default_data_seed
-from gans.errors import ConfigurationError, MissingFileError
+from gans.errors import ConfigurationError, MissingFileError, check_at_least
 from gans.seeding import step_seed
 
 # Folder under `data_dir`; also the name of the torchvision class that downloads into it.
@@ -215,19 +215,18 @@ class MNISTDataModule(ImageDataModule):
     Args:
         data_dir: Folder that holds `MNIST/raw/` or `FashionMNIST/raw/`.
         dataset: "mnist" or "fashion_mnist".
-        batch_size: Images per batch, per process under DDP.
-        num_workers: DataLoader worker processes; 0 loads in the main process.
+        train_split: Split to train on: "train" (the `train-*` files) or "test" (the `t10k-*` files).
+        download: Download the files with torchvision when the needed split is missing.
         image_size: Side of the square images fed to the GAN; 28 keeps the originals, other sizes are resized
             once at setup (bilinear, antialiased).
-        download: Download the files with torchvision when the needed split is missing.
-        train_split: Split to train on: "train" (the `train-*` files) or "test" (the `t10k-*` files).
-        pin_memory: Pin batches in page-locked memory for faster copies to the GPU.
-        on_device: Hold the whole preprocessed training split on the trainer's device (60,000 28x28 digits are 47 MB
-            as uint8; 61 MB at 32x32) and cut each batch there, flips included: no DataLoader workers, no copies per
-            step. Needs ``num_workers=0`` and ``pin_memory=False``.
         flip: Mirror a random half of the training images left to right, a new half every epoch (on the device with
             ``on_device``). Suits Fashion-MNIST's clothes; digits are not mirror-symmetric, so leave it off for MNIST.
             Seeded by ``seed_everything`` (``PL_GLOBAL_SEED``): a resumed run mirrors the same images.
+        on_device: Hold the whole preprocessed training split on the trainer's device (60,000 28x28 digits are 47 MB
+            as uint8; 61 MB at 32x32) and cut each batch there, flips included: no DataLoader workers, no copies per
+            step. Needs ``num_workers=0`` and ``pin_memory=False``.
+        **kwargs: ``batch_size`` (images per batch, per process), ``num_workers``, ``pin_memory``: see
+            :class:`datamodules.base.ImageDataModule`.
     """
 
     #: What a batch holds, for models to check that they can use it (see ``gans.base.GAN.batch_kinds``).
@@ -237,27 +236,24 @@ class MNISTDataModule(ImageDataModule):
         self,
         data_dir: str = "data",
         dataset: Literal["mnist", "fashion_mnist"] = "mnist",
-        batch_size: int = 64,
-        num_workers: int = 0,
-        image_size: int = 32,
-        download: bool = False,
         train_split: Literal["train", "test"] = "train",
-        pin_memory: bool = False,
-        on_device: bool = False,
+        download: bool = False,
+        image_size: int = 32,
         flip: bool = False,
+        on_device: bool = False,
+        **kwargs: Any,
     ) -> None:
         if dataset not in FOLDERS:
             raise ConfigurationError(f"dataset={dataset!r} is unknown; expected one of {', '.join(map(repr, FOLDERS))}")
         if train_split not in SPLIT_PREFIXES:
             raise ConfigurationError(f"train_split={train_split!r} is unknown; expected 'train' or 'test'")
-        super().__init__(batch_size, num_workers, pin_memory)
+        super().__init__(**kwargs)
         check_at_least(1, image_size=image_size)
-        if on_device and (num_workers or pin_memory):
+        if on_device and (self.num_workers or self.pin_memory):
             raise ConfigurationError(
                 f"on_device=True serves batches from the device itself: it needs num_workers=0 and pin_memory=False, "
-                f"not num_workers={num_workers}, pin_memory={pin_memory}"
+                f"not num_workers={self.num_workers}, pin_memory={self.pin_memory}"
             )
-        self.save_hyperparameters()
         self.data_dir, self.dataset, self.image_size = Path(data_dir), dataset, image_size
         self.download, self.train_split, self.on_device = download, train_split, on_device
         self.flip = flip
