@@ -13,6 +13,10 @@ from torch.utils.data import DataLoader, Dataset
 from datamodules.resumable import resumable_loader
 from gans.errors import check_at_least
 
+#: In the fingerprint of a data module whose items are augmented (flips, crops): their seeds are mixed by
+#: ``gans.seeding.step_seed`` (Python's ``hash()`` before), so statistics cached from the old items are not reused.
+AUGMENTATION_SEEDING = {"seeding": "step_seed"}
+
 
 def file_fingerprint(paths: Iterable[Path]) -> list[list]:
     """``[path, size, modification time in ns]`` of each file (``None`` twice for a file that is not there): enough to

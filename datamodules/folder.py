@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.base import ImageDataModule
+from datamodules.base import AUGMENTATION_SEEDING, ImageDataModule
 from datamodules.resumable import default_data_seed
 from gans.errors import ConfigurationError, MissingFileError, check_at_least
 from gans.seeding import step_seed
@@ -300,7 +300,8 @@ class ImageFolderDataModule(_FolderDataModule):
 
     def _data_settings(self) -> dict:
         # The metrics read epoch 0's items: which of them are mirrored depends on the seed.
-        return {"image_size": self.image_size, "flip_seed": getattr(self.train_set, "seed", None) if self.flip else None}
+        flip_seed = getattr(self.train_set, "seed", None) if self.flip else None
+        return {"image_size": self.image_size, "flip_seed": flip_seed, **(AUGMENTATION_SEEDING if self.flip else {})}
 
 
 class PairedImageDataModule(_FolderDataModule):
@@ -373,5 +374,7 @@ class PairedImageDataModule(_FolderDataModule):
         return self._loader(self.splits["test"])
 
     def _data_settings(self) -> dict:
-        jitter = {"load_size": self.load_size, "seed": getattr(self.train_set, "seed", None)} if self.jitter else None
+        jitter = None
+        if self.jitter:
+            jitter = {"load_size": self.load_size, "seed": getattr(self.train_set, "seed", None), **AUGMENTATION_SEEDING}
         return {"direction": self.direction, "crop_size": self.crop_size, "jitter": jitter}

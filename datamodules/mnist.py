@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.base import ImageDataModule
+from datamodules.base import AUGMENTATION_SEEDING, ImageDataModule
 from datamodules.resumable import as_batch, default_data_seed
 from gans.errors import ConfigurationError, MissingFileError, check_at_least
 from gans.seeding import step_seed
@@ -307,6 +307,7 @@ class MNISTDataModule(ImageDataModule):
             "train_split": self.train_split,
             "image_size": self.image_size,
             "flip_seed": default_data_seed() if self.flip else None,  # the metrics read epoch 0's mirrored images
+            **(AUGMENTATION_SEEDING if self.flip else {}),
         }
 
     def _training_files(self) -> list[Path]:

@@ -160,5 +160,7 @@ def test_fingerprint_names_the_settings_and_notices_a_replaced_file(tmp_path):
     assert first["class"] == "ImageFolderDataModule" and first["image_size"] == 8 and first["flip_seed"] is None
     assert [row[0] for row in first["files"]] == [str(p) for p in paths] and fingerprint() == first
     assert fingerprint(flip=True)["flip_seed"] == 5  # the mirrored items the metrics read depend on the seed
+    # ... and on how seeds are mixed: statistics cached from items flipped under the old scheme are not reused.
+    assert "seeding" not in first and fingerprint(flip=True)["seeding"] == "step_seed"
     write_images(tmp_path / "imgs", 1, size=(14, 10))  # 000.png again, other pixels and size
     assert fingerprint()["files"][0] != first["files"][0] and fingerprint()["files"][1:] == first["files"][1:]
