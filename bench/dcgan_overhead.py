@@ -38,7 +38,8 @@ from torchvision.utils import save_image
 from callbacks.samples import to_grid
 from datamodules.mnist import MNISTDataModule
 from gans import losses
-from gans.base import fused_where_supported, step_seed
+from gans.optim import fused_where_supported
+from gans.seeding import step_seed
 from gans.dcgan import DCGAN
 from gans.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 

@@ -42,7 +42,8 @@ from torch.nn.utils import parametrize
 from callbacks.samples import scatter_image
 from datamodules.mixtures import GaussianMixtureDataModule, mixture_modes, mode_coverage
 from gans import BEGAN, LSGAN, MLPGAN, WGAN, WGANGP, UnrolledGAN
-from gans.base import GAN, optimizer_factory
+from gans.base import GAN
+from gans.optim import Schedules, from_spec
 from gans.nets import MLPAutoencoder, MLPDiscriminator, MLPGenerator
 from gans.sngan import SNGAN_ADAM
 
@@ -188,8 +189,7 @@ def run(name: str, mixture: str, seed: int, args: argparse.Namespace) -> dict:
         # The shared Adam for every variant: tells what a technique does from what its paper's (slower) optimizer
         # does within this budget of iterations.
         shared = optimizers(args)
-        model.g_optimizer = optimizer_factory(shared["g_optimizer"])
-        model.d_optimizer = optimizer_factory(shared["d_optimizer"])
+        model.optimizer_factories = {"g": from_spec(shared["g_optimizer"]), "d": from_spec(shared["d_optimizer"])}
     if args.anneal:
         # Both learning rates fall linearly to 0 over the run, for every variant alike: the samples at the end are
         # those of a converged generator, not a snapshot of one still moving at full learning rate.
@@ -197,8 +197,10 @@ def run(name: str, mixture: str, seed: int, args: argparse.Namespace) -> dict:
             "class_path": "torch.optim.lr_scheduler.LinearLR",
             "init_args": {"start_factor": 1.0, "end_factor": 0.0, "total_iters": args.steps},
         }
-        model.g_scheduler = model.d_scheduler = optimizer_factory(anneal)
-        model.scheduler_interval = "step"
+        factories = model.optimizer_factories
+        model.schedules = Schedules(
+            {name: (f"{name}_scheduler", factories[name], from_spec(anneal)) for name in ("g", "d")}, "step"
+        )
     data = GaussianMixtureDataModule(mixture, batch_size=args.batch_size, seed=seed)
     trainer = L.Trainer(
         accelerator="cpu",

@@ -38,7 +38,8 @@ from dcgan_overhead import check_finite  # the same check as GAN._check_finite (
 from torch.utils.data import DataLoader, Dataset
 
 from gans import DCGAN, WGANGP
-from gans.base import fused_where_supported, step_seed
+from gans.optim import fused_where_supported
+from gans.seeding import step_seed
 from gans.dcgan import DCGAN_ADAM
 from gans.losses import gradient_penalty
 from gans.wgan_gp import WGANGP_ADAM

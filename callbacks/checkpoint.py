@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from typing_extensions import override
 
 from gans.errors import ConfigurationError
 from gans.files import atomic_write, checkpoint_problem
@@ -33,6 +34,7 @@ class IterationCheckpoint(ModelCheckpoint):
     ) -> None:
         super().__init__(every_n_train_steps=every_n_train_steps, save_top_k=save_top_k, save_last=save_last, **kwargs)
 
+    @override
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         super().on_train_batch_end(trainer, pl_module, *args)
         # The last iteration is saved here, inside the epoch, rather than at on_train_end, by which time Lightning
@@ -41,10 +43,16 @@ class IterationCheckpoint(ModelCheckpoint):
         if 0 < trainer.max_steps <= trainer.global_step:
             self._save_now(trainer)
 
+    @override
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._save_now(trainer)  # training ended between two intervals (max_epochs, a stop)
 
     def _save_now(self, trainer: L.Trainer) -> None:
+        # The one place that uses ModelCheckpoint's private methods. Its public hooks save only on their own triggers
+        # (an interval, an epoch's end, validation), and no public method saves "now" with its top-k bookkeeping and
+        # last.ckpt; writing the files with trainer.save_checkpoint would bypass best_k_models, last_model_path and the
+        # state a resumed callback restores. tests/test_checkpoints.py::test_model_checkpoint_internals_we_use fails
+        # when Lightning renames or reshapes them.
         if self._should_skip_saving_checkpoint(trainer):  # fast_dev_run, or already saved at this step
             return
         candidates = self._monitor_candidates(trainer)
@@ -81,11 +89,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     target: a crash mid-write leaves the previous checkpoint intact, never a truncated one. Loads with
     ``weights_only=True`` unless told otherwise, and names the file when it is incomplete or cannot be loaded."""
 
+    @override
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         if "://" in str(path):  # remote file systems: fsspec's own semantics
             return super().save_checkpoint(checkpoint, path, storage_options)
         atomic_save(checkpoint, path)
 
+    @override
     def load_checkpoint(self, path: str | Path, *args: Any, **kwargs: Any) -> dict[str, Any]:
         if "://" in str(path):
             return super().load_checkpoint(path, *args, **kwargs)

@@ -11,6 +11,8 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
+from torch.optim.swa_utils import get_ema_multi_avg_fn
+from typing_extensions import override
 
 from gans.errors import ConfigurationError
 
@@ -41,7 +43,8 @@ def ema_update(ema: nn.Module, model: nn.Module, beta: float) -> None:
     if len(ema_params) != len(params):
         raise RuntimeError("generator_ema no longer matches the generator's parameters (did the generator grow?)")
     if ema_params:
-        torch._foreach_lerp_(ema_params, params, 1.0 - beta)
+        # torch's own EMA step (a fused lerp over all parameters): ema + (1 - beta) * (model - ema).
+        get_ema_multi_avg_fn(beta)(ema_params, params, None)
     for ema_buffer, buffer in zip(ema.buffers(), model.buffers(), strict=True):
         ema_buffer.copy_(buffer)
 
@@ -83,9 +86,10 @@ class GeneratorEMA(L.Callback):
         self.half_life_kimg = half_life_kimg
         self.rampup = rampup
         self.start_step = start_step
-        self.images_seen = 0  # images the generator has been trained on, all processes
+        self._images_trained = 0  # images of the generator steps so far, all processes (saved as "images_seen")
         self._step_before = 0
 
+    @override
     def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
         # Before Lightning restores a checkpoint, so the restored state dict finds generator_ema to load into.
         if not hasattr(module, "attach_ema"):
@@ -98,11 +102,13 @@ class GeneratorEMA(L.Callback):
             return 0.0
         if self.decay is not None:
             return self.decay
-        return ema_beta_from_half_life(batch_size, self.half_life_kimg, self.images_seen, self.rampup)
+        return ema_beta_from_half_life(batch_size, self.half_life_kimg, self._images_trained, self.rampup)
 
+    @override
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, *args) -> None:
         self._step_before = trainer.global_step
 
+    @override
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, *args) -> None:
         step = trainer.global_step
         if step == self._step_before:  # a discriminator-only step (n_critic > 1)
@@ -110,10 +116,13 @@ class GeneratorEMA(L.Callback):
         real, _ = module.unpack(batch)
         batch_size = real.shape[0] * trainer.world_size
         ema_update(module.generator_ema, module.generator, self.beta(batch_size, step))
-        self.images_seen += batch_size
+        self._images_trained += batch_size
 
+    @override
     def state_dict(self) -> dict[str, Any]:
-        return {"images_seen": self.images_seen}
+        # The key of the checkpoints written before the counter was private, so that they resume.
+        return {"images_seen": self._images_trained}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.images_seen = state_dict["images_seen"]
+        self._images_trained = state_dict["images_seen"]

@@ -7,7 +7,6 @@ grey images are repeated to three channels, and the resize to 299x299 happens in
 """
 
 import hashlib
-import importlib
 import json
 import os
 import time
@@ -17,12 +16,14 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.cli import instantiate_class
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, default_collate
+from typing_extensions import override
 
 from callbacks.checkpoint import atomic_save
-from gans.errors import ConfigurationError, MissingFileError
+from gans.errors import ConfigurationError, MissingFileError, check_at_least
 
 #: torch-fidelity's FID Inception (TensorFlow's 2015-12-05 graph converted to PyTorch).
 INCEPTION_URL = (
@@ -142,14 +143,28 @@ class InceptionV3Features(nn.Module):
 
 
 def build_extractor(class_path: str, init_args: dict[str, Any] | None) -> nn.Module:
-    module_name, _, class_name = class_path.rpartition(".")
+    """The feature extractor ``class_path(**init_args)``, in eval mode and without gradients.
+
+    Args:
+        class_path: dotted path of an ``nn.Module`` class, e.g. ``"callbacks.metrics.InceptionV3Features"``.
+        init_args: its constructor's keyword arguments.
+
+    Returns:
+        The extractor.
+
+    Raises:
+        ConfigurationError: the class cannot be imported or built (a refusal of its own constructor passes through).
+    """
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError, ValueError) as err:
+        extractor = instantiate_class((), {"class_path": class_path, "init_args": dict(init_args or {})})
+    except ConfigurationError:
+        raise
+    except (ImportError, AttributeError, ValueError) as err:  # Lightning's importer: no module, no class, no dot
         raise ConfigurationError(
-            f"GANMetrics(feature_extractor={class_path!r}): no such class ({err})", "feature_extractor"
+            f"GANMetrics(feature_extractor={class_path!r}): cannot build it ({type(err).__name__}: {err})",
+            "feature_extractor",
         ) from err
-    return cls(**(init_args or {})).eval().requires_grad_(False)
+    return extractor.eval().requires_grad_(False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -168,19 +183,6 @@ def _gather_strided(trainer: L.Trainer, rows: Tensor, total: int) -> Tensor:
     padded[: len(rows)] = rows
     gathered = trainer.strategy.all_gather(padded)  # [W, per_rank, ...]; row j of rank w is index j * W + w
     return gathered.transpose(0, 1).reshape(per_rank * world, *rows.shape[1:])[:total]
-
-
-class _Items(Dataset):
-    """A data set seen one item at a time."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> Any:
-        return self.dataset[index]
 
 
 class GANMetrics(L.Callback):
@@ -235,16 +237,9 @@ class GANMetrics(L.Callback):
             raise ConfigurationError(
                 f"GANMetrics(metrics={metrics}): expected a non-empty list of {', '.join(METRICS)}"
             )
-        for name, value, low in (
-            ("every_n_steps", every_n_steps, 0),
-            ("num_samples", num_samples, 2),
-            ("batch_size", batch_size, 1),
-            ("kid_subsets", kid_subsets, 1),
-            ("kid_subset_size", kid_subset_size, 2),
-            ("is_splits", is_splits, 1),
-        ):
-            if value < low:
-                raise ConfigurationError(f"GANMetrics({name}={value}): expected an integer >= {low}")
+        check_at_least(0, "GANMetrics", every_n_steps=every_n_steps)
+        check_at_least(2, "GANMetrics", num_samples=num_samples, kid_subset_size=kid_subset_size)
+        check_at_least(1, "GANMetrics", batch_size=batch_size, kid_subsets=kid_subsets, is_splits=is_splits)
         if num_real is not None and num_real < 2:
             raise ConfigurationError(f"GANMetrics(num_real={num_real}): expected an integer >= 2 or None")
         if "kid" in metrics:
@@ -268,23 +263,29 @@ class GANMetrics(L.Callback):
         default_cache = Path(os.environ.get("GANS_CACHE_DIR", Path.home() / ".cache" / "gans")) / "real_stats"
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache
         self.ema = ema
-        self.extractor: nn.Module | None = None
-        self.real: dict[str, Any] | None = None  # the reference statistics and their cache key, once known
+        self._extractor: nn.Module | None = None
+        self._real: dict[str, Any] | None = None  # the reference statistics and their cache key, once known
         self._restored: dict[str, Any] | None = None  # statistics from a checkpoint, used if their key still matches
-        self.last: dict[str, float] = {}  # the latest values, with "seconds"
+        self._last: dict[str, float] = {}
         self._last_step = -1
+
+    @property
+    def last(self) -> dict[str, float]:
+        """The latest evaluation's values by name (``fid``, ``kid_mean``, ...) and its duration, ``seconds``."""
+        return dict(self._last)
 
     # ------------------------------------------------------------------------------------------------------------
 
+    @override
     def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
         # Built here, before the first step, so that missing weights stop the run at once. Rank 0 builds first
         # (it may download the weights); the others follow once it has, or raise its error with it.
-        if self.extractor is not None:
+        if self._extractor is not None:
             return
         error = None
         if trainer.is_global_zero:
             try:
-                self.extractor = build_extractor(self.feature_extractor, self.feature_extractor_args)
+                self._extractor = build_extractor(self.feature_extractor, self.feature_extractor_args)
             except Exception as err:  # noqa: BLE001 (any failure must reach the other ranks, or they hang)
                 configuration = isinstance(err, ConfigurationError)
                 error = (str(err), err.argument) if configuration else f"{type(err).__name__}: {err}"
@@ -293,15 +294,17 @@ class GANMetrics(L.Callback):
             raise ConfigurationError(*error)
         if error is not None:
             raise RuntimeError(f"GANMetrics could not build its feature extractor: {error}")
-        if self.extractor is None:
-            self.extractor = build_extractor(self.feature_extractor, self.feature_extractor_args)
+        if self._extractor is None:
+            self._extractor = build_extractor(self.feature_extractor, self.feature_extractor_args)
 
+    @override
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args) -> None:
         step = trainer.global_step
         if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and step != self._last_step:
             self._last_step = step
             self._evaluate_and_log(trainer, module)
 
+    @override
     def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.state.fn == TrainerFn.VALIDATING and not trainer.sanity_checking:
             self._evaluate_and_log(trainer, module)
@@ -321,9 +324,9 @@ class GANMetrics(L.Callback):
     def evaluate(self, trainer: L.Trainer, module: L.LightningModule) -> dict[str, float]:
         """Computes the metrics; a collective: every process must call it."""
         start = time.perf_counter()
-        if self.extractor is None:
+        if self._extractor is None:
             self.setup(trainer, module, "validate")
-        self.extractor.to(module.device)
+        self._extractor.to(module.device)
         real = self.real_statistics(trainer, module)
         rank, world = trainer.global_rank, trainer.world_size
         # One fixed input set (latents, and labels for a conditional model) asked of the module, drawn on the CPU, so
@@ -349,11 +352,11 @@ class GANMetrics(L.Callback):
                     "metrics",
                 )
             out.update(inception_score(_gather_strided(trainer, torch.cat(logits), self.num_samples), self.is_splits))
-        self.last = {**out, "seconds": time.perf_counter() - start}
+        self._last = {**out, "seconds": time.perf_counter() - start}
         return out
 
     def _extract(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
-        output = self.extractor(to_uint8_rgb(images))
+        output = self._extractor(to_uint8_rgb(images))
         features, logits = output if isinstance(output, (tuple, list)) else (output, None)
         return features.float(), None if logits is None else logits.float()
 
@@ -365,16 +368,16 @@ class GANMetrics(L.Callback):
         """``mu``, ``sigma`` (and ``features`` when KID is on) of the real images; from memory, the disk cache, or
         computed (by all processes together) and cached."""
         need_features = "kid" in self.metrics
-        if self.real is not None and (not need_features or "features" in self.real):
-            return self.real
+        if self._real is not None and (not need_features or "features" in self._real):
+            return self._real
         datamodule = trainer.datamodule
         if datamodule is None:
             raise ConfigurationError("GANMetrics needs a LightningDataModule to compute real-data statistics")
         key = self._cache_key(datamodule)
         restored, self._restored = self._restored, None
         if restored is not None and restored["key"] == key and not need_features:
-            self.real = {"mu": restored["mu"], "sigma": restored["sigma"], "key": key}
-            return self.real
+            self._real = {"mu": restored["mu"], "sigma": restored["sigma"], "key": key}
+            return self._real
         path = self.cache_dir / f"{key}.pt"
         # Every process reads the cache only when all of them can (else they would disagree on what to compute).
         here = path.is_file()
@@ -382,20 +385,22 @@ class GANMetrics(L.Callback):
         if everywhere:
             cached = torch.load(path, map_location="cpu", weights_only=True)
             if not need_features or "features" in cached:
-                self.real = {**cached, "key": key}
-                return self.real
-        self.real = {**self._compute_real(trainer, module, datamodule), "key": key}
+                self._real = {**cached, "key": key}
+                return self._real
+        self._real = {**self._compute_real(trainer, module, datamodule), "key": key}
         if trainer.is_global_zero:
-            atomic_save(self.real, path)  # never a half-written cache file
-        return self.real
+            atomic_save(self._real, path)  # never a half-written cache file
+        return self._real
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         # The FID statistics travel with checkpoints, so a resumed run does not recompute them on a machine without
         # the disk cache. KID's real features (N x d) would bloat every checkpoint: they stay in the disk cache.
-        if self.real is None:
+        if self._real is None:
             return {}
-        return {"key": self.real["key"], "mu": self.real["mu"], "sigma": self.real["sigma"]}
+        return {"key": self._real["key"], "mu": self._real["mu"], "sigma": self._real["sigma"]}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._restored = dict(state_dict) if state_dict else None
 
@@ -419,10 +424,12 @@ class GANMetrics(L.Callback):
         # A seeded random subset: folder data sets are sorted by class, so a prefix would be biased.
         indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(self.seed))[:total]
         rank, world = trainer.global_rank, trainer.world_size
-        # Item by item (_Items hides a batch-level __getitems__, e.g. a data set held on the GPU).
-        loader = DataLoader(Subset(_Items(dataset), indices[rank::world].tolist()), batch_size=self.batch_size)
         features = []
-        for batch in loader:
+        # Read item by item (``dataset[i]``, which every map-style data set answers) and collated here, not through a
+        # DataLoader: a data set may cut whole batches in ``__getitems__`` for its own training loader (MNIST held on
+        # the GPU) and collate them there, which a generic loader would collate again.
+        for chunk in indices[rank::world].split(self.batch_size):
+            batch = default_collate([dataset[i] for i in chunk.tolist()])
             images = batch[0] if isinstance(batch, (tuple, list)) else batch
             features.append(self._extract(images.to(module.device))[0])
         real = _gather_strided(trainer, torch.cat(features), total)  # [total, d]

@@ -7,6 +7,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from tqdm import tqdm
+from typing_extensions import override
 
 from callbacks.checkpoint import atomic_save
 from callbacks.samples import save_png, to_grid
@@ -38,6 +39,7 @@ class PredictionWriter(BasePredictionWriter):
             return Path(self.output_dir)
         return Path(trainer.log_dir or trainer.default_root_dir) / "predictions"
 
+    @override
     def write_on_epoch_end(
         self, trainer: L.Trainer, module: L.LightningModule, predictions: list[Any], batch_indices: list[Any]
     ) -> None:

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
+from lightning.pytorch.strategies import ParallelStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from typing_extensions import override
 
 from gans.errors import ConfigurationError
 
@@ -42,50 +44,64 @@ class Preemption(L.Callback):
 
     def __init__(self, signals: list[str] | None = None) -> None:
         self.signals = [_signal(name) for name in signals or []]
-        self.received: int | None = None  # the signal number, once one came
-        self.saved: Path | None = None  # where the preemption checkpoint went
+        self._received: int | None = None
+        self._saved: Path | None = None
         self._previous: dict[int, Any] = {}
+
+    @property
+    def received(self) -> int | None:
+        """The number of the signal that stopped this run, or ``None``."""
+        return self._received
+
+    @property
+    def saved(self) -> Path | None:
+        """Where the preemption checkpoint went, or ``None`` when none was written."""
+        return self._saved
 
     # ------------------------------------------------------------------------------------------------------------
 
+    @override
     def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        self.received, self.saved = None, None
+        self._received, self._saved = None, None
         # Installed before Lightning registers its handlers (after setup): Lightning then leaves the SLURM requeue
         # signal to this handler instead of saving inside its own, and calls this SIGTERM handler after its own.
         for signum in {signal.SIGTERM, *self._requeue_signal(trainer), *self.signals}:
             self._previous[signum] = signal.getsignal(signum)
             signal.signal(signum, self._note)
 
+    @override
     def teardown(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         self._previous = {}
 
     def _note(self, signum: int, frame: Any) -> None:
-        self.received = signum
+        self._received = signum
 
     # ------------------------------------------------------------------------------------------------------------
 
+    @override
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
-        here = self.received is not None or trainer.received_sigterm
+        here = self._received is not None or trainer.received_sigterm
         # One process may be signalled before the others: all of them save and stop together.
         if not (trainer.strategy.reduce_boolean_decision(here, all=False) if trainer.world_size > 1 else here):
             return
-        self._save(trainer, module, self.received if self.received is not None else signal.SIGTERM)
+        self._save(trainer, module, self._received if self._received is not None else signal.SIGTERM)
         trainer.should_stop = True
 
+    @override
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
         # A SIGTERM that came while later callbacks of the batch ran (the checkpoint callback, which runs last) makes
         # Lightning stop at the batch's end before this callback's next turn: the state is between two batches, save.
-        if isinstance(exception, SIGTERMException) and self.saved is None:
+        if isinstance(exception, SIGTERMException) and self._saved is None:
             self._save(trainer, module, signal.SIGTERM)
 
     def _save(self, trainer: L.Trainer, module: L.LightningModule, signum: int) -> None:
         path = self._checkpoint_path(trainer)
         trainer.save_checkpoint(path, weights_only=False)
-        self.saved, self.received = path, signum
+        self._saved, self._received = path, signum
         rank_zero_info(
             f"Received {signal.Signals(signum).name}: saved {path} at iteration {trainer.global_step} "
             f"(discriminator step {getattr(module, 'batches_seen', '?')}); resume with --ckpt_path last"
@@ -95,7 +111,7 @@ class Preemption(L.Callback):
 
     @staticmethod
     def _requeue_signal(trainer: L.Trainer) -> list[int]:
-        environment = trainer._accelerator_connector.cluster_environment
+        environment = cluster_environment(trainer)
         if isinstance(environment, SLURMEnvironment) and environment.auto_requeue:
             return [environment.requeue_signal]
         return []
@@ -120,6 +136,24 @@ class Preemption(L.Callback):
             rank_zero_info(f"Requeued SLURM job {job}")
         else:
             rank_zero_warn(f"scontrol requeue {job} failed ({result.returncode}): {result.stderr.strip()}")
+
+
+def cluster_environment(trainer: L.Trainer) -> ClusterEnvironment | None:
+    """The cluster environment the trainer runs in: a parallel strategy's own (the one given to it, or the one
+    Lightning detected), else SLURM's when Lightning would detect it.
+
+    Lightning keeps the environment of a single-device run only in its private accelerator connector; this detects it
+    the way the connector does (``SLURMEnvironment.detect()``, then the environment's defaults: requeue on, SIGUSR1).
+
+    Args:
+        trainer: the trainer, after its strategy was chosen.
+
+    Returns:
+        The environment, or ``None`` outside a cluster on one device.
+    """
+    if isinstance(trainer.strategy, ParallelStrategy) and trainer.strategy.cluster_environment is not None:
+        return trainer.strategy.cluster_environment
+    return SLURMEnvironment() if SLURMEnvironment.detect() else None
 
 
 def _signal(name: str) -> int:

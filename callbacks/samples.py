@@ -9,8 +9,9 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torch import Tensor
 from torchvision.io import write_png
 from torchvision.utils import make_grid
+from typing_extensions import override
 
-from gans.errors import ConfigurationError
+from gans.errors import check_at_least
 from gans.latent import slerp
 
 
@@ -130,14 +131,9 @@ class SampleGrid(L.Callback):
         seed: int = 0,
         key: str = "samples",
     ) -> None:
-        for name, value, low in (
-            ("every_n_steps", every_n_steps, 0),
-            ("num_samples", num_samples, 1),
-            ("interpolation_rows", interpolation_rows, 0),
-            ("interpolation_steps", interpolation_steps, 2),
-        ):
-            if value < low:
-                raise ConfigurationError(f"SampleGrid({name}={value}): expected an integer >= {low}")
+        check_at_least(0, "SampleGrid", every_n_steps=every_n_steps, interpolation_rows=interpolation_rows)
+        check_at_least(1, "SampleGrid", num_samples=num_samples)
+        check_at_least(2, "SampleGrid", interpolation_steps=interpolation_steps)
         self.every_n_steps = every_n_steps
         self.num_samples = num_samples
         self.nrow = nrow or max(1, round(num_samples**0.5))
@@ -183,9 +179,11 @@ class SampleGrid(L.Callback):
         for name, image in self.images(module).items():
             log_image(trainer, f"{self.key}/{name}", image, step, caption=CAPTIONS.get(name))
 
+    @override
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args) -> None:
         if self.every_n_steps and trainer.global_step > 0 and trainer.global_step % self.every_n_steps == 0:
             self._log(trainer, module)
 
+    @override
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._log(trainer, module)

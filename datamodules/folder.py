@@ -14,15 +14,16 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.resumable import default_data_seed, resumable_loader
-from gans.errors import ConfigurationError, MissingFileError
+from datamodules.base import AUGMENTATION_SEEDING, ImageDataModule
+from datamodules.resumable import default_data_seed
+from gans.errors import ConfigurationError, MissingFileError, check_at_least
+from gans.seeding import step_seed
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 #: PIL modes by channel count: what a file decodes to before any conversion.
@@ -107,8 +108,8 @@ class _ImageFiles(Dataset):
         raise BadImageError(f"none of the {len(self.files)} images can be decoded")
 
     def rng(self, index: int) -> torch.Generator:
-        # A tuple of ints hashes the same in every process and run (no hash randomisation for ints), and mixes well.
-        return torch.Generator().manual_seed(hash((self.seed, index)) & (2**63 - 1))
+        """The generator of item ``index``'s augmentation: the same in every process and run."""
+        return torch.Generator().manual_seed(step_seed(self.seed, index))
 
 
 class ImageFolder(_ImageFiles):
@@ -154,29 +155,31 @@ class PairedImages(_ImageFiles):
         return (a, b) if self.direction == "AtoB" else (b, a)
 
 
-class _FolderDataModule(L.LightningDataModule):
-    """What the folder data modules share: header checks, the resumable training loader, bad-file accounting."""
+class _FolderDataModule(ImageDataModule):
+    """What the folder data modules share: header checks and bad-file accounting.
+
+    Args:
+        to_channels: 1 or 3 to convert every image; ``None`` takes the files' own count and refuses a mix.
+        bad_files: a file that cannot be decoded is skipped and counted (``"skip"``) or stops the run (``"stop"``).
+        seed: seed of the data order, of a held-out split and of the augmentation (flips, crops);
+            ``seed_everything``'s when ``None``.
+        **kwargs: ``batch_size``, ``num_workers``, ``pin_memory``: see :class:`datamodules.base.ImageDataModule`.
+    """
 
     def __init__(
         self,
-        batch_size: int,
-        num_workers: int,
-        to_channels: int | None,
-        bad_files: Literal["skip", "stop"],
-        seed: int | None,
-        pin_memory: bool,
+        to_channels: int | None = None,
+        bad_files: Literal["skip", "stop"] = "stop",
+        seed: int | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(**kwargs)
         if bad_files not in ("skip", "stop"):
             raise ConfigurationError(f"bad_files={bad_files!r}; expected 'skip' or 'stop'")
         if to_channels not in (None, 1, 3):
             raise ConfigurationError(
                 f"to_channels={to_channels}; expected 1 (grey), 3 (RGB) or None (as the files are)"
             )
-        for name, value, low in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
-            if value < low:
-                raise ConfigurationError(f"{name}={value} is invalid; expected an integer >= {low}")
-        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.to_channels, self.bad_files, self.seed = to_channels, bad_files, seed
         self.train_set: _ImageFiles | None = None
         self._header_skips = 0  # files whose header could not be read at setup (bad_files="skip")
@@ -227,28 +230,8 @@ class _FolderDataModule(L.LightningDataModule):
                 "batch_size",
             )
 
-    def train_dataloader(self) -> DataLoader:
-        if self.train_set is None:
-            raise RuntimeError(f"{type(self).__name__}: call setup('fit') before train_dataloader()")
-        return resumable_loader(
-            self, self.train_set, self.batch_size, seed=self.seed, tag_epoch=True, **self._loader_options()
-        )
-
-    def _loader(self, dataset: Dataset) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.batch_size, **self._loader_options())
-
-    def _loader_options(self) -> dict[str, Any]:
-        return {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0,
-                "pin_memory": self.pin_memory}
-
-    def fingerprint(self) -> dict:
-        """The settings that shape the images and the training files' names, sizes and modification times (the
-        metrics' cache key)."""
-        files = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in self.train_set.files] if self.train_set else []
-        return {"class": type(self).__name__, **self._data_settings(), "files": files}
-
-    def _data_settings(self) -> dict:
-        raise NotImplementedError
+    def _training_files(self) -> list[Path]:
+        return self.train_set.files if self.train_set is not None else []
 
     def skipped_files(self) -> int:
         """Files skipped so far: unreadable headers at setup plus files that failed to decode in training."""
@@ -274,14 +257,10 @@ class ImageFolderDataModule(_FolderDataModule):
     Args:
         data_dir: folder of images (``.jpg``, ``.png``, ...), in subfolders or not (CelebA: ``img_align_celeba``).
         image_size: side of the square images.
-        to_channels: 1 or 3 to convert every image; ``None`` takes the files' own count and refuses a mix.
         flip: mirror training images with probability 1/2 (ProGAN and StyleGAN's augmentation for faces).
         val_fraction: share of the images held out for validation (0: none).
-        batch_size: images per batch, per process.
-        num_workers: DataLoader worker processes.
-        bad_files: a file that cannot be decoded is skipped and counted (``"skip"``) or stops the run (``"stop"``).
-        seed: seed of the data order, the held-out split and the flips; ``seed_everything``'s when ``None``.
-        pin_memory: pinned host memory for faster copies to the GPU.
+        **kwargs: ``to_channels``, ``bad_files``, ``seed`` (of the order, the held-out split and the flips),
+            ``batch_size``, ``num_workers``, ``pin_memory``: the arguments every folder data module takes.
     """
 
     #: What a batch holds, for models to check that they can use it (see ``gans.base.GAN.batch_kinds``).
@@ -291,21 +270,14 @@ class ImageFolderDataModule(_FolderDataModule):
         self,
         data_dir: str = "data/images",
         image_size: int = 64,
-        to_channels: int | None = None,
         flip: bool = False,
         val_fraction: float = 0.0,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        bad_files: Literal["skip", "stop"] = "stop",
-        seed: int | None = None,
-        pin_memory: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, to_channels, bad_files, seed, pin_memory)
-        if image_size < 1:
-            raise ConfigurationError(f"image_size={image_size} is invalid; expected an integer >= 1")
+        super().__init__(**kwargs)
+        check_at_least(1, image_size=image_size)
         if not 0.0 <= val_fraction < 1.0:
             raise ConfigurationError(f"val_fraction={val_fraction} must be in [0, 1)")
-        self.save_hyperparameters()
         self.data_dir, self.image_size, self.flip, self.val_fraction = Path(data_dir), image_size, flip, val_fraction
         self.val_set: ImageFolder | None = None
 
@@ -328,7 +300,8 @@ class ImageFolderDataModule(_FolderDataModule):
 
     def _data_settings(self) -> dict:
         # The metrics read epoch 0's items: which of them are mirrored depends on the seed.
-        return {"image_size": self.image_size, "flip_seed": getattr(self.train_set, "seed", None) if self.flip else None}
+        flip_seed = getattr(self.train_set, "seed", None) if self.flip else None
+        return {"image_size": self.image_size, "flip_seed": flip_seed, **(AUGMENTATION_SEEDING if self.flip else {})}
 
 
 class PairedImageDataModule(_FolderDataModule):
@@ -343,12 +316,9 @@ class PairedImageDataModule(_FolderDataModule):
         load_size: side the halves are resized to before the random crop (286 in pix2pix).
         crop_size: side of the training crops and of every output image (256 in pix2pix).
         jitter: pix2pix's random resize-crop and mirror on training pairs.
-        to_channels: 1 or 3 to convert every image; ``None`` takes the files' own count and refuses a mix.
         batch_size: pairs per batch, per process (1 in pix2pix).
-        num_workers: DataLoader worker processes.
-        bad_files: a file that cannot be decoded is skipped and counted (``"skip"``) or stops the run (``"stop"``).
-        seed: seed of the data order and the jitter; ``seed_everything``'s when ``None``.
-        pin_memory: pinned host memory for faster copies to the GPU.
+        **kwargs: ``to_channels``, ``bad_files``, ``seed`` (of the order and the jitter), ``num_workers``,
+            ``pin_memory``: the arguments every folder data module takes.
     """
 
     #: What a batch holds, for models to check that they can use it (see ``gans.base.GAN.batch_kinds``).
@@ -361,19 +331,14 @@ class PairedImageDataModule(_FolderDataModule):
         load_size: int = 286,
         crop_size: int = 256,
         jitter: bool = True,
-        to_channels: int | None = None,
         batch_size: int = 1,
-        num_workers: int = 0,
-        bad_files: Literal["skip", "stop"] = "stop",
-        seed: int | None = None,
-        pin_memory: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, to_channels, bad_files, seed, pin_memory)
+        super().__init__(batch_size=batch_size, **kwargs)
         if direction not in ("AtoB", "BtoA"):
             raise ConfigurationError(f"direction={direction!r}; expected 'AtoB' or 'BtoA'")
         if not 1 <= crop_size <= load_size:
             raise ConfigurationError(f"crop_size={crop_size} must be between 1 and load_size={load_size}")
-        self.save_hyperparameters()
         self.data_dir, self.direction = Path(data_dir), direction
         self.load_size, self.crop_size, self.jitter = load_size, crop_size, jitter
         self.splits: dict[str, PairedImages] = {}
@@ -409,5 +374,7 @@ class PairedImageDataModule(_FolderDataModule):
         return self._loader(self.splits["test"])
 
     def _data_settings(self) -> dict:
-        jitter = {"load_size": self.load_size, "seed": getattr(self.train_set, "seed", None)} if self.jitter else None
+        jitter = None
+        if self.jitter:
+            jitter = {"load_size": self.load_size, "seed": getattr(self.train_set, "seed", None), **AUGMENTATION_SEEDING}
         return {"direction": self.direction, "crop_size": self.crop_size, "jitter": jitter}

@@ -7,16 +7,17 @@ import math
 import struct
 import zlib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.resumable import as_batch, default_data_seed, resumable_loader
-from gans.errors import ConfigurationError, MissingFileError
+from datamodules.base import AUGMENTATION_SEEDING, ImageDataModule
+from datamodules.resumable import as_batch, default_data_seed
+from gans.errors import ConfigurationError, MissingFileError, check_at_least
+from gans.seeding import step_seed
 
 # Folder under `data_dir`; also the name of the torchvision class that downloads into it.
 FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
@@ -187,8 +188,7 @@ class MNISTImages(Dataset):
     def flips(self, epoch: int) -> torch.Tensor:
         """Which images epoch ``epoch`` mirrors: bool [N], on the images' device."""
         if self._flips is None or self._flips[0] != epoch:
-            # A tuple of ints hashes the same in every process and run.
-            rng = torch.Generator().manual_seed(hash((self.flip_seed, epoch)) & (2**63 - 1))
+            rng = torch.Generator().manual_seed(step_seed(self.flip_seed, epoch))
             self._flips = (epoch, (torch.rand(len(self), generator=rng) < 0.5).to(self.images.device))
         return self._flips[1]
 
@@ -200,7 +200,7 @@ class _OnDeviceImages(MNISTImages):
     __getitems__ = MNISTImages.batch
 
 
-class MNISTDataModule(L.LightningDataModule):
+class MNISTDataModule(ImageDataModule):
     """MNIST or Fashion-MNIST from `<data_dir>/MNIST/raw/` or `<data_dir>/FashionMNIST/raw/`.
 
     Files are torchvision's (`train-images-idx3-ubyte`, `train-labels-idx1-ubyte`, `t10k-images-idx3-ubyte`,
@@ -215,19 +215,18 @@ class MNISTDataModule(L.LightningDataModule):
     Args:
         data_dir: Folder that holds `MNIST/raw/` or `FashionMNIST/raw/`.
         dataset: "mnist" or "fashion_mnist".
-        batch_size: Images per batch, per process under DDP.
-        num_workers: DataLoader worker processes; 0 loads in the main process.
+        train_split: Split to train on: "train" (the `train-*` files) or "test" (the `t10k-*` files).
+        download: Download the files with torchvision when the needed split is missing.
         image_size: Side of the square images fed to the GAN; 28 keeps the originals, other sizes are resized
             once at setup (bilinear, antialiased).
-        download: Download the files with torchvision when the needed split is missing.
-        train_split: Split to train on: "train" (the `train-*` files) or "test" (the `t10k-*` files).
-        pin_memory: Pin batches in page-locked memory for faster copies to the GPU.
-        on_device: Hold the whole preprocessed training split on the trainer's device (60,000 28x28 digits are 47 MB
-            as uint8; 61 MB at 32x32) and cut each batch there, flips included: no DataLoader workers, no copies per
-            step. Needs ``num_workers=0`` and ``pin_memory=False``.
         flip: Mirror a random half of the training images left to right, a new half every epoch (on the device with
             ``on_device``). Suits Fashion-MNIST's clothes; digits are not mirror-symmetric, so leave it off for MNIST.
             Seeded by ``seed_everything`` (``PL_GLOBAL_SEED``): a resumed run mirrors the same images.
+        on_device: Hold the whole preprocessed training split on the trainer's device (60,000 28x28 digits are 47 MB
+            as uint8; 61 MB at 32x32) and cut each batch there, flips included: no DataLoader workers, no copies per
+            step. Needs ``num_workers=0`` and ``pin_memory=False``.
+        **kwargs: ``batch_size`` (images per batch, per process), ``num_workers``, ``pin_memory``: see
+            :class:`datamodules.base.ImageDataModule`.
     """
 
     #: What a batch holds, for models to check that they can use it (see ``gans.base.GAN.batch_kinds``).
@@ -237,42 +236,26 @@ class MNISTDataModule(L.LightningDataModule):
         self,
         data_dir: str = "data",
         dataset: Literal["mnist", "fashion_mnist"] = "mnist",
-        batch_size: int = 64,
-        num_workers: int = 0,
-        image_size: int = 32,
-        download: bool = False,
         train_split: Literal["train", "test"] = "train",
-        pin_memory: bool = False,
-        on_device: bool = False,
+        download: bool = False,
+        image_size: int = 32,
         flip: bool = False,
+        on_device: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
         if dataset not in FOLDERS:
             raise ConfigurationError(f"dataset={dataset!r} is unknown; expected one of {', '.join(map(repr, FOLDERS))}")
         if train_split not in SPLIT_PREFIXES:
             raise ConfigurationError(f"train_split={train_split!r} is unknown; expected 'train' or 'test'")
-        for name, value, low in (
-            ("batch_size", batch_size, 1),
-            ("image_size", image_size, 1),
-            ("num_workers", num_workers, 0),
-        ):
-            if value < low:
-                raise ConfigurationError(f"{name}={value} is invalid; expected an integer >= {low}")
-        self.save_hyperparameters()
-        self.data_dir = Path(data_dir)
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.image_size = image_size
-        self.download = download
-        self.train_split = train_split
-        if on_device and (num_workers or pin_memory):
+        super().__init__(**kwargs)
+        check_at_least(1, image_size=image_size)
+        if on_device and (self.num_workers or self.pin_memory):
             raise ConfigurationError(
                 f"on_device=True serves batches from the device itself: it needs num_workers=0 and pin_memory=False, "
-                f"not num_workers={num_workers}, pin_memory={pin_memory}"
+                f"not num_workers={self.num_workers}, pin_memory={self.pin_memory}"
             )
-        self.pin_memory = pin_memory
-        self.on_device = on_device
+        self.data_dir, self.dataset, self.image_size = Path(data_dir), dataset, image_size
+        self.download, self.train_split, self.on_device = download, train_split, on_device
         self.flip = flip
         self.raw_dir = self.data_dir / FOLDERS[dataset] / "raw"
         self.image_shape = (1, image_size, image_size)
@@ -318,37 +301,27 @@ class MNISTDataModule(L.LightningDataModule):
         if stage == "predict" and self.predict_set is None:
             self.predict_set = self._load("test")
 
-    def fingerprint(self) -> dict:
-        """What identifies the training images: the settings and each train file's name, size and modification
-        time. Metrics key their cached real-data statistics by it, so replacing a file invalidates them."""
-        files = []
-        for name in split_file_names(self.train_split):
-            path = _find(self.raw_dir, name)
-            stat = path.stat() if path is not None else None
-            files.append([str(path), stat.st_size, stat.st_mtime_ns] if stat else [name, None, None])
+    def _data_settings(self) -> dict:
         return {
-            "class": "MNISTDataModule",
             "dataset": self.dataset,
             "train_split": self.train_split,
             "image_size": self.image_size,
             "flip_seed": default_data_seed() if self.flip else None,  # the metrics read epoch 0's mirrored images
-            "files": files,
+            **(AUGMENTATION_SEEDING if self.flip else {}),
         }
 
+    def _training_files(self) -> list[Path]:
+        return [_find(self.raw_dir, name) or self.raw_dir / name for name in split_file_names(self.train_split)]
+
     def train_dataloader(self) -> DataLoader:
-        if self.train_set is None:
-            raise RuntimeError("MNISTDataModule: call setup('fit') before train_dataloader()")
-        if len(self.train_set) < self.batch_size:
+        if self.train_set is not None and len(self.train_set) < self.batch_size:
             # drop_last would leave no batch at all, and Lightning would train for zero steps without a word.
             raise ConfigurationError(
                 f"The {self.train_split} split in {self.raw_dir} holds {len(self.train_set)} images, fewer than one "
                 f"batch of batch_size={self.batch_size}; lower --data.batch_size",
                 "batch_size",
             )
-        # Equal batches (the GAN losses and BatchNorm statistics assume a fixed batch size), in an order that a
-        # checkpoint resumes part-way through an epoch (datamodules.resumable).
-        options = {"collate_fn": as_batch} if self.on_device else self._loader_options()
-        return resumable_loader(self, self.train_set, self.batch_size, tag_epoch=self.flip, **options)
+        return super().train_dataloader()
 
     def val_dataloader(self) -> DataLoader | list:
         """The `t10k` split, or an empty list (Lightning then skips validation) when there is none to hold out."""
@@ -373,16 +346,9 @@ class MNISTDataModule(L.LightningDataModule):
             raise RuntimeError("MNISTDataModule: call setup('predict') before predict_dataloader()")
         return self._loader(self.predict_set)
 
-    def _loader(self, dataset: MNISTImages) -> DataLoader:
-        """An evaluation loader: in order, every image, the last batch possibly smaller."""
-        return DataLoader(dataset, batch_size=self.batch_size, **self._loader_options())
-
-    def _loader_options(self) -> dict:
-        return {
-            "num_workers": self.num_workers,
-            "persistent_workers": self.num_workers > 0,
-            "pin_memory": self.pin_memory,
-        }
+    def _train_loader_options(self) -> dict[str, Any]:
+        # The on-device set cuts whole batches itself (its __getitems__): nothing is left to collate.
+        return {"collate_fn": as_batch} if self.on_device else self._loader_options()
 
     def _load(self, split: Literal["train", "test"]) -> MNISTImages:
         if not _has_split(self.raw_dir, split):

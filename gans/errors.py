@@ -30,3 +30,21 @@ class ConfigurationError(ValueError):
 class MissingFileError(ConfigurationError, FileNotFoundError):
     """A file or folder that the configuration names (a data directory, a weights file) does not exist or lacks
     what is needed; still a ``FileNotFoundError`` for callers that catch that."""
+
+
+def check_at_least(low: int, owner: str | None = None, **values: int) -> None:
+    """Refuses the first of ``values`` below ``low``, in the house style.
+
+    Args:
+        low: the smallest accepted value.
+        owner: the class whose arguments these are, named in the message the way callbacks name theirs
+            (``"GANMetrics(num_samples=1): ..."``); ``None`` for the plain ``"num_samples=1 is invalid; ..."``.
+        **values: the arguments to check, by name.
+
+    Raises:
+        ConfigurationError: a value below ``low``; the message names it and what is accepted.
+    """
+    for name, value in values.items():
+        if value < low:
+            where = f"{owner}({name}={value}):" if owner else f"{name}={value} is invalid;"
+            raise ConfigurationError(f"{where} expected an integer >= {low}")

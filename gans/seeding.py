@@ -1,4 +1,10 @@
-"""The one seed-mixing scheme of the library."""
+"""The one way this library mixes integers into a seed: per-step noise of the training loop, per-epoch and per-item
+augmentation of the data modules.
+
+Python's ``hash()`` of a tuple of ints is stable but mixes poorly (neighbouring keys give related numbers) and is an
+implementation detail of CPython; a keyed hash gives unrelated streams for neighbouring steps, epochs and items and
+the same number on every platform and process.
+"""
 
 import hashlib
 

@@ -40,6 +40,17 @@ def test_update_averages_parameters_and_copies_buffers():
     assert torch.equal(ema[1].running_mean, torch.full((2,), 5.0))  # copied, not averaged
 
 
+def test_update_is_a_lerp_bit_for_bit():
+    # torch's EMA step must stay the plain lerp the average was defined with (resumed runs compare bit for bit).
+    model, ema = nn.Linear(5, 3), nn.Linear(5, 3)
+    before = [p.detach().clone() for p in ema.parameters()]
+    for beta in (0.0, 0.3, 0.999):
+        expected = [e.lerp(m.detach(), 1.0 - beta) for e, m in zip(ema.parameters(), model.parameters())]
+        ema_update(ema, model, beta)
+        assert all(torch.equal(e, x) for e, x in zip(ema.parameters(), expected, strict=True))
+    assert not torch.equal(next(ema.parameters()), before[0])
+
+
 def test_bad_arguments():
     for kwargs in ({"decay": 1.0}, {"decay": -0.1}, {"half_life_kimg": 0}, {"rampup": 0}, {"start_step": -1}):
         with pytest.raises(ValueError, match=next(iter(kwargs))):
@@ -52,7 +63,7 @@ class RecordEMA(GeneratorEMA):
     def on_train_batch_start(self, trainer, module, *args):
         super().on_train_batch_start(trainer, module, *args)
         self.before = copy.deepcopy(module.generator_ema.state_dict())
-        self.images_before = self.images_seen
+        self.images_before = self.state_dict()["images_seen"]
 
     def on_train_batch_end(self, trainer, module, outputs, batch, *args):
         stepped = trainer.global_step != self._step_before
@@ -77,7 +88,7 @@ def test_callback_updates_after_each_generator_step(cls, kwargs, synthetic_mnist
     ema = RecordEMA(half_life_kimg=0.01, rampup=None)  # beta = 0.5 ** (8 / 10) = 0.574: visible in 4 steps
     trainer = quiet_trainer(tmp_path, max_steps=4, callbacks=[ema])
     trainer.fit(model, tiny_datamodule(synthetic_mnist))
-    assert ema.updates == 4 and ema.images_seen == 4 * 8
+    assert ema.updates == 4 and ema.state_dict()["images_seen"] == 4 * 8
     assert not all(torch.equal(a, b) for a, b in zip(model.generator_ema.parameters(), model.generator.parameters()))
     assert all(not p.requires_grad for p in model.generator_ema.parameters())
     # The EMA holds only generator weights (not D's), and sample() uses it unless told otherwise.
@@ -112,7 +123,7 @@ def test_resume_restores_the_ema_exactly(synthetic_mnist, tmp_path):
     trainer.fit(fresh, tiny_datamodule(synthetic_mnist), ckpt_path=path)
     assert restored.keys() == saved.keys()
     assert all(torch.equal(restored[k], saved[k]) for k in saved)
-    assert resumed_ema.images_seen == 5 * 8  # 3 restored + 2 new steps of 8 images
+    assert resumed_ema.state_dict()["images_seen"] == 5 * 8  # 3 restored + 2 new steps of 8 images
 
     # load_gan rebuilds the EMA from the checkpoint, and gans.sample uses it unless --raw.
     loaded = load_gan(path)

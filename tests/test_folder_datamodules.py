@@ -146,3 +146,21 @@ def test_real_silhouettes_pairs():
     # B is a black outline on white: mostly white, grey (equal channels); A is a colour photo on white.
     assert outline.mean() > 0.5 and (outline[:, 0] - outline[:, 2]).abs().mean() < 0.05
     assert (photo[:, 0] - photo[:, 2]).abs().mean() > (outline[:, 0] - outline[:, 2]).abs().mean()
+
+
+def test_fingerprint_names_the_settings_and_notices_a_replaced_file(tmp_path):
+    paths = write_images(tmp_path / "imgs", 4)
+
+    def fingerprint(**kwargs):
+        dm = ImageFolderDataModule(data_dir=str(tmp_path / "imgs"), image_size=8, batch_size=2, seed=5, **kwargs)
+        dm.setup("fit")
+        return dm.fingerprint()
+
+    first = fingerprint()
+    assert first["class"] == "ImageFolderDataModule" and first["image_size"] == 8 and first["flip_seed"] is None
+    assert [row[0] for row in first["files"]] == [str(p) for p in paths] and fingerprint() == first
+    assert fingerprint(flip=True)["flip_seed"] == 5  # the mirrored items the metrics read depend on the seed
+    # ... and on how seeds are mixed: statistics cached from items flipped under the old scheme are not reused.
+    assert "seeding" not in first and fingerprint(flip=True)["seeding"] == "step_seed"
+    write_images(tmp_path / "imgs", 1, size=(14, 10))  # 000.png again, other pixels and size
+    assert fingerprint()["files"][0] != first["files"][0] and fingerprint()["files"][1:] == first["files"][1:]

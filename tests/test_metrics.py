@@ -183,13 +183,13 @@ def test_real_statistics_are_cached_and_invalidated(synthetic_mnist, tmp_path, m
 
     second = run()  # a second run: statistics from the disk cache, real data read only for training
     assert len(reads) == 2 * 8
-    assert torch.equal(second.real["mu"], first.real["mu"])
+    assert torch.equal(second.state_dict()["mu"], first.state_dict()["mu"])
 
     # Changing the data (new file contents and time stamp) invalidates the cache.
     write_idx_dataset(synthetic_mnist, splits=("train",), n=96 + 8)
     third = run()
     assert len(reads) == 104 + 2 * 8
-    assert not torch.equal(third.real["mu"], first.real["mu"])
+    assert not torch.equal(third.state_dict()["mu"], first.state_dict()["mu"])
     assert len(list(cache.glob("*.pt"))) == 2
 
 
@@ -201,6 +201,21 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="metrics="):
         GANMetrics(metrics=["fid", "precision"])
     GANMetrics(num_samples=500, metrics=["fid", "is"])  # without KID, the subset size does not matter
+
+
+def test_feature_extractor_is_built_from_its_class_path():
+    extractor = metrics_module.build_extractor("testdoubles.TinyFeatures", {"seed": 3})
+    assert isinstance(extractor, TinyFeatures) and not extractor.training
+    assert not any(p.requires_grad for p in extractor.parameters())
+    assert torch.equal(next(extractor.parameters()), next(TinyFeatures(seed=3).parameters()))  # init_args reached it
+    for class_path in ("testdoubles.NoSuchClass", "no_such_module.Features", "TinyFeatures"):
+        with pytest.raises(ValueError, match=rf"feature_extractor='{class_path}'\): cannot build it") as error:
+            metrics_module.build_extractor(class_path, None)
+        assert error.value.argument == "feature_extractor"
+    # The extractor's own refusal of a value reaches the user as it is, naming its argument.
+    with pytest.raises(FileNotFoundError, match="nowhere.pth") as error:
+        metrics_module.build_extractor("callbacks.metrics.InceptionV3Features", {"weights_path": "nowhere.pth"})
+    assert error.value.argument == "feature_extractor_args"
 
 
 def test_extractor_without_logits_cannot_give_is(synthetic_mnist, tmp_path):

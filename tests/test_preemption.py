@@ -117,3 +117,37 @@ def test_slurm_requeue_signal_saves_requeues_and_resumes(synthetic_mnist, tmp_pa
 
     resume_and_finish(config, root, saved["global_step"] + 2)
     assert torch.load(next(root.rglob("last.ckpt")), weights_only=True)["global_step"] == saved["global_step"] + 2
+
+
+SLURM_ENV = {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "gans", "SLURM_PROCID": "0",
+             "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost"}
+
+
+def test_cluster_environment_is_read_through_public_api(monkeypatch):
+    import lightning as L
+    from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from callbacks import Preemption
+    from callbacks.preemption import cluster_environment
+
+    for name in [*SLURM_ENV, "SLURM_NNODES"]:
+        monkeypatch.delenv(name, raising=False)
+    options = {"accelerator": "cpu", "devices": 1, "logger": False, "enable_checkpointing": False}
+    # One device, no cluster: nothing to requeue.
+    assert cluster_environment(L.Trainer(**options)) is None
+    assert Preemption._requeue_signal(L.Trainer(**options)) == []
+    # A parallel strategy's environment is the one it was given, with its settings.
+    ddp = DDPStrategy(cluster_environment=LightningEnvironment())
+    trainer = L.Trainer(strategy=ddp, **options)
+    assert cluster_environment(trainer) is ddp.cluster_environment and Preemption._requeue_signal(trainer) == []
+    for name, value in SLURM_ENV.items():
+        monkeypatch.setenv(name, value)
+    # One device under SLURM: detected as Lightning detects it (which then leaves the requeue signal to us).
+    trainer = L.Trainer(**options)
+    assert isinstance(cluster_environment(trainer), SLURMEnvironment)
+    assert Preemption._requeue_signal(trainer) == [signal.SIGUSR1]
+    for requeue, expected in ((True, [signal.SIGUSR2]), (False, [])):
+        slurm = SLURMEnvironment(auto_requeue=requeue, requeue_signal=signal.SIGUSR2)
+        trainer = L.Trainer(strategy=DDPStrategy(cluster_environment=slurm), **options)
+        assert cluster_environment(trainer) is slurm and Preemption._requeue_signal(trainer) == expected
