@@ -38,10 +38,10 @@ from torchvision.utils import save_image
 from callbacks.samples import to_grid
 from datamodules.mnist import MNISTDataModule
 from gans import losses
-from gans.optim import fused_where_supported
-from gans.seeding import step_seed
 from gans.dcgan import DCGAN
 from gans.nets.dcgan import DCGANDiscriminator, DCGANGenerator
+from gans.optim import fused_where_supported
+from gans.seeding import step_seed
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LATENT_DIM = 100

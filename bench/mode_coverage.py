@@ -43,8 +43,8 @@ from callbacks.samples import scatter_image
 from datamodules.mixtures import GaussianMixtureDataModule, mixture_modes, mode_coverage
 from gans import BEGAN, LSGAN, MLPGAN, WGAN, WGANGP, UnrolledGAN
 from gans.base import GAN
-from gans.optim import Schedules, from_spec
 from gans.nets import MLPAutoencoder, MLPDiscriminator, MLPGenerator
+from gans.optim import Schedules, from_spec
 from gans.sngan import SNGAN_ADAM
 
 #: The two settings of the literature's 2-D experiments. ``metz``: the unrolled-GAN paper's (Metz et al. 2017,

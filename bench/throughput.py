@@ -38,10 +38,10 @@ from dcgan_overhead import check_finite  # the same check as GAN._check_finite (
 from torch.utils.data import DataLoader, Dataset
 
 from gans import DCGAN, WGANGP
-from gans.optim import fused_where_supported
-from gans.seeding import step_seed
 from gans.dcgan import DCGAN_ADAM
 from gans.losses import gradient_penalty
+from gans.optim import fused_where_supported
+from gans.seeding import step_seed
 from gans.wgan_gp import WGANGP_ADAM
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -8,8 +8,8 @@ from conftest import TINY, quiet_trainer, tiny_datamodule
 from test_classic import DC, TINY_VARIANTS, flat
 
 from gans import DCGAN, WGANGP
-from gans.optim import fused_where_supported
 from gans.losses import gradient_penalty, r1_penalty
+from gans.optim import fused_where_supported
 
 VARIANTS = {**TINY_VARIANTS, "wgan_gp": (WGANGP, {**DC, "n_critic": 2})}
 
