@@ -87,6 +87,22 @@ TINY_SIZES = {"latent_dim": 8, "channels": 1, "image_size": 8, "data_shape": (1,
 TINY_NET_ARGS = {"features": 4, "hidden": (16,), "embedding": 8}
 
 
+def variant_classes() -> list[type]:
+    """The registry of the tests: every GAN variant ``gans`` exports (a concrete subclass of ``gans.base.GAN``),
+    found by its class, sorted by name. A new variant is tested without being listed anywhere."""
+    import inspect
+
+    import gans
+    from gans.base import GAN
+
+    found = {
+        obj for name in gans.__all__
+        if isinstance(obj := getattr(gans, name), type) and issubclass(obj, GAN) and obj is not GAN
+        and not inspect.isabstract(obj)
+    }
+    return sorted(found, key=lambda cls: cls.__name__)
+
+
 def tiny_kwargs(cls: type, **overrides) -> dict:
     """The smallest arguments of GAN variant ``cls``, chosen by argument NAME (not by variant): 8x8 single-channel
     images and, for each network argument whose default is a spec, the spec's class's size arguments made tiny.

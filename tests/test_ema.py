@@ -63,11 +63,11 @@ class RecordEMA(GeneratorEMA):
     def on_train_batch_start(self, trainer, module, *args):
         super().on_train_batch_start(trainer, module, *args)
         self.before = copy.deepcopy(module.generator_ema.state_dict())
-        self.images_before = self.state_dict()["images_seen"]
 
     def on_train_batch_end(self, trainer, module, outputs, batch, *args):
         stepped = trainer.global_step != self._step_before
-        beta = self.beta(batch[0].shape[0], trainer.global_step) if stepped else None
+        n = batch[0].shape[0]
+        beta = self.beta(n, trainer.global_step, module.images_seen - n) if stepped else None
         super().on_train_batch_end(trainer, module, outputs, batch, *args)
         after = module.generator_ema.state_dict()
         if not stepped:  # discriminator-only steps leave the average alone
@@ -88,7 +88,7 @@ def test_callback_updates_after_each_generator_step(cls, kwargs, synthetic_mnist
     ema = RecordEMA(half_life_kimg=0.01, rampup=None)  # beta = 0.5 ** (8 / 10) = 0.574: visible in 4 steps
     trainer = quiet_trainer(tmp_path, max_steps=4, callbacks=[ema])
     trainer.fit(model, tiny_datamodule(synthetic_mnist))
-    assert ema.updates == 4 and ema.state_dict()["images_seen"] == 4 * 8
+    assert ema.updates == 4 and model.images_seen == 4 * 8 * model.n_critic
     assert not all(torch.equal(a, b) for a, b in zip(model.generator_ema.parameters(), model.generator.parameters()))
     assert all(not p.requires_grad for p in model.generator_ema.parameters())
     # The EMA holds only generator weights (not D's), and sample() uses it unless told otherwise.
@@ -123,7 +123,7 @@ def test_resume_restores_the_ema_exactly(synthetic_mnist, tmp_path):
     trainer.fit(fresh, tiny_datamodule(synthetic_mnist), ckpt_path=path)
     assert restored.keys() == saved.keys()
     assert all(torch.equal(restored[k], saved[k]) for k in saved)
-    assert resumed_ema.state_dict()["images_seen"] == 5 * 8  # 3 restored + 2 new steps of 8 images
+    assert fresh.images_seen == 5 * 8  # 3 restored + 2 new steps of 8 images: the ramp-up's counter
 
     # load_gan rebuilds the EMA from the checkpoint, and gans.sample uses it unless --raw.
     loaded = load_gan(path)

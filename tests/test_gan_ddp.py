@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import TINY, quiet_trainer, tiny_datamodule, tiny_kwargs
+from conftest import TINY, quiet_trainer, tiny_datamodule, tiny_kwargs, variant_classes
 from lightning.pytorch.strategies import DDPStrategy
 from test_ddp import clean_distributed_env  # noqa: F401 (fixture)
 from torch import nn
@@ -98,14 +98,8 @@ def test_gan_ddp_trains_like_ddp_and_keeps_processes_identical(synthetic_mnist, 
 def tiny_variants():
     """Every GAN variant that `gans` exports, found by its classes, with the tiny sizes its arguments accept."""
     import gans
-    from gans.base import GAN
 
-    variants = []
-    for name in gans.__all__:
-        cls = getattr(gans, name)
-        if not (isinstance(cls, type) and issubclass(cls, GAN)) or cls is GAN:
-            continue
-        variants.append(pytest.param(cls, tiny_kwargs(cls), id=name))
+    variants = [pytest.param(cls, tiny_kwargs(cls), id=cls.__name__) for cls in variant_classes()]
     # The MLP discriminator's spectral norm too.
     sn = tiny_kwargs(gans.MLPGAN, discriminator={"init_args": {"spectral_norm": True}})
     variants.append(pytest.param(gans.MLPGAN, sn, id="MLPGAN-sn"))

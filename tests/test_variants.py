@@ -18,7 +18,7 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from conftest import quiet_trainer, tiny_datamodule, tiny_kwargs
+from conftest import quiet_trainer, tiny_datamodule, tiny_kwargs, variant_classes
 
 import gans
 from callbacks import IterationCheckpoint
@@ -39,13 +39,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def _is_variant(obj: object) -> bool:
-    return isinstance(obj, type) and issubclass(obj, GAN) and obj is not GAN and not inspect.isabstract(obj)
-
-
-VARIANTS = sorted(
-    {obj for name in gans.__all__ if _is_variant(obj := getattr(gans, name))}, key=lambda cls: cls.__name__
-)
+VARIANTS = variant_classes()
 
 
 def tiny(cls: type[GAN]) -> GAN:
@@ -81,7 +75,11 @@ def test_every_variant_in_the_package_is_exported():
     defined = set()
     for info in pkgutil.walk_packages(gans.__path__, "gans."):
         module = importlib.import_module(info.name)
-        defined |= {obj for obj in vars(module).values() if _is_variant(obj) and obj.__module__ == info.name}
+        defined |= {
+            obj for obj in vars(module).values()
+            if isinstance(obj, type) and issubclass(obj, GAN) and obj is not GAN and not inspect.isabstract(obj)
+            and obj.__module__ == info.name
+        }
     assert defined, "no variant found in the gans package"
     assert {cls.__name__ for cls in defined} - set(gans.__all__) == set()
     assert set(VARIANTS) == defined
