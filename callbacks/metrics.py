@@ -24,6 +24,7 @@ from typing_extensions import override
 
 from callbacks.checkpoint import atomic_save
 from gans.errors import ConfigurationError, MissingFileError, check_at_least
+from gans.latent import split_inputs
 
 #: torch-fidelity's FID Inception (TensorFlow's 2015-12-05 graph converted to PyTorch).
 INCEPTION_URL = (
@@ -332,9 +333,8 @@ class GANMetrics(L.Callback):
         # One fixed input set (latents, and labels for a conditional model) asked of the module, drawn on the CPU, so
         # the images do not depend on the device or the process count.
         inputs = module.sample_inputs(self.num_samples, generator=torch.Generator().manual_seed(self.seed))
-        mine = {name: value.cpu()[rank::world].split(self.batch_size) for name, value in inputs.items()}
         features, logits = [], []
-        for chunk in (dict(zip(mine, values, strict=True)) for values in zip(*mine.values(), strict=True)):
+        for chunk in split_inputs({name: value.cpu()[rank::world] for name, value in inputs.items()}, self.batch_size):
             f, lg = self._extract(module.sample(**chunk, ema=self.ema))
             features.append(f)
             logits.append(lg)

@@ -4,11 +4,17 @@ from gans.base import GAN
 from gans.began import BEGAN
 from gans.dcgan import DCGAN
 from gans.distributed import GANDDPStrategy
+from gans.loading import load_gan
 from gans.lsgan import LSGAN
 from gans.mlpgan import MLPGAN
+from gans.outputs import GeneratorOutput
+from gans.phases import Phase
 from gans.sngan import SNGAN
 from gans.unrolled import UnrolledGAN
 from gans.wgan import WGAN
 from gans.wgan_gp import WGANGP
 
-__all__ = ["BEGAN", "DCGAN", "GAN", "LSGAN", "MLPGAN", "SNGAN", "WGAN", "WGANGP", "GANDDPStrategy", "UnrolledGAN"]
+__all__ = [
+    "BEGAN", "DCGAN", "GAN", "LSGAN", "MLPGAN", "SNGAN", "WGAN", "WGANGP", "GANDDPStrategy", "GeneratorOutput", "Phase",
+    "UnrolledGAN", "load_gan",
+]

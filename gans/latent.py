@@ -19,3 +19,10 @@ def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
     linear = (1 - t) * a + t * b
     spherical = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / sin.clamp(min=1e-7)
     return torch.where(sin.abs() < 1e-6, linear, spherical)
+
+
+def split_inputs(inputs: dict[str, Tensor], size: int) -> list[dict[str, Tensor]]:
+    """The keyword inputs of ``GAN.sample`` (``z``, labels, source images, each [n, ...]) cut into batches of at most
+    ``size`` examples, each input cut alike."""
+    names = list(inputs)
+    return [dict(zip(names, parts, strict=True)) for parts in zip(*(inputs[k].split(size) for k in names), strict=True)]

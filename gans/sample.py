@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from gans.base import load_gan
+from gans.loading import load_gan
 from gans.files import atomic_write
+from gans.latent import split_inputs
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
@@ -38,9 +39,10 @@ def sample_to_file(
         raise ValueError(f"--out {str(out)!r}: expected a .pt file or an image ({', '.join(sorted(IMAGE_SUFFIXES))})")
     model = load_gan(ckpt, map_location=device, unsafe_load=unsafe_load)
     rng = torch.Generator().manual_seed(seed)
-    # Latents are drawn in one sequence, so the samples do not depend on batch_size.
-    z = model.sample_z(num, generator=rng)
-    images = torch.cat([model.sample(z=chunk, ema=ema).cpu() for chunk in z.split(batch_size)])  # [num, C, H, W]
+    # Inputs (latents, and labels for a conditional model) are drawn in one sequence, so the samples do not depend on
+    # batch_size.
+    inputs = model.sample_inputs(num, generator=rng)
+    images = torch.cat([model.sample(**chunk, ema=ema).cpu() for chunk in split_inputs(inputs, batch_size)])
     if out.suffix.lower() == ".pt":
         atomic_write(out, lambda tmp: torch.save(images, tmp))
     else:
