@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from gans.loading import load_gan
 from gans.files import atomic_write
 from gans.latent import split_inputs
+from gans.loading import load_gan
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
