@@ -9,6 +9,7 @@ from testdoubles import PathLengthDCGAN, PoolingDCGAN, QHeadDCGAN, TinyTranslati
 from torch.utils.data import DataLoader, TensorDataset
 
 from callbacks import IterationCheckpoint, SampleGrid
+from callbacks.samples import to_grid
 from gans import DCGAN
 from gans.base import load_gan
 from gans.errors import ConfigurationError
@@ -147,3 +148,9 @@ def test_translation_model_without_z_trains_and_samples(tmp_path):
     out = model.sample(z=model.sample_z(4), source=source[:4])
     assert out.shape == (4, 1, 8, 8) and torch.isfinite(out).all()
     torch.testing.assert_close(out, torch.tanh(model.generator.conv(source[:4])))  # the source, translated
+    # The callbacks ask the module for its inputs: the grid shows the translations of the sources it keeps.
+    grids = SampleGrid(num_samples=4, nrow=4).images(model)
+    assert set(grids) == {"fixed"}  # no latents to interpolate, no classes
+    with torch.no_grad():
+        expected = to_grid(torch.tanh(model.generator.conv(source[:4])), 4)
+    torch.testing.assert_close(grids["fixed"], expected)

@@ -180,10 +180,18 @@ class TinyTranslation(GAN):
         super().__init__(latent_dim=0, **kwargs)
         self.generator = self.build_network("generator", generator, 0, 1, image_size)
         self.discriminator = self.build_discriminator(discriminator, 2, image_size)  # (source, image) stacked
+        # The inputs the sample grids show: the first training batch's sources, kept (and checkpointed) as a buffer.
+        self.register_buffer("fixed_source", torch.zeros(0, 1, image_size, image_size))
 
     def unpack(self, batch):
         source, target = batch
+        if not len(self.fixed_source):
+            self.fixed_source = source.detach().clone()
         return target, {"source": source}
+
+    def sample_inputs(self, n: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        source = self.fixed_source[:n]
+        return {"z": self.sample_z(len(source)), "source": source}
 
     def decode(self, network: nn.Module, z: Tensor, source: Tensor) -> GeneratorOutput:
         return GeneratorOutput.of(network(source))
