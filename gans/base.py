@@ -158,10 +158,11 @@ class GAN(L.LightningModule):
         self.d_adversarial, self.g_adversarial = adversarial_loss(loss)
         #: Optimizer factories by optimizer name (the keys of ``optimized_networks``); a variant may add its own.
         self.optimizer_factories: dict[str, Callable] = {"g": from_spec(g_optimizer), "d": from_spec(d_optimizer)}
+        schedulers = {"g": g_scheduler, "d": d_scheduler}
         self.schedules = Schedules(
             {
-                "g": ("g_scheduler", self.optimizer_factories["g"], None if g_scheduler is None else from_spec(g_scheduler)),
-                "d": ("d_scheduler", self.optimizer_factories["d"], None if d_scheduler is None else from_spec(d_scheduler)),
+                name: (f"{name}_scheduler", self.optimizer_factories[name], None if sched is None else from_spec(sched))
+                for name, sched in schedulers.items()
             },
             scheduler_interval,
             scheduler_monitor,
@@ -170,7 +171,8 @@ class GAN(L.LightningModule):
         self.channels_last = channels_last
         self.compile_networks = list(compile or [])
         # Base of the per-step seeds of the global RNG (on_train_batch_start): drawn when fitting starts, saved in
-        # checkpoints, so a resumed run draws the same latents, dropout masks and penalty points as an uninterrupted one.
+        # checkpoints, so a resumed run draws the same latents, dropout masks and penalty points as an uninterrupted
+        # one.
         self.rng_seed: int | None = None
         self.batches_seen = 0  # training batches run: the clock of the phases
         self.images_seen = 0  # real images shown to the model, summed over all processes (kimg)
@@ -388,7 +390,8 @@ class GAN(L.LightningModule):
             optimizer = fused_where_supported(self.optimizer_factories[name](params))
             if name in self.schedule.lazy_ratios:
                 correct_for_lazy_regularization(optimizer, self.schedule.lazy_ratios[name])
-            scheduler = self.schedules.build(name, optimizer, self.attached_trainer, self.schedule.batches_per_iteration)
+            per_iteration = self.schedule.batches_per_iteration
+            scheduler = self.schedules.build(name, optimizer, self.attached_trainer, per_iteration)
             if scheduler is None:
                 configs.append({"optimizer": optimizer})
                 continue
@@ -431,7 +434,8 @@ class GAN(L.LightningModule):
                 if fake.images.shape[1:] != real.shape[1:]:  # else D may still run (another size) on nonsense
                     raise ConfigurationError(
                         f"the data gives images of shape {tuple(real.shape[1:])} but the generator makes "
-                        f"{tuple(fake.images.shape[1:])}: set the model's channels/image_size to match the data module's"
+                        f"{tuple(fake.images.shape[1:])}: set the model's channels/image_size to match the data "
+                        "module's"
                     )
             terms = getattr(self, phase.loss)(real, fake, **cond)
             stepped = self._optimize(phase, optimizer, terms)
@@ -574,5 +578,6 @@ class GAN(L.LightningModule):
             self.attach_ema()
         elif self.generator_ema is not None:
             prefix = "generator."
-            weights.update({f"generator_ema.{k[len(prefix):]}": v for k, v in list(weights.items()) if k.startswith(prefix)})
+            copies = {f"generator_ema.{k[len(prefix):]}": v for k, v in weights.items() if k.startswith(prefix)}
+            weights.update(copies)
 

@@ -283,11 +283,14 @@ class Schedules:
             kin = sorted(logged_name for logged_name in logged if logged_name.startswith(family))
             if kin:  # its kind is logged, it is not: a misspelt key would otherwise never step the scheduler
                 raise ConfigurationError(
-                    f"scheduler_monitor={key!r} (the value {self.arguments[name]}=ReduceLROnPlateau watches) is not logged; "
+                    f"scheduler_monitor={key!r} (the value {self.arguments[name]}=ReduceLROnPlateau watches) is not "
+                    "logged; "
                     f"logged values: {', '.join(kin)}"
                 )
             # Not logged yet (metrics/ every N iterations, val/ after the first validation); Python shows it once.
-            rank_zero_warn(f"scheduler_monitor={key!r} is not logged yet: {self.arguments[name]}=ReduceLROnPlateau waits")
+            rank_zero_warn(
+                f"scheduler_monitor={key!r} is not logged yet: {self.arguments[name]}=ReduceLROnPlateau waits"
+            )
             return
         # The processes' own losses differ: all of them must step with the same value, or their rates would part.
         value = torch.as_tensor(logged[key], dtype=torch.float32, device=trainer.strategy.root_device)

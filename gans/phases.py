@@ -88,7 +88,9 @@ class Schedule:
             raise ConfigurationError(f"phases={[p.name for p in self.phases]}: exactly one must complete an iteration")
         self.iteration_phase = counted[0]
         if self.iteration_phase.clock != "batch":
-            raise ConfigurationError(f"phase {self.iteration_phase.name!r} completes the iteration: its clock is 'batch'")
+            raise ConfigurationError(
+                f"phase {self.iteration_phase.name!r} completes the iteration: its clock must be 'batch'"
+            )
         for phase in self.phases:
             if phase.optimizer not in optimizers:
                 raise ConfigurationError(
@@ -102,7 +104,9 @@ class Schedule:
                 continue
             main = [p for p in self.phases if p.optimizer == phase.optimizer and not p.lazy]
             if not main:
-                raise ConfigurationError(f"lazy phase {phase.name!r} needs a main phase of optimizer {phase.optimizer!r}")
+                raise ConfigurationError(
+                    f"lazy phase {phase.name!r} needs a main phase of optimizer {phase.optimizer!r}"
+                )
             interval = self.period(phase) // self.period(main[0])
             self.lazy_ratios[phase.optimizer] = lazy_regularization_ratio(interval)
 
