@@ -153,3 +153,15 @@ def quiet_trainer(root: Path, **kwargs):
         "limit_val_batches": 0,
     }
     return L.Trainer(**{**defaults, **kwargs})
+
+
+@pytest.fixture(autouse=True)
+def no_wandb_run_left_open():
+    """A W&B run a test leaves open (a CLI run with WandbLogger) would be reused by the next test's WandbLogger, with
+    its step counter: finish it after each test."""
+    yield
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
