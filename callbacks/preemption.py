@@ -140,10 +140,8 @@ class Preemption(L.Callback):
 
 def cluster_environment(trainer: L.Trainer) -> ClusterEnvironment | None:
     """The cluster environment the trainer runs in: a parallel strategy's own (the one given to it, or the one
-    Lightning detected), else SLURM's when Lightning would detect it.
-
-    Lightning keeps the environment of a single-device run only in its private accelerator connector; this detects it
-    the way the connector does (``SLURMEnvironment.detect()``, then the environment's defaults: requeue on, SIGUSR1).
+    Lightning detected), else the single-device run's: a ``SLURMEnvironment`` the user passed as a plugin (with its
+    ``auto_requeue`` and ``requeue_signal``), or the one Lightning detected.
 
     Args:
         trainer: the trainer, after its strategy was chosen.
@@ -153,7 +151,11 @@ def cluster_environment(trainer: L.Trainer) -> ClusterEnvironment | None:
     """
     if isinstance(trainer.strategy, ParallelStrategy) and trainer.strategy.cluster_environment is not None:
         return trainer.strategy.cluster_environment
-    return SLURMEnvironment() if SLURMEnvironment.detect() else None
+    # Lightning keeps a single-device run's environment (the user's plugin, or the one it detected) only in its
+    # private accelerator connector, and no public attribute has it: it is read here and nowhere else, and
+    # tests/test_preemption.py::test_a_single_device_run_keeps_the_users_slurm_plugin fails when Lightning moves it.
+    environment = trainer._accelerator_connector.cluster_environment
+    return environment if isinstance(environment, SLURMEnvironment) or SLURMEnvironment.detect() else None
 
 
 def _signal(name: str) -> int:

@@ -12,6 +12,7 @@ is a bug and keeps its traceback (``JSONARGPARSE_DEBUG=1`` shows the traceback o
 
 import argparse
 import difflib
+import inspect
 import logging
 import operator
 import os
@@ -52,6 +53,7 @@ from callbacks import (
 from callbacks.checkpoint import checkpoint_problem, newest_complete_checkpoint
 from gans.base import GAN
 from gans.errors import ConfigurationError
+from gans.loading import RENAMED_ARGUMENTS
 
 # Noise a user of this tool cannot act on, silenced by its exact text only: Lightning 2.6 still builds torch's
 # deprecated LeafSpec (its own code, not ours), and it advertises its cloud services on every run.
@@ -164,11 +166,32 @@ def _explain_unknown_class(message: str) -> str:
         return message
     key, name, reason = match.groups()
     known = known_classes(key)
+    option = re.search(r"Option '(\w+)' is not accepted", reason or "")
+    if option is not None and name.rpartition(".")[2] in known:  # a known class, one of its options is wrong
+        return _explain_unknown_option(key, name.rpartition(".")[2], option.group(1))
     close = difflib.get_close_matches(name.rpartition(".")[2], known, n=1)
     return (
         f"--{key}={name!r} is not a known {'variant' if key == 'model' else 'data module'}"
         f"{f' ({reason.strip()})' if reason else ''}; expected one of {', '.join(known)} (or a class path, or a "
         f"YAML file){f'; did you mean {close[0]}?' if close else ''}"
+    )
+
+
+def _explain_unknown_option(key: str, class_name: str, option: str) -> str:
+    """The message for an option the class does not take: where a renamed network argument lives now, or the closest
+    option it has."""
+    if key == "model" and option in RENAMED_ARGUMENTS:
+        where = " and ".join(f"--model.init_args.{net}.init_args.{name}" for net, name in RENAMED_ARGUMENTS[option])
+        return (
+            f"--model.init_args.{option} is now {where}: the networks are arguments of their own, with the paper's as "
+            "defaults (in a config: generator: {init_args: {...}} under model.init_args)"
+        )
+    package = gans if key == "model" else datamodules
+    cls = getattr(package, class_name)
+    accepted = {name for klass in cls.__mro__ for name in inspect.signature(klass.__init__).parameters} - {"self"}
+    close = difflib.get_close_matches(option, sorted(accepted), n=1)
+    return f"--{key}.init_args.{option}: {class_name} has no argument {option!r}" + (
+        f"; did you mean {close[0]}?" if close else ""
     )
 
 

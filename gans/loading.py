@@ -27,12 +27,47 @@ if TYPE_CHECKING:
 #: The format tag of a generator written by ``gans.export``.
 EXPORT_FORMAT = "gans.generator/1"
 
+#: The flat network arguments of the checkpoints, exports and configs written before the networks became arguments of
+#: their own (up to commit 5ebb08f), and where each value now goes: (network argument, its ``init_args`` key).
+RENAMED_ARGUMENTS: dict[str, tuple[tuple[str, str], ...]] = {
+    **{f"g_{name}": (("generator", name),) for name in ("features", "hidden", "batch_norm", "tanh")},
+    **{
+        f"d_{name}": (("discriminator", name),)
+        for name in ("features", "norm", "minibatch", "hidden", "pieces", "input_dropout", "dropout", "spectral_norm")
+    },
+    "features": (("generator", "features"), ("discriminator", "features")),  # BEGAN's n, both networks
+    "embedding": (("discriminator", "embedding"),),  # BEGAN's N_h
+}
+
+
+def upgrade_hyperparameters(hyper_parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Hyperparameters saved before the networks were arguments, with their flat network arguments moved into
+    ``generator``/``discriminator`` specs without ``class_path`` (the variant's default networks with those values);
+    newer ones as they are."""
+    upgraded = dict(hyper_parameters)
+    if "generator" in upgraded or "discriminator" in upgraded:
+        return upgraded
+    for old, targets in RENAMED_ARGUMENTS.items():
+        if old in upgraded:
+            value = upgraded.pop(old)
+            for network, name in targets:
+                upgraded.setdefault(network, {"init_args": {}})["init_args"][name] = value
+    return upgraded
+
 
 def build_gan(class_path: str, hyper_parameters: Mapping[str, Any]) -> GAN:
-    """An untrained instance of the variant ``class_path`` built with a checkpoint's hyperparameters."""
+    """An untrained instance of the variant ``class_path`` built with a checkpoint's hyperparameters (those of older
+    checkpoints upgraded by :func:`upgrade_hyperparameters`).
+
+    Raises:
+        ConfigurationError: the hyperparameters do not fit the variant's arguments.
+    """
     # Keys starting with "_" are LightningCLI's bookkeeping (_class_path, _instantiator), not arguments.
-    init_args = {k: v for k, v in hyper_parameters.items() if not k.startswith("_")}
-    return instantiate_class((), {"class_path": class_path, "init_args": init_args})
+    init_args = {k: v for k, v in upgrade_hyperparameters(hyper_parameters).items() if not k.startswith("_")}
+    try:
+        return instantiate_class((), {"class_path": class_path, "init_args": init_args})
+    except TypeError as err:
+        raise ConfigurationError(f"{class_path} cannot be built from the saved hyperparameters: {err}") from err
 
 
 def load_gan(path: str | Path, map_location: str | torch.device = "cpu", unsafe_load: bool = False) -> GAN:
@@ -59,7 +94,10 @@ def load_gan(path: str | Path, map_location: str | torch.device = "cpu", unsafe_
     class_path = checkpoint.get("gans", {}).get("class_path") if isinstance(checkpoint, dict) else None
     if class_path is None:
         raise ConfigurationError(f"{str(path)!r} is not a checkpoint of a gans model (it has no 'gans' entry)")
-    model = build_gan(class_path, checkpoint.get("hyper_parameters", {}))
+    try:
+        model = build_gan(class_path, checkpoint.get("hyper_parameters", {}))
+    except ConfigurationError as err:
+        raise ConfigurationError(f"cannot load checkpoint {str(path)!r}: {err}") from err
     model.on_load_checkpoint(checkpoint)
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(map_location).eval()
@@ -102,7 +140,10 @@ def load_exported(path: str | Path, map_location: str | torch.device = "cpu") ->
         raise ValueError(
             f"{str(path)!r} is not a generator exported by gans.export (no format {EXPORT_FORMAT!r} metadata)"
         )
-    model = build_gan(metadata["class_path"], json.loads(metadata["hyper_parameters"]))
+    try:
+        model = build_gan(metadata["class_path"], json.loads(metadata["hyper_parameters"]))
+    except ConfigurationError as err:
+        raise ConfigurationError(f"cannot load {str(path)!r}: {err}") from err
     missing, unexpected = load_model(model.generator, str(path), strict=False)
     if missing or unexpected:
         raise ValueError(f"{str(path)!r} does not fit {metadata['class_path']}'s generator: missing {missing}, "

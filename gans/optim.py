@@ -84,10 +84,10 @@ def with_default_spec(cls: type, argument: str, factory: Any) -> Any:
 
 
 def factory_target(factory: Any) -> Any:
-    """The class or function a (possibly partial) factory calls."""
+    """The class or function a (possibly partial) factory calls; for a :class:`SpecFactory`, which imports its class
+    only when called, its ``class_path``."""
     if isinstance(factory, SpecFactory):
-        module_name, _, name = factory.spec["class_path"].rpartition(".")
-        return getattr(__import__(module_name, fromlist=[name]), name)
+        return factory.spec["class_path"]
     if isinstance(factory, functools.partial):
         # jsonargparse's partial holds the class among its arguments, after its instantiator.
         classes = [item for item in (factory.func, *factory.args) if isinstance(item, type)]
@@ -106,7 +106,10 @@ def check_scheduler(argument: str, optimizer: OptimizerCallable, scheduler: LRSc
             be built.
     """
     target = factory_target(scheduler)
-    name = getattr(target, "__qualname__", type(target).__qualname__)
+    if isinstance(target, str):  # a spec's class_path: torch's own schedulers are at hand without an import
+        module_name, _, name = target.rpartition(".")
+        target = getattr(torch.optim.lr_scheduler, name) if module_name == "torch.optim.lr_scheduler" else target
+    name = target.rpartition(".")[2] if isinstance(target, str) else getattr(target, "__qualname__", str(target))
     try:
         stand_in = optimizer([torch.zeros(1, requires_grad=True)])
     except Exception:  # noqa: BLE001 (the optimizer's own error is reported when training builds it)

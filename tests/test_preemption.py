@@ -123,7 +123,7 @@ SLURM_ENV = {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "gan
              "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost"}
 
 
-def test_cluster_environment_is_read_through_public_api(monkeypatch):
+def test_cluster_environment_is_the_strategys_or_the_single_device_runs(monkeypatch):
     import lightning as L
     from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
     from lightning.pytorch.strategies import DDPStrategy
@@ -151,3 +151,19 @@ def test_cluster_environment_is_read_through_public_api(monkeypatch):
         slurm = SLURMEnvironment(auto_requeue=requeue, requeue_signal=signal.SIGUSR2)
         trainer = L.Trainer(strategy=DDPStrategy(cluster_environment=slurm), **options)
         assert cluster_environment(trainer) is slurm and Preemption._requeue_signal(trainer) == expected
+
+
+def test_a_single_device_run_keeps_the_users_slurm_plugin(monkeypatch):
+    """The one private Lightning attribute the callbacks read (the accelerator connector's environment): a SLURM plugin
+    given to a one-device run keeps its settings (no requeue here), as Lightning itself honours them."""
+    import lightning as L
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    from callbacks import Preemption
+    from callbacks.preemption import cluster_environment
+
+    for name, value in SLURM_ENV.items():
+        monkeypatch.setenv(name, value)
+    slurm = SLURMEnvironment(auto_requeue=False)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, plugins=[slurm])
+    assert cluster_environment(trainer) is slurm and Preemption._requeue_signal(trainer) == []

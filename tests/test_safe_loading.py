@@ -3,6 +3,7 @@ safetensors and load from it without any pickle."""
 
 import json
 import struct
+from pathlib import Path
 
 import pytest
 import torch
@@ -86,3 +87,25 @@ def test_export_bad_input(trained, tmp_path, capsys):
     not_exported.write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
     with pytest.raises(ValueError, match="not a generator exported by gans.export"):
         load_gan(not_exported)
+
+
+LEGACY = Path(__file__).parent / "data" / "legacy_5ebb08f"
+
+
+@pytest.mark.parametrize("name", ["DCGAN", "WGANGP", "MLPGAN", "BEGAN", "SNGAN"])
+def test_checkpoints_of_the_flat_network_arguments_still_load(name):
+    """Checkpoints written by commit 5ebb08f, when the networks' sizes were flat arguments of the variant
+    (``g_features``, ``d_norm``, ``g_hidden``, BEGAN's ``features``...): they load, their hyperparameters now name the
+    networks, and they give the samples the old code gave for the same latents."""
+    model = load_gan(LEGACY / f"{name}.ckpt")
+    assert type(model).__name__ == name
+    assert {"generator", "discriminator"} <= model.hparams.keys() and "g_features" not in model.hparams
+    expected = torch.load(LEGACY / "samples.pt", weights_only=True)[name]
+    z = model.sample_z(4, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(model.sample(z=z), expected, rtol=0, atol=1e-6)
+
+
+def test_generators_exported_with_the_flat_network_arguments_still_load():
+    model = load_gan(LEGACY / "DCGAN_generator.safetensors")
+    expected = torch.load(LEGACY / "samples.pt", weights_only=True)["DCGAN"]
+    torch.testing.assert_close(model.sample(z=model.sample_z(4, torch.Generator().manual_seed(0))), expected)
