@@ -1,5 +1,7 @@
-"""Written with the code of commit 5ebb08f (`git worktree add OLD 5ebb08f; cd OLD; PYTHONPATH=$PWD python make.py DIR`):
-and the samples each gives for fixed latents, for tests/test_safe_loading.py's compatibility test."""
+"""How the files beside this script were written: checkpoints of tiny variants with the code of commit 5ebb08f (flat
+network arguments), an exported generator, and the samples each gives for fixed latents, for the compatibility tests
+in tests/test_safe_loading.py. Run with that commit's code: ``git worktree add OLD 5ebb08f && cd OLD &&
+PYTHONPATH=$PWD python make.py DIR``."""
 import sys
 from pathlib import Path
 import lightning as L, torch
