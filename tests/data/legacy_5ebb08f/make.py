@@ -4,10 +4,14 @@ in tests/test_safe_loading.py. Run with that commit's code: ``git worktree add O
 PYTHONPATH=$PWD python make.py DIR``."""
 import sys
 from pathlib import Path
-import lightning as L, torch
+
+import lightning as L
+import torch
 from torch.utils.data import DataLoader, TensorDataset
+
 import gans
 from gans.export import export_generator
+
 out = Path(sys.argv[1])
 cases = {
     "DCGAN": (gans.DCGAN, {"image_size": 8, "latent_dim": 8, "g_features": 4, "d_features": 4, "d_minibatch": "stddev"}),
