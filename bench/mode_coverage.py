@@ -149,7 +149,8 @@ VARIANTS: dict[str, Callable[[argparse.Namespace], GAN]] = {
     ),
     "R1 (gamma 0.1)": lambda a: mlp(a, r1_gamma=0.1),
     "BEGAN": lambda a: swapped(
-        BEGAN(latent_dim=a.latent_dim, image_size=8, features=1, embedding=8),
+        BEGAN(latent_dim=a.latent_dim, image_size=8, generator={"init_args": {"features": 1}},
+              discriminator={"init_args": {"features": 1, "embedding": 8}}),
         networks(a)[0],
         MLPAutoencoder((2,), (a.d_width,) * a.d_layers, embedding=a.d_width // 2),
     ),

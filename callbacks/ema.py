@@ -25,7 +25,7 @@ def ema_beta_from_half_life(batch_size: int, half_life_kimg: float, images_seen:
     Args:
         batch_size: images per generator step, summed over all processes.
         half_life_kimg: half-life of the average in thousands of images.
-        images_seen: real images shown before this step (the module's counter).
+        images_seen: images the generator has been trained on before this step.
         rampup: ramp-up ratio (StyleGAN2-ADA: 0.05), or ``None`` for none.
     """
     half_life = half_life_kimg * 1000.0
@@ -60,8 +60,9 @@ class GeneratorEMA(L.Callback):
     Args:
         decay: constant weight of the past per generator step, in [0, 1); ``None`` uses the half-life.
         half_life_kimg: half-life in thousands of images (StyleGAN2: 10).
-        rampup: StyleGAN2-ADA's ramp-up ratio; the half-life is at most ``rampup`` times the real images shown so far
-            (the module's ``images_seen``, the one image counter, as StyleGAN2-ADA's ``cur_nimg``). ``None`` for none.
+        rampup: StyleGAN2-ADA's ramp-up ratio; the half-life is at most ``rampup`` times the images the generator has
+            been trained on (generator steps times the batch; with ``n_critic`` 1, the module's ``images_seen``, as
+            StyleGAN2-ADA's ``cur_nimg``). ``None`` for none.
         start_step: generator steps before the average starts; until then it copies the generator.
     """
 
@@ -95,14 +96,14 @@ class GeneratorEMA(L.Callback):
             raise TypeError(f"GeneratorEMA needs a gans.GAN module with attach_ema(); got {type(module).__name__}")
         module.attach_ema()
 
-    def beta(self, batch_size: int, step: int, images_seen: int = 0) -> float:
+    def beta(self, batch_size: int, step: int) -> float:
         """The decay of the update after generator step ``step`` (1-based), for ``batch_size`` images per step (all
-        processes), ``images_seen`` real images having been shown before this step's batch."""
+        processes): the generator has been trained on ``(step - 1) * batch_size`` images before it."""
         if step <= self.start_step:
             return 0.0
         if self.decay is not None:
             return self.decay
-        return ema_beta_from_half_life(batch_size, self.half_life_kimg, images_seen, self.rampup)
+        return ema_beta_from_half_life(batch_size, self.half_life_kimg, (step - 1) * batch_size, self.rampup)
 
     @override
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, *args) -> None:
@@ -115,5 +116,4 @@ class GeneratorEMA(L.Callback):
             return
         real, _ = module.unpack(batch)
         batch_size = real.shape[0] * trainer.world_size
-        # The module has counted this batch already; the ramp-up reads the images before it.
-        ema_update(module.generator_ema, module.generator, self.beta(batch_size, step, module.images_seen - batch_size))
+        ema_update(module.generator_ema, module.generator, self.beta(batch_size, step))

@@ -96,6 +96,10 @@ CAPTIONS = {
 }
 
 
+#: The grid of each conditioning a module offers in ``sample_conditions()``, by the conditioning's name.
+CONDITION_GRIDS = {"labels": "classes"}
+
+
 class SampleGrid(L.Callback):
     """What a person looks at, logged every ``every_n_steps`` iterations and when training ends:
 
@@ -159,16 +163,18 @@ class SampleGrid(L.Callback):
             size = output.images.shape[-2:]
             rows = [F.interpolate(s[: self.nrow], size=size, mode="nearest") for s in (*output.scales, output.images)]
             grids["scales"] = to_grid(torch.cat(rows), self.nrow)
-        if self.interpolation_rows and module.latent_dim:
-            ends = module.sample_z(2 * self.interpolation_rows, generator=rng)  # [2R, d]
-            t = torch.linspace(0, 1, self.interpolation_steps)
-            path = slerp(ends[0::2], ends[1::2], t).flatten(0, 1)  # [R * T, d]
-            grids["interpolation"] = to_grid(module.sample(z=path), self.interpolation_steps)
+        ends = module.sample_inputs(2 * self.interpolation_rows, generator=rng) if self.interpolation_rows else {}
+        if ends.get("z") is not None and ends["z"].shape[-1]:  # a model without z has nothing to interpolate
+            steps = self.interpolation_steps
+            path = {"z": slerp(ends["z"][0::2], ends["z"][1::2], torch.linspace(0, 1, steps)).flatten(0, 1)}
+            # The row's other inputs (labels) are those of its start, held along the row: [R * T, ...].
+            path.update({k: v[0::2].repeat_interleave(steps, dim=0) for k, v in ends.items() if k != "z"})
+            grids["interpolation"] = to_grid(module.sample(**path), steps)
         for name, values in module.sample_conditions().items():
             columns = min(self.nrow, 10)
             zc = module.sample_z(columns, generator=rng).repeat(len(values), 1)  # [K * columns, d]
             condition = values.repeat_interleave(columns, dim=0)  # [K * columns, ...]
-            grids["classes"] = to_grid(module.sample(z=zc, **{name: condition}), columns)
+            grids[CONDITION_GRIDS.get(name, name)] = to_grid(module.sample(z=zc, **{name: condition}), columns)
         return grids
 
     def _log(self, trainer: L.Trainer, module: L.LightningModule) -> None:

@@ -19,6 +19,7 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.optimizer import LightningOptimizer
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
@@ -151,6 +152,8 @@ class GAN(L.LightningModule):
                 raise ConfigurationError(f"{name}={value} must be at least {low} ({meaning})")
         if r1_gamma < 0 or r2_gamma < 0:
             raise ConfigurationError(f"r1_gamma={r1_gamma} and r2_gamma={r2_gamma} must be >= 0")
+        if reg_every > 1 and not (r1_gamma or r2_gamma):  # accepted, it would change nothing
+            raise ConfigurationError(f"reg_every={reg_every} spaces the R1/R2 penalties, which are off: set r1_gamma")
         self.save_hyperparameters(ignore=list(INFRASTRUCTURE))
         self.automatic_optimization = False
         self.latent_dim, self.n_critic, self.pack = latent_dim, n_critic, pack
@@ -181,6 +184,8 @@ class GAN(L.LightningModule):
         self.generator_ema: nn.Module | None = None
         self._schedule: Schedule | None = None
         self._schedulers: dict[str, Any] = {}
+        self._phase: Phase | None = None  # the phase being run, for the names of what its step logs
+        self._uncorrected_restore = False  # optimizer state restored from a checkpoint older than lazy phases
 
     def build_network(self, argument: str, factory: Any, *sizes: Any) -> nn.Module:
         """The network of ``__init__`` argument ``argument``, built by ``factory`` (a ``class_path``/``init_args``
@@ -216,7 +221,10 @@ class GAN(L.LightningModule):
         phases = [Phase("D", "d", "d_loss", "d_loss", after="after_d_step")]
         if self.reg_every > 1 and (self.r1_gamma > 0 or self.r2_gamma > 0):
             fake = "detached" if self.r2_gamma > 0 else "none"  # R1 alone needs no fakes
-            phases.append(Phase("D_reg", "d", "d_reg_loss", "d_reg", every=self.reg_every, fake=fake, lazy=True))
+            # after_d_step too: WGAN's clipping follows every step of the discriminator.
+            phases.append(Phase(
+                "D_reg", "d", "d_reg_loss", "d_reg", every=self.reg_every, fake=fake, lazy=True, after="after_d_step"
+            ))
         phases.append(Phase("G", "g", "g_loss", "g_loss", every=self.n_critic, fake="graph", iteration=True))
         return tuple(phases)
 
@@ -303,7 +311,8 @@ class GAN(L.LightningModule):
         return {"g_loss": self.g_adversarial(self.critic(fake, **cond))}
 
     def after_d_step(self, terms: dict[str, Tensor]) -> None:
-        """Runs after every applied ``D`` step, with its terms (WGAN's clipping, BEGAN's k_t); nothing by default."""
+        """Runs after every applied discriminator step (``D`` and lazy ``D_reg``), with its terms (WGAN's clipping,
+        BEGAN's k_t); nothing by default."""
 
     def grad_scale(self) -> float:
         """The fp16 GradScaler's current loss scale, 1.0 without one: what input-gradient penalties multiply the
@@ -426,6 +435,7 @@ class GAN(L.LightningModule):
         applied."""
         # The other optimizers' networks are frozen, which skips their weight gradients (official: requires_grad_).
         self.toggle_optimizer(optimizer)
+        self._phase = phase
         try:
             fake = None
             if phase.fake != "none":
@@ -477,9 +487,9 @@ class GAN(L.LightningModule):
         # The precision plugin calls this inside the step: after gan_ddp's all-reduce and the GradScaler's unscale_,
         # before the optimizer runs (Lightning's Trainer(gradient_clip_val) does not apply to manual optimisation).
         norm = self.guard.clip(self.trainer, optimizer)
-        if norm is not None:
-            names = list(self.optimized_networks())
-            self.log(f"train/{names[self.trainer.optimizers.index(optimizer)]}_grad_norm", norm)
+        if norm is not None:  # train/g_grad_norm, train/d_grad_norm; a lazy phase's under its own name (d_reg)
+            phase = self._phase
+            self.log(f"train/{phase.name.lower() if phase.lazy else phase.optimizer}_grad_norm", norm)
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
@@ -501,6 +511,15 @@ class GAN(L.LightningModule):
 
     def on_train_start(self) -> None:
         restore_configured_steps(self.trainer.optimizers)
+        if self._uncorrected_restore:  # the optimizer state just restored predates the lazy-phase correction
+            for name, optimizer in zip(self.optimized_networks(), self.trainer.optimizers, strict=True):
+                if name in self.schedule.lazy_ratios:
+                    correct_for_lazy_regularization(optimizer, self.schedule.lazy_ratios[name])
+            rank_zero_warn(
+                "The checkpoint was written before lazy regularisation became a phase of its own: its R1/R2 now run "
+                "as D_reg steps, and the discriminator's restored learning rate and betas were corrected by c/(c+1)"
+            )
+            self._uncorrected_restore = False
         # After a checkpoint is restored and the EMA copy made (a copy of a compiled module would share its code).
         compile_networks(self, self.compile_networks)
 
@@ -567,6 +586,7 @@ class GAN(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("gans", {})
         self.batches_seen = state.get("batches_seen", state.get("d_steps", 0))  # d_steps: older checkpoints
+        self._uncorrected_restore = "d_steps" in state and bool(self.schedule.lazy_ratios)
         self.images_seen = state.get("images_seen", 0)
         self.rng_seed = state.get("rng_seed", self.rng_seed)
         self.guard.load_state_dict(state.get("guard", {"skipped_steps": state.get("skipped_steps", 0)}))

@@ -7,7 +7,7 @@ predict split, written by :class:`callbacks.PredictionWriter`).
 A value the user gave that is refused (by the parser, by a constructor's validation, or later by a
 :class:`gans.errors.ConfigurationError` from a data module's or callback's setup) ends the run with one ``error:``
 line that names the argument as ``--model.init_args.<name>`` (``--data...``), and exit status 2; any other exception
-is a bug and keeps its traceback (``JSONARGPARSE_DEBUG=1`` shows the traceback of a refused value too).
+is a bug and keeps its traceback (``JSONARGPARSE_DEBUG=true`` shows the traceback of a refused value too).
 """
 
 import argparse

@@ -66,6 +66,10 @@ def build_gan(class_path: str, hyper_parameters: Mapping[str, Any]) -> GAN:
     init_args = {k: v for k, v in upgrade_hyperparameters(hyper_parameters).items() if not k.startswith("_")}
     try:
         return instantiate_class((), {"class_path": class_path, "init_args": init_args})
+    except (ImportError, AttributeError) as err:  # a variant defined in a script (__main__) is not importable
+        raise ConfigurationError(
+            f"{class_path} cannot be imported ({err}): define the variant in a module on the Python path"
+        ) from err
     except TypeError as err:
         raise ConfigurationError(f"{class_path} cannot be built from the saved hyperparameters: {err}") from err
 

@@ -34,8 +34,11 @@ class SpecFactory:
     through Lightning's ``instantiate_class``. Picklable, so spawned processes get it."""
 
     def __init__(self, spec: Mapping[str, Any]) -> None:
-        if "class_path" not in spec:
-            raise ConfigurationError(f"spec={dict(spec)!r} has no class_path")
+        if "." not in str(spec.get("class_path", "")):
+            raise ConfigurationError(
+                f"class_path={spec.get('class_path')!r}: expected the full import path of a class, e.g. "
+                "'gans.nets.ResNetGenerator' (short names are the command line's)"
+            )
         self.spec = {"class_path": spec["class_path"], "init_args": dict(spec.get("init_args") or {})}
 
     def __call__(self, *args: Any) -> Any:

@@ -13,9 +13,10 @@ interval), with the classic GAN schedules as instances:
   over other optimizers.
 
 Phases count training batches, not optimizer steps: a phase runs at batch t (1-based) when ``t % every == 0``
-(``clock="batch"``), or at the ``every``-th, 2``every``-th, ... iteration (``clock="iteration"``: in the batches that
-complete an iteration). The phase marked ``iteration`` is the one ``trainer.global_step`` counts, so ``max_steps``
-and every interval in iterations keep meaning generator steps.
+(``clock="batch"``), or in every ``every``-th batch that runs the iteration phase (``clock="iteration"``). A step the
+non-finite guard skips does not move these clocks: the schedule stays that of the batches. The phase marked
+``iteration`` is the one ``trainer.global_step`` counts, so ``max_steps`` and every interval in iterations keep
+meaning generator steps.
 """
 
 from collections.abc import Iterable, Sequence
@@ -107,7 +108,16 @@ class Schedule:
                 raise ConfigurationError(
                     f"lazy phase {phase.name!r} needs a main phase of optimizer {phase.optimizer!r}"
                 )
-            interval = self.period(phase) // self.period(main[0])
+            if phase.optimizer in self.lazy_ratios:  # the official correction is for one lazy phase per network
+                raise ConfigurationError(
+                    f"phase {phase.name!r}: optimizer {phase.optimizer!r} has a lazy phase already"
+                )
+            interval, rest = divmod(self.period(phase), self.period(main[0]))
+            if rest or not interval:
+                raise ConfigurationError(
+                    f"lazy phase {phase.name!r} runs every {self.period(phase)} batches, not a multiple of its main "
+                    f"phase {main[0].name!r}'s {self.period(main[0])}"
+                )
             self.lazy_ratios[phase.optimizer] = lazy_regularization_ratio(interval)
 
     @property

@@ -66,8 +66,7 @@ class RecordEMA(GeneratorEMA):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, *args):
         stepped = trainer.global_step != self._step_before
-        n = batch[0].shape[0]
-        beta = self.beta(n, trainer.global_step, module.images_seen - n) if stepped else None
+        beta = self.beta(batch[0].shape[0], trainer.global_step) if stepped else None
         super().on_train_batch_end(trainer, module, outputs, batch, *args)
         after = module.generator_ema.state_dict()
         if not stepped:  # discriminator-only steps leave the average alone
@@ -89,6 +88,8 @@ def test_callback_updates_after_each_generator_step(cls, kwargs, synthetic_mnist
     trainer = quiet_trainer(tmp_path, max_steps=4, callbacks=[ema])
     trainer.fit(model, tiny_datamodule(synthetic_mnist))
     assert ema.updates == 4 and model.images_seen == 4 * 8 * model.n_critic
+    # The ramp-up counts the images the generator was trained on: 4 steps of 8 before step 5, whatever n_critic.
+    assert GeneratorEMA(rampup=0.05).beta(8, 5) == pytest.approx(0.5 ** (8 / (4 * 8 * 0.05)))
     assert not all(torch.equal(a, b) for a, b in zip(model.generator_ema.parameters(), model.generator.parameters()))
     assert all(not p.requires_grad for p in model.generator_ema.parameters())
     # The EMA holds only generator weights (not D's), and sample() uses it unless told otherwise.

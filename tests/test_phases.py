@@ -5,14 +5,15 @@ import lightning as L
 import pytest
 import torch
 from conftest import TINY, quiet_trainer, tiny_datamodule
-from testdoubles import PathLengthDCGAN, PoolingDCGAN, QHeadDCGAN, TinyTranslation, WsGenerator
+from testdoubles import LabelShiftDCGAN, PathLengthDCGAN, PoolingDCGAN, QHeadDCGAN, TinyTranslation, WsGenerator
 from torch.utils.data import DataLoader, TensorDataset
 
 from callbacks import IterationCheckpoint, SampleGrid
 from callbacks.samples import to_grid
-from gans import DCGAN
+from gans import DCGAN, WGAN
 from gans.base import load_gan
 from gans.errors import ConfigurationError
+from gans.latent import slerp
 from gans.nets import ResNetGenerator
 from gans.optim import with_default_spec
 from gans.outputs import GeneratorOutput
@@ -45,6 +46,11 @@ def test_schedule_arithmetic_and_validation():
         Schedule((g, Phase("D_reg", "d", "d_reg_loss", "d_reg", lazy=True)), ["g", "d"])
     with pytest.raises(ConfigurationError, match="every=0"):
         Phase("D", "d", "d_loss", "d_loss", every=0)
+    d_every_2 = Phase("D", "d", "d_loss", "d_loss", every=2)
+    with pytest.raises(ConfigurationError, match="not a multiple of its main phase 'D'"):
+        Schedule((d_every_2, Phase("D_reg", "d", "d_reg_loss", "d_reg", every=3, lazy=True), g), ["g", "d"])
+    with pytest.raises(ConfigurationError, match="has a lazy phase already"):
+        Schedule((d, d_reg, Phase("D_reg2", "d", "d_reg_loss", "d_reg", every=8, lazy=True), g), ["g", "d"])
 
 
 def test_g_reg_phase_reads_ws_runs_every_kth_iteration_and_is_corrected(synthetic_mnist, tmp_path):
@@ -71,6 +77,42 @@ def test_g_reg_phase_reads_ws_runs_every_kth_iteration_and_is_corrected(syntheti
     assert int(optimizers["g"].state[next(iter(model.generator.parameters()))]["step"]) == 6
 
 
+def test_every_discriminator_step_is_followed_by_after_d_step(synthetic_mnist, tmp_path):
+    """WGAN's clipping follows the lazy D_reg step too; its gradient norm is logged under its own name."""
+    torch.manual_seed(0)
+    model = WGAN(**TINY, n_critic=1, r1_gamma=10.0, reg_every=2, clip_grad_norm=1e6)
+    trainer = quiet_trainer(tmp_path, max_steps=2)
+    trainer.fit(model, tiny_datamodule(synthetic_mnist))
+    assert all(p.abs().max() <= model.clip_value for p in model.discriminator.parameters())
+    assert {"train/d_reg_grad_norm", "train/d_grad_norm", "train/g_grad_norm"} <= trainer.callback_metrics.keys()
+
+
+def test_a_checkpoint_from_before_lazy_phases_resumes_with_the_correction(synthetic_mnist, tmp_path):
+    """A checkpoint written when lazy R1 was folded into the D loss holds D's uncorrected learning rate and betas: a run
+    resumed from it trains with the D_reg phase and the corrected ones, and says so."""
+    torch.manual_seed(0)
+    kwargs = {**TINY, "discriminator": {"init_args": {"features": 4, "norm": None}}, "r1_gamma": 10.0, "reg_every": 4}
+    trainer = quiet_trainer(tmp_path, max_steps=1)
+    trainer.fit(DCGAN(**kwargs), tiny_datamodule(synthetic_mnist))
+    trainer.save_checkpoint(tmp_path / "new.ckpt")
+    checkpoint = torch.load(tmp_path / "new.ckpt", weights_only=True)
+    checkpoint["gans"]["d_steps"] = checkpoint["gans"].pop("batches_seen")  # the old counter's name
+    for group in checkpoint["optimizer_states"][1]["param_groups"]:
+        group["lr"], group["betas"] = 2e-4, (0.5, 0.999)  # what the old code trained with
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    seen = []
+
+    class Rates(L.Callback):
+        def on_train_batch_start(self, trainer, module, *args):
+            seen.append(trainer.optimizers[1].param_groups[0]["lr"])
+
+    with pytest.warns(UserWarning, match="corrected by c/\\(c\\+1\\)"):
+        quiet_trainer(tmp_path, max_steps=2, callbacks=[Rates()]).fit(
+            DCGAN(**kwargs), tiny_datamodule(synthetic_mnist), ckpt_path=tmp_path / "old.ckpt"
+        )
+    assert seen == [pytest.approx(2e-4 * 4 / 5)]
+
+
 def test_generator_outputs_reach_losses_samples_and_grids():
     torch.manual_seed(0)
     model = DCGAN(**{**TINY, "generator": WS_GENERATOR})
@@ -82,6 +124,21 @@ def test_generator_outputs_reach_losses_samples_and_grids():
     grids = SampleGrid(num_samples=4, interpolation_rows=1, interpolation_steps=3).images(model)
     assert {"fixed", "interpolation", "scales"} <= grids.keys()
     assert grids["scales"].shape[1:] == grids["fixed"].shape[1:]  # two rows of two 8x8 images: the same grid size
+
+
+def test_sample_grids_of_a_conditional_model_hold_each_rows_labels():
+    """The callbacks ask the module for its inputs: an interpolation row keeps the labels of its start."""
+    torch.manual_seed(0)
+    model = LabelShiftDCGAN(**TINY)
+    grid = SampleGrid(num_samples=4, interpolation_rows=2, interpolation_steps=3)
+    grids = grid.images(model)
+    assert {"fixed", "interpolation", "classes"} <= grids.keys()
+    rng = torch.Generator().manual_seed(grid.seed)
+    model.sample_inputs(4, generator=rng)  # the fixed grid's draw
+    ends = model.sample_inputs(4, generator=rng)
+    path = slerp(ends["z"][0::2], ends["z"][1::2], torch.linspace(0, 1, 3)).flatten(0, 1)
+    expected = model.sample(z=path, labels=ends["labels"][0::2].repeat_interleave(3))
+    torch.testing.assert_close(grids["interpolation"], to_grid(expected, 3))
 
 
 def test_q_head_trains_with_the_generators_optimizer(synthetic_mnist, tmp_path):

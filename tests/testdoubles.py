@@ -44,6 +44,10 @@ class LabelShiftDCGAN(DCGAN):
     def sample_conditions(self) -> dict[str, Tensor]:
         return {"labels": torch.arange(self.num_classes, device=self.device)}
 
+    def sample_inputs(self, n: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        labels = torch.randint(self.num_classes, (n,), generator=generator)
+        return {**super().sample_inputs(n, generator), "labels": labels.to(self.device)}
+
     def decode(self, network: nn.Module, z: Tensor, labels: Tensor | None = None) -> GeneratorOutput:
         if labels is not None:
             z = z.clone()

@@ -6,6 +6,7 @@ stride 2), halving the channels each time; the discriminator mirrors it with str
 """
 
 import math
+from typing import Literal
 
 from torch import Tensor, nn
 
@@ -89,8 +90,8 @@ class DCGANDiscriminator(nn.Module):
         channels: int = 1,
         image_size: int = 32,
         features: int = 64,
-        norm: str | None = "batch",
-        minibatch: str | None = None,
+        norm: Literal["batch", "layer"] | None = "batch",
+        minibatch: Literal["stddev", "discrimination"] | None = None,
     ) -> None:
         super().__init__()
         norms = {"batch": nn.BatchNorm2d, "layer": lambda c: nn.GroupNorm(1, c), None: None}

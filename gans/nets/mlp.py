@@ -3,6 +3,7 @@ for images (flattened) or low-dimensional points, and an MLP auto-encoder for BE
 
 import itertools
 import math
+from typing import Literal
 
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
@@ -81,7 +82,7 @@ class MLPDiscriminator(nn.Module):
         input_dropout: float = 0.2,
         dropout: float = 0.5,
         spectral_norm: bool = False,
-        minibatch: str | None = None,
+        minibatch: Literal["stddev", "discrimination"] | None = None,
     ) -> None:
         super().__init__()
         sn = _spectral_norm if spectral_norm else (lambda m: m)
