@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import datetime
+import hashlib
 import logging
 import os
 import platform
@@ -388,6 +389,12 @@ def report(args: argparse.Namespace, pairs: list[tuple[Run, Run]]) -> str:
     lines += [
         "",
         "Same losses and samples bit for bit: " + ("yes (the two runs did the same computation)." if same else "no."),
+        "",
+        # Exact bits, to compare code versions run by run (the table rounds to 4 decimals).
+        (
+            f"Lightning run, exact: d_loss {float(lit.d_loss).hex()}, g_loss {float(lit.g_loss).hex()}, samples "
+            f"sha256 {hashlib.sha256(lit.samples.contiguous().numpy().tobytes()).hexdigest()[:16]}"
+        ),
     ]
     return "\n".join(lines)
 

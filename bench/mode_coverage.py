@@ -148,6 +148,7 @@ VARIANTS: dict[str, Callable[[argparse.Namespace], GAN]] = {
         a, loss="hinge", d_spectral_norm=True, n_critic=5, g_optimizer=SNGAN_ADAM, d_optimizer=SNGAN_ADAM
     ),
     "R1 (gamma 0.1)": lambda a: mlp(a, r1_gamma=0.1),
+    "R1 lazy (gamma 0.1, every 16)": lambda a: mlp(a, r1_gamma=0.1, reg_every=16),
     "BEGAN": lambda a: swapped(
         BEGAN(latent_dim=a.latent_dim, image_size=8, generator={"init_args": {"features": 1}},
               discriminator={"init_args": {"features": 1, "embedding": 8}}),

@@ -81,8 +81,9 @@ def build(name: str, size: int, adam_step: str = "fused", **options) -> L.Lightn
 def run_plain(args: argparse.Namespace, device: torch.device) -> dict:
     model = build(args.model, args.size, args.adam).to(device)
     generator, discriminator = model.generator, model.discriminator
-    g_opt = fused_where_supported(model.g_optimizer(generator.parameters()))  # as the module's configure_optimizers
-    d_opt = fused_where_supported(model.d_optimizer(discriminator.parameters()))
+    factories = model.optimizer_factories  # as the module's configure_optimizers builds them
+    g_opt = fused_where_supported(factories["g"](generator.parameters()))
+    d_opt = fused_where_supported(factories["d"](discriminator.parameters()))
     loader = DataLoader(RandomImages(args.num_images, args.size), batch_size=args.batch_size, shuffle=True,
                         drop_last=True, pin_memory=device.type == "cuda")
     rng_seed, d_steps, iterations = int(torch.randint(2**62, ())), 0, 0
@@ -156,7 +157,7 @@ class Timer(L.Callback):
         self.warmup, self.out, self.start = warmup, out, None
 
     def on_train_batch_start(self, trainer, module, *args) -> None:
-        if self.start is None and trainer.global_step == self.warmup and module.d_steps % module.n_critic == 0:
+        if self.start is None and trainer.global_step == self.warmup and module.batches_seen % module.n_critic == 0:
             _sync(module.device)
             self.start = time.perf_counter()
 
