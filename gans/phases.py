@@ -9,8 +9,10 @@ interval), with the classic GAN schedules as instances:
 - lazy regularisation (Karras et al. 2020): ``D_reg`` (R1/R2 alone) every c-th discriminator step and ``G_reg`` (path
   length) every c-th iteration, each with its own optimizer step, the network's optimizer corrected by
   lr * c/(c+1) and beta ** (c/(c+1)) because it takes (c+1)/c steps per main step;
-- pre-training stages (SRGAN's MSE stage) or extra networks (InfoGAN's Q head, CycleGAN's two pairs): more phases
-  over other optimizers.
+- extra networks (InfoGAN's Q head, CycleGAN's two pairs): more phases over other optimizers.
+
+A phase runs at a fixed interval for the whole run: stages (SRGAN's MSE pre-training of G alone for the first N
+iterations) need a start and an end, which the SRGAN work adds.
 
 Phases count training batches, not optimizer steps: a phase runs at batch t (1-based) when ``t % every == 0``
 (``clock="batch"``), or in every ``every``-th batch that runs the iteration phase (``clock="iteration"``). A step the
