@@ -147,14 +147,18 @@ def train_gan(args: argparse.Namespace) -> None:
 
 
 def frechet(a: Tensor, b: Tensor) -> float:
-    """Frechet distance between Gaussians fitted to two sets of features [N, D] (float64)."""
-    from scipy import linalg
+    """Frechet distance between Gaussians fitted to two sets of features [N, D] (float64).
 
+    tr(sqrt(A B)) is taken as the sum of the square roots of the eigenvalues of sqrt(A) B sqrt(A), a symmetric
+    positive semi-definite matrix: exact also when a covariance is singular (ReLU units dead on every input), where a
+    general matrix square root of A B is not reliable.
+    """
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
-    covmean = linalg.sqrtm((cov_a @ cov_b).numpy())
-    trace = float(torch.trace(cov_a + cov_b)) - 2 * float(covmean.real.trace())
-    return float((mu_a - mu_b).square().sum()) + trace
+    values, vectors = torch.linalg.eigh(cov_a)
+    root_a = vectors @ torch.diag(values.clamp_min(0).sqrt()) @ vectors.T
+    cross = torch.linalg.eigvalsh(root_a @ cov_b @ root_a).clamp_min(0).sqrt().sum()
+    return float((mu_a - mu_b).square().sum() + torch.trace(cov_a) + torch.trace(cov_b) - 2 * cross)
 
 
 def summary(features: Tensor, probs: Tensor, reference: Tensor) -> dict:
