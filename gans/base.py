@@ -415,7 +415,9 @@ class GAN(L.LightningModule):
             real, cond = channels_last(real), {name: channels_last(c) for name, c in cond.items()}
         self.images_seen += real.shape[0] * self.trainer.world_size
         self.batches_seen += 1
-        optimizers = dict(zip(self.optimized_networks(), self.optimizers(), strict=True))
+        optimizers = self.optimizers()  # one LightningOptimizer alone, or a list of them
+        optimizers = dict(zip(self.optimized_networks(), optimizers if isinstance(optimizers, list) else [optimizers],
+                              strict=True))
         logs, iterated = {}, False
         for phase in self.schedule.phases:
             if self.schedule.due(phase, self.batches_seen):
@@ -462,7 +464,10 @@ class GAN(L.LightningModule):
         try:
             self.manual_backward(terms[phase.total])
         except RuntimeError as err:
-            raise double_backward_error(err, phase.total, self.compile_networks) or err from err
+            explained = double_backward_error(err, phase.total, self.compile_networks)
+            if explained is None:
+                raise
+            raise explained from err
         networks = " and ".join(self.optimized_networks()[phase.optimizer])
         where = f"at iteration {self.global_step} (batch {self.batches_seen}, epoch {self.current_epoch})"
         if not self.guard.check(
