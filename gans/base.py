@@ -469,7 +469,10 @@ class GAN(L.LightningModule):
                 raise
             raise explained from err
         networks = " and ".join(self.optimized_networks()[phase.optimizer])
-        where = f"at iteration {self.global_step} (batch {self.batches_seen}, epoch {self.current_epoch})"
+
+        def where() -> str:  # formatted only for a message
+            return f"at iteration {self.global_step} (batch {self.batches_seen}, epoch {self.current_epoch})"
+
         if not self.guard.check(
             self.trainer, optimizer.optimizer, networks, terms, phase.total, self.named_parameters, where
         ):

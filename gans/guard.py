@@ -62,7 +62,7 @@ class StepGuard:
         terms: Mapping[str, Tensor],
         total: str,
         named_parameters: Callable[[], Iterable[tuple[str, nn.Parameter]]],
-        where: str,
+        where: Callable[[], str],
     ) -> bool:
         """Whether the loss terms and the gradients of ``optimizer``'s parameters are all finite, on every process.
         One device sync per step; names are only looked up once something is wrong. With ``nonfinite="stop"`` a
@@ -75,7 +75,7 @@ class StepGuard:
             terms: the step's loss terms; ``terms[total]`` is what was minimised.
             total: the key of the minimised term.
             named_parameters: the module's ``named_parameters``, to name a parameter with a non-finite gradient.
-            where: the position in training, for messages (``"at iteration 12 (...)"``).
+            where: the position in training, for messages (``"at iteration 12 (...)"``), asked only on a failure.
 
         Raises:
             FloatingPointError: with ``nonfinite="stop"``, or after ``skip_limit`` skipped steps in a row.
@@ -97,18 +97,19 @@ class StepGuard:
             self._in_a_row[network] = 0
             return True
 
+        at = where()
         bad_terms = {name: float(t.detach()) for name, t in terms.items() if not torch.isfinite(t).all()}
         bad_grads = [name for name, p in named_parameters() if p.grad is not None and not p.grad.isfinite().all()]
         if bad_terms:
             name, value = next(iter(bad_terms.items()))
-            what = f"train/{name} became {value} in the {network}'s step {where}; non-finite terms: {bad_terms}"
+            what = f"train/{name} became {value} in the {network}'s step {at}; non-finite terms: {bad_terms}"
         elif bad_grads:
             what = (
-                f"the {network}'s gradient of train/{total} = {float(terms[total]):.4g} became non-finite {where}, "
+                f"the {network}'s gradient of train/{total} = {float(terms[total]):.4g} became non-finite {at}, "
                 f"first in {bad_grads[0]} ({len(bad_grads)} parameter tensors)"
             )
         else:
-            what = f"a non-finite loss or gradient on another process in the {network}'s step {where}"
+            what = f"a non-finite loss or gradient on another process in the {network}'s step {at}"
         if self.nonfinite == "skip" or scaled:
             self.skipped_steps += 1
             self._in_a_row[network] = in_a_row = self._in_a_row.get(network, 0) + 1
