@@ -64,7 +64,7 @@ PROFILE_ROWS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "zero_grad": (("torch/optim/optimizer.py", "zero_grad"),),
     "data loading (DataLoader)": (("torch/utils/data/dataloader.py", "__next__"),),
-    "finite check": (("gans/base.py", "_check_finite"), ("bench/dcgan_overhead.py", "check_finite")),
+    "finite check": (("gans/guard.py", "check"), ("bench/dcgan_overhead.py", "check_finite")),
     "freeze D (requires_grad)": (
         ("lightning/pytorch/core/module.py", "toggle_optimizer"),
         ("lightning/pytorch/core/module.py", "untoggle_optimizer"),
@@ -115,11 +115,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def check_finite(terms: dict[str, Tensor], params: list[nn.Parameter]) -> None:
-    # The same check as GAN._check_finite (the loss terms and the gradient norms, one bool() per step), so both runs
-    # do the same math and the same host syncs.
+    # The same check as gans.guard.StepGuard.check (the loss terms and the gradients' total norm, one bool() per
+    # step), so both runs do the same math and the same host syncs.
     grads = [p.grad for p in params if p.grad is not None]
     flags = [torch.stack([t.detach().float() for t in terms.values()]).isfinite().all()]
-    flags.append(torch.stack(torch._foreach_norm(grads)).isfinite().all())
+    flags.append(torch.nn.utils.get_total_norm(grads).isfinite())
     if not bool(torch.stack(flags).all()):
         raise FloatingPointError(f"non-finite loss terms or gradients: { {name: float(t) for name, t in terms.items()} }")
 

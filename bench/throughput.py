@@ -34,7 +34,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from dcgan_overhead import check_finite  # the same check as GAN._check_finite (bench/ is on sys.path)
+from dcgan_overhead import check_finite  # the same check as StepGuard.check (bench/ is on sys.path)
 from torch.utils.data import DataLoader, Dataset
 
 from gans import DCGAN, WGANGP
