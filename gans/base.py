@@ -262,8 +262,7 @@ class GAN(L.LightningModule):
     def critic(self, x: Tensor | GeneratorOutput, discriminator: Callable | None = None, **cond: Tensor) -> Tensor:
         """The discriminator's scores of a batch of samples (or of a generator's output), [N / pack]. ``discriminator``
         replaces ``self.discriminator`` (the unrolled GAN passes its unrolled copy)."""
-        images = x.images if isinstance(x, GeneratorOutput) else x
-        return (discriminator or self.discriminator)(pack_samples(images, self.pack))
+        return (discriminator or self.discriminator)(pack_samples(GeneratorOutput.images_of(x), self.pack))
 
     def d_loss(self, real: Tensor, fake: GeneratorOutput, **cond: Tensor) -> dict[str, Tensor]:
         """Discriminator objective on a real batch and a detached fake batch, with the R1/R2 penalties when they are

@@ -89,8 +89,7 @@ class BEGAN(GAN):
     def critic(self, x: Tensor | GeneratorOutput, discriminator: Any = None, **cond: Tensor) -> Tensor:
         """BEGAN's score of each sample: its auto-encoder's reconstruction error L(v), [N] (low for what D takes as
         real)."""
-        images = x.images if isinstance(x, GeneratorOutput) else x
-        return reconstruction_error(discriminator or self.discriminator, images)
+        return reconstruction_error(discriminator or self.discriminator, GeneratorOutput.images_of(x))
 
     def _losses(self, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
         l_real = self.critic(real).mean()

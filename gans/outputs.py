@@ -45,5 +45,7 @@ class GeneratorOutput:
         """The structure with every tensor detached from the generator's graph."""
         return self.map(Tensor.detach)
 
-    def __len__(self) -> int:
-        return len(self.images)
+    @staticmethod
+    def images_of(x: "Tensor | GeneratorOutput") -> Tensor:
+        """The images of a generator's output, or ``x`` itself when it is a tensor of samples (what a critic scores)."""
+        return x.images if isinstance(x, GeneratorOutput) else x

@@ -201,5 +201,4 @@ class TinyTranslation(GAN):
         return GeneratorOutput.of(network(source))
 
     def critic(self, x, discriminator=None, source: Tensor | None = None) -> Tensor:
-        images = x.images if isinstance(x, GeneratorOutput) else x
-        return (discriminator or self.discriminator)(torch.cat([source, images], dim=1))
+        return (discriminator or self.discriminator)(torch.cat([source, GeneratorOutput.images_of(x)], dim=1))
