@@ -9,12 +9,25 @@ from gans.lsgan import LSGAN
 from gans.mlpgan import MLPGAN
 from gans.outputs import GeneratorOutput
 from gans.phases import Phase
+from gans.progan import ProGAN
 from gans.sngan import SNGAN
 from gans.unrolled import UnrolledGAN
 from gans.wgan import WGAN
 from gans.wgan_gp import WGANGP
 
 __all__ = [
-    "BEGAN", "DCGAN", "GAN", "LSGAN", "MLPGAN", "SNGAN", "WGAN", "WGANGP", "GANDDPStrategy", "GeneratorOutput", "Phase",
-    "UnrolledGAN", "load_gan",
+    "BEGAN",
+    "DCGAN",
+    "GAN",
+    "LSGAN",
+    "MLPGAN",
+    "SNGAN",
+    "WGAN",
+    "WGANGP",
+    "GANDDPStrategy",
+    "GeneratorOutput",
+    "Phase",
+    "ProGAN",
+    "UnrolledGAN",
+    "load_gan",
 ]

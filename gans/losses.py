@@ -172,6 +172,12 @@ def gradient_penalty(
     return (grad.norm(2, dim=1) - 1).square().mean()
 
 
+def drift_penalty(d_real: Tensor) -> Tensor:
+    """ProGAN's drift term (Karras et al. 2018, appendix A.1): E_real[D(x)^2], which keeps a Wasserstein critic's
+    outputs from drifting far from zero. Multiply by epsilon (0.001 in the paper) in the caller."""
+    return d_real.square().mean()
+
+
 def r1_penalty(d_real: Tensor, real: Tensor, scale: float | Tensor = 1.0) -> Tensor:
     """R1 penalty (Mescheder et al. 2018): E_real[||grad_x D(x)||^2]. Multiply by gamma / 2 in the caller.
 

@@ -84,7 +84,7 @@ MLP_TINY = {"latent_dim": 8, "data_shape": (1, 8, 8), "generator": {"init_args":
 
 #: Tiny values by argument name, for the variants found automatically: the model's sizes, then its networks'.
 TINY_SIZES = {"latent_dim": 8, "channels": 1, "image_size": 8, "data_shape": (1, 8, 8)}
-TINY_NET_ARGS = {"features": 4, "hidden": (16,), "embedding": 8}
+TINY_NET_ARGS = {"features": 4, "hidden": (16,), "embedding": 8, "fmap_max": 8}
 
 
 def variant_classes() -> list[type]:

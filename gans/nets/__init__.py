@@ -16,8 +16,10 @@ from torch import nn
 
 from gans.nets.began import BEGANAutoencoder, BEGANDecoder, BEGANEncoder
 from gans.nets.dcgan import DCGANDiscriminator, DCGANGenerator
+from gans.nets.equalized import EqualizedConv2d, EqualizedLinear, PixelNorm
 from gans.nets.layers import MinibatchDiscrimination, MinibatchStdDev, pack
 from gans.nets.mlp import Maxout, MLPAutoencoder, MLPDiscriminator, MLPGenerator
+from gans.nets.progan import ProGANDiscriminator, ProGANGenerator
 from gans.nets.resnet import ResNetDiscriminator, ResNetGenerator
 
 ImageGenerator = Callable[[int, int, int], nn.Module]
@@ -26,8 +28,27 @@ VectorGenerator = Callable[[int, tuple[int, ...]], nn.Module]
 VectorDiscriminator = Callable[[tuple[int, ...]], nn.Module]
 
 __all__ = [
-    "BEGANAutoencoder", "BEGANDecoder", "BEGANEncoder", "DCGANDiscriminator", "DCGANGenerator", "ImageDiscriminator",
-    "ImageGenerator", "MLPAutoencoder",
-    "MLPDiscriminator", "MLPGenerator", "Maxout", "MinibatchDiscrimination", "MinibatchStdDev", "ResNetDiscriminator",
-    "ResNetGenerator", "VectorDiscriminator", "VectorGenerator", "pack",
+    "BEGANAutoencoder",
+    "BEGANDecoder",
+    "BEGANEncoder",
+    "DCGANDiscriminator",
+    "DCGANGenerator",
+    "EqualizedConv2d",
+    "EqualizedLinear",
+    "ImageDiscriminator",
+    "ImageGenerator",
+    "MLPAutoencoder",
+    "MLPDiscriminator",
+    "MLPGenerator",
+    "Maxout",
+    "MinibatchDiscrimination",
+    "MinibatchStdDev",
+    "PixelNorm",
+    "ProGANDiscriminator",
+    "ProGANGenerator",
+    "ResNetDiscriminator",
+    "ResNetGenerator",
+    "VectorDiscriminator",
+    "VectorGenerator",
+    "pack",
 ]
