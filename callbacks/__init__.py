@@ -1,8 +1,9 @@
 """Callbacks for GAN training: checkpoints by iteration, preemption, generator EMA, FID/KID/IS, sample grids,
-predictions, a progress bar by iteration."""
+predictions, a progress bar by iteration, progressive growing."""
 
 from callbacks.checkpoint import AtomicCheckpointIO, IterationCheckpoint
 from callbacks.ema import GeneratorEMA
+from callbacks.fade_in import GrowthSchedule, GrowthState, ProgressiveGrowing
 from callbacks.metrics import GANMetrics
 from callbacks.predictions import PredictionWriter
 from callbacks.preemption import Preemption
@@ -14,9 +15,12 @@ __all__ = [
     "GANMetrics",
     "GANProgressBar",
     "GeneratorEMA",
+    "GrowthSchedule",
+    "GrowthState",
     "IterationCheckpoint",
     "PredictionWriter",
     "Preemption",
+    "ProgressiveGrowing",
     "SampleGrid",
     "log_image",
 ]

@@ -103,6 +103,14 @@ def variant_classes() -> list[type]:
     return sorted(found, key=lambda cls: cls.__name__)
 
 
+def use_every_layer(model) -> None:
+    """Puts a growing model (``set_growth``: ProGAN) in the middle of the fade of its last resolution, where every
+    layer is in use (at full resolution the lower resolutions' toRGB/fromRGB layers are not); others are left as they
+    are. For the tests that require a gradient for every parameter."""
+    if callable(getattr(model, "set_growth", None)):
+        model.set_growth(model.resolutions[-1], 0.5)
+
+
 def tiny_kwargs(cls: type, **overrides) -> dict:
     """The smallest arguments of GAN variant ``cls``, chosen by argument NAME (not by variant): 8x8 single-channel
     images and, for each network argument whose default is a spec, the spec's class's size arguments made tiny.

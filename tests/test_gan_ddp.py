@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import TINY, quiet_trainer, tiny_datamodule, tiny_kwargs, variant_classes
+from conftest import TINY, quiet_trainer, tiny_datamodule, tiny_kwargs, use_every_layer, variant_classes
 from lightning.pytorch.strategies import DDPStrategy
 from test_ddp import clean_distributed_env  # noqa: F401 (fixture)
 from torch import nn
@@ -113,6 +113,7 @@ def test_every_variant_pickles_with_its_state(cls, kwargs):
     torch.manual_seed(0)
     model = cls(**kwargs)
     model.attach_ema()
+    use_every_layer(model)
     model.batches_seen = 7
     x = model.sample(4, generator=torch.Generator().manual_seed(1))
     model.discriminator(x)

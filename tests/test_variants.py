@@ -18,7 +18,7 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from conftest import quiet_trainer, tiny_datamodule, tiny_kwargs, variant_classes
+from conftest import quiet_trainer, tiny_datamodule, tiny_kwargs, use_every_layer, variant_classes
 
 import gans
 from callbacks import IterationCheckpoint
@@ -145,6 +145,7 @@ def test_trains_with_a_finite_gradient_for_every_parameter(cls, synthetic_mnist,
     gradient, g_loss every parameter of G, both networks change, and every logged value is finite."""
     L.seed_everything(0, verbose=False)
     model, gradients = tiny(cls), Gradients()
+    use_every_layer(model)
     g0, d0 = parameters(model.generator), parameters(model.discriminator)
     trainer = quiet_trainer(tmp_path, fast_dev_run=model.n_critic, callbacks=[gradients])
     trainer.fit(model, tiny_datamodule(synthetic_mnist))

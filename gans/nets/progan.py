@@ -36,6 +36,10 @@ def _resolutions(image_size: int) -> tuple[int, ...]:
     return tuple(2**k for k in range(2, int(math.log2(image_size)) + 1))
 
 
+def _mirror_growth(network: "Growing", incompatible_keys: object) -> None:
+    network.level, network.alpha = int(network.level_state), float(network.alpha_state)
+
+
 class Growing(nn.Module):
     """A network whose growth state (``resolution``, ``alpha``) selects the blocks it runs; see the module docstring.
 
@@ -50,7 +54,7 @@ class Growing(nn.Module):
         self.register_buffer("level_state", torch.tensor(len(self.resolutions) - 1))  # index in resolutions
         self.register_buffer("alpha_state", torch.tensor(1.0))
         self.level, self.alpha = len(self.resolutions) - 1, 1.0
-        self.register_load_state_dict_post_hook(lambda module, keys: module._mirror())
+        self.register_load_state_dict_post_hook(_mirror_growth)  # a function, not a lambda: modules are pickled
 
     @property
     def resolution(self) -> int:
@@ -70,9 +74,6 @@ class Growing(nn.Module):
         self.level, self.alpha = self.resolutions.index(resolution), float(alpha)
         self.level_state.fill_(self.level)
         self.alpha_state.fill_(self.alpha)
-
-    def _mirror(self) -> None:
-        self.level, self.alpha = int(self.level_state), float(self.alpha_state)
 
     @property
     def fading(self) -> bool:
