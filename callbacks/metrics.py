@@ -16,6 +16,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.cli import instantiate_class
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
@@ -333,9 +334,15 @@ class GANMetrics(L.Callback):
         # One fixed input set (latents, and labels for a conditional model) asked of the module, drawn on the CPU, so
         # the images do not depend on the device or the process count.
         inputs = module.sample_inputs(self.num_samples, generator=torch.Generator().manual_seed(self.seed))
+        # A growing generator (ProGAN) makes smaller images than the data's until it has grown: they are scored
+        # upscaled by pixel repetition to the data's size, as the official ProGAN code's outputs always are.
+        size = (getattr(trainer.datamodule, "image_shape", None) or (None,))[-1]
         features, logits = [], []
         for chunk in split_inputs({name: value.cpu()[rank::world] for name, value in inputs.items()}, self.batch_size):
-            f, lg = self._extract(module.sample(**chunk, ema=self.ema))
+            images = module.sample(**chunk, ema=self.ema)
+            if size is not None and images.dim() == 4 and images.shape[-1] < size:
+                images = F.interpolate(images, scale_factor=size // images.shape[-1], mode="nearest")
+            f, lg = self._extract(images)
             features.append(f)
             logits.append(lg)
         fake = _gather_strided(trainer, torch.cat(features), self.num_samples)  # [num_samples, d]
