@@ -12,9 +12,9 @@ from test_ddp import clean_distributed_env  # noqa: F401 (fixture)
 from test_gan_ddp import SaveState
 from test_resume import MemoryLogger
 
-from callbacks import GANMetrics, GeneratorEMA, GrowthSchedule, IterationCheckpoint, ProgressiveGrowing
+from callbacks import GANMetrics, GeneratorEMA, GrowthSchedule, IterationCheckpoint, ProgressiveGrowing, SampleGrid
 from datamodules import MNISTDataModule
-from gans import ProGAN
+from gans import ProGAN, load_gan
 from gans.errors import ConfigurationError
 from gans.losses import drift_penalty
 from gans.nets import EqualizedConv2d, EqualizedLinear, PixelNorm, ProGANDiscriminator, ProGANGenerator
@@ -175,8 +175,12 @@ def test_the_run_ends_fully_grown_with_alpha_one(synthetic_mnist, tmp_path):
 
 def test_resume_in_the_middle_of_a_fade_repeats_the_run_bit_for_bit(synthetic_mnist, tmp_path):
     _, _, whole, whole_rows = grow(synthetic_mnist, tmp_path / "whole", max_steps=10)
-    grow(synthetic_mnist, tmp_path / "part", max_steps=6)  # stops at 8x8, alpha 0.5
+    part, *_ = grow(synthetic_mnist, tmp_path / "part", max_steps=6)  # its last batch ran at 8x8, alpha 0.25
     checkpoint = tmp_path / "part" / "ckpt" / "last.ckpt"
+    loaded = load_gan(checkpoint)  # the checkpoint remembers its resolution and alpha, the EMA generator's too
+    assert (loaded.resolution, loaded.alpha, loaded.generator_ema.resolution) == (8, 0.25, 8)
+    z = torch.randn(2, 8)
+    assert torch.equal(loaded.sample(z=z), part.sample(z=z)) and loaded.sample(z=z).shape == (2, 1, 8, 8)
     _, _, resumed, resumed_rows = grow(synthetic_mnist, tmp_path / "part", max_steps=10, ckpt_path=checkpoint)
     assert resumed.states[0][1:3] == (8, 0.5)
     assert resumed.states == whole.states[6:]
@@ -204,6 +208,8 @@ def test_metrics_and_samples_follow_the_resolution(synthetic_mnist, tmp_path):
     model, _, _, _ = grow(synthetic_mnist, tmp_path, max_steps=2, callbacks=[metrics])
     assert model.resolution == 4 and SizeRecorder.sizes and set(SizeRecorder.sizes) == {16}
     assert "fid" in metrics.last
+    grid = SampleGrid(num_samples=4, nrow=2).images(model)["fixed_ema"]  # the grids show the 4x4 samples
+    assert grid.shape == (3, 2 + 2 * (4 + 2), 2 + 2 * (4 + 2))
 
 
 class SizeRecorder(torch.nn.Module):
