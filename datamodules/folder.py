@@ -62,10 +62,11 @@ def to_tensor(image: Image.Image, channels: int) -> Tensor:
 
 
 def resize(image: Tensor, size: tuple[int, int]) -> Tensor:
-    """[C, H, W] resized to ``size`` (bilinear, antialiased)."""
+    """[C, H, W] in [-1, 1] resized to ``size`` (bilinear, antialiased), still in [-1, 1]."""
     if tuple(image.shape[-2:]) == size:
         return image
-    return F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    resized = F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    return resized.clamp_(-1.0, 1.0)  # the filter's weights sum to 1 only up to rounding: -1.0000004 happens
 
 
 def center_crop_resize(image: Tensor, size: int) -> Tensor:
@@ -121,11 +122,16 @@ class ImageFolder(_ImageFiles):
         self.image_size, self.flip = image_size, flip
 
     def __getitem__(self, index: int) -> Tensor:
-        _, image = self.load(index % len(self))
+        return self.item(index)[1]
+
+    def item(self, index: int) -> tuple[int, Tensor]:
+        """The item and the index of the file it came from (another than ``index % len`` when a bad file was
+        skipped), for subclasses that pair each image with that file's labels."""
+        i, image = self.load(index % len(self))
         image = center_crop_resize(image, self.image_size)
         if self.flip and torch.rand((), generator=self.rng(index)) < 0.5:
             image = image.flip(-1)
-        return image
+        return i, image
 
 
 class PairedImages(_ImageFiles):
@@ -221,7 +227,7 @@ class _FolderDataModule(ImageDataModule):
         channels = next(iter(modes))
         return good, (1 if channels == 1 else 3), sizes
 
-    def check_batch(self, dataset: Dataset, folder: Path) -> None:
+    def check_batch(self, dataset: Dataset, folder: Path | str) -> None:
         world = self.trainer.world_size if self.trainer is not None else 1
         if len(dataset) < self.batch_size * world:
             raise ConfigurationError(

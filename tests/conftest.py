@@ -71,6 +71,15 @@ def synthetic_mnist(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.fixture
+def synthetic_celeba(tmp_path: Path):
+    """A CelebA copy in the official layout under ``tmp_path / "data"`` (its ``data_dir``): 30 real 178 x 218 JPEGs
+    split 20/5/5 and the five text files with their header lines; a ``tests.celeba_copy.CelebACopy``."""
+    from celeba_copy import write_celeba
+
+    return write_celeba(tmp_path / "data")
+
+
 def tiny_net(**init_args) -> dict:
     """A network spec without class_path: the variant's default network, 4 channels wide, with ``init_args``."""
     return {"init_args": {"features": 4, **init_args}}
