@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.resumable import resumable_loader
+from datamodules.resumable import ScheduledTrainData
 from gans.errors import check_at_least
 
 #: In the fingerprint of a data module whose items are augmented (flips, crops): their seeds are mixed by
@@ -28,14 +28,15 @@ def file_fingerprint(paths: Iterable[Path]) -> list[list]:
     return rows
 
 
-class ImageDataModule(L.LightningDataModule):
+class ImageDataModule(ScheduledTrainData, L.LightningDataModule):
     """Base of the image data modules: a subclass builds ``train_set`` in ``setup`` and says which settings shape its
     images (``_data_settings``) and which files hold its training images (``_training_files``).
 
     The training loader gives equal batches (the GAN losses and BatchNorm statistics assume a fixed batch size; the
     last partial batch is dropped) in an order that a checkpoint resumes part-way through an epoch, with indices
     tagged by their epoch (``datamodules.resumable``), so that a data set can seed per-epoch augmentation with them.
-    Evaluation loaders give every item, in order.
+    A callback may set ``batch_size_schedule`` (``ScheduledTrainData``) to change the batch size as training goes
+    on (progressive growing's batch size per resolution). Evaluation loaders give every item, in order.
 
     Subclasses take these arguments through ``**kwargs`` (LightningCLI and jsonargparse follow ``super().__init__`` to
     list and document them), so each is declared and documented once.
@@ -63,8 +64,8 @@ class ImageDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:
             raise RuntimeError(f"{type(self).__name__}: call setup('fit') before train_dataloader()")
-        return resumable_loader(
-            self, self.train_set, self.batch_size, seed=self.seed, tag_epoch=True, **self._train_loader_options()
+        return self._resumable_train_loader(
+            self.train_set, self.batch_size, self.seed, tag_epoch=True, **self._train_loader_options()
         )
 
     def fingerprint(self) -> dict:

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.resumable import as_batch, resumable_loader
+from datamodules.resumable import ScheduledTrainData, as_batch
 from gans.errors import ConfigurationError
 
 #: The standard settings: ring of 8 modes of radius 2 with std 0.02 (unrolled GAN, VEEGAN); 5x5 grid of modes at
@@ -75,8 +75,9 @@ class _Points(Dataset):
         return self.points[indices]
 
 
-class GaussianMixtureDataModule(L.LightningDataModule):
-    """A fixed training set of points drawn from a 2-D mixture, served in shuffled batches ([B, 2] tensors).
+class GaussianMixtureDataModule(ScheduledTrainData, L.LightningDataModule):
+    """A fixed training set of points drawn from a 2-D mixture, served in shuffled batches ([B, 2] tensors), of
+    ``batch_size`` points or as ``batch_size_schedule`` says (``datamodules.resumable.ScheduledTrainData``).
 
     Args:
         mixture: ``"ring"`` (8 modes) or ``"grid"`` (25 modes).
@@ -111,8 +112,8 @@ class GaussianMixtureDataModule(L.LightningDataModule):
         self.points = sample_mixture(self.mixture, self.num_samples, torch.Generator().manual_seed(self.seed))
 
     def train_dataloader(self) -> DataLoader:
-        # Shuffled by `seed` and resumable part-way through an epoch (datamodules.resumable).
-        return resumable_loader(self, _Points(self.points), self.batch_size, seed=self.seed, collate_fn=as_batch)
+        # Shuffled by `seed` and resumable part-way through an epoch; batch_size_schedule as in ScheduledTrainData.
+        return self._resumable_train_loader(_Points(self.points), self.batch_size, self.seed, collate_fn=as_batch)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(_Points(self.points), batch_size=self.batch_size, drop_last=True, collate_fn=as_batch)
