@@ -115,7 +115,8 @@ def speed(args: argparse.Namespace) -> None:
         cli = build(CONFIGS["progan"], args.out, f"--trainer.max_steps={round(args.kimg * 1000 / args.batch)}",
                     f"--data.init_args.batch_size={args.batch}")
         growing = next(c for c in cli.trainer.callbacks if isinstance(c, ProgressiveGrowing))
-        growing.fade_images = growing.stabilize_images = round(args.kimg * 1000 / 6)  # 32x32 faded in at the end
+        # Each phase a sixth of the images: 32x32 is fully faded in after 3 (fade + stabilization) pairs, at the end.
+        growing.fade_images = growing.stabilize_images = round(args.kimg * 1000 / 6)
         if mode == "fixed":
             growing.start_resolution = cli.model.resolutions[-1]
         timeline = Timeline(args.out / "figures", f"progan_{mode}")

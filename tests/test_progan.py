@@ -130,12 +130,12 @@ def data(data_dir):
     return MNISTDataModule(data_dir=str(data_dir), batch_size=4, image_size=16)
 
 
-def grow(data_dir, run_dir, max_steps, ckpt_path=None, callbacks=(), lr=None):
+def grow(data_dir, run_dir, max_steps, ckpt_path=None, callbacks=(), lr=None, batch_size=None):
     L.seed_everything(0, verbose=False)
     model = ProGAN(**TINY_PROGAN)
     if ckpt_path is not None:
         torch.manual_seed(12345)  # other global RNG state, as in a fresh process
-    growing = ProgressiveGrowing(fade_kimg=0.016, stabilize_kimg=0.016, lr=lr)
+    growing = ProgressiveGrowing(fade_kimg=0.016, stabilize_kimg=0.016, lr=lr, batch_size=batch_size)
     logger, record = MemoryLogger(), Growth()
     trainer = quiet_trainer(
         run_dir, max_steps=max_steps, enable_checkpointing=True, logger=logger, log_every_n_steps=1,
@@ -165,6 +165,16 @@ def test_a_short_run_grows_through_every_resolution(synthetic_mnist, tmp_path):
     assert [s for s in record.adam_steps[3] if s.startswith(("blocks.1", "to_rgb.1"))] == []  # none before its fade
     assert (model.resolution, model.alpha) == (16, 0.75)
     assert [opt.param_groups[0]["lr"] for opt in trainer.optimizers] == [0.0005, 0.0005]
+
+
+def test_each_resolution_gets_its_batch_size(synthetic_mnist, tmp_path):
+    """batch_size={4: 8, 16: 2}: two batches of 8 at 4x4, batches of the data module's 4 at 8x8, of 2 at 16x16, across
+    the epochs of the 96 synthetic images; alpha follows the images shown whatever the batch."""
+    _, _, record, _ = grow(synthetic_mnist, tmp_path, max_steps=20, batch_size={4: 8, 16: 2})
+    images = [n for n, *_ in record.states]
+    sizes = [b - a for a, b in zip(images, images[1:], strict=False)]
+    assert sizes == [8, 8] + [4] * 8 + [2] * 9
+    assert [(r, a) for _, r, a, _ in record.states[9:12]] == [(8, 1.0), (16, 0.0), (16, 0.125)]
 
 
 def test_the_run_ends_fully_grown_with_alpha_one(synthetic_mnist, tmp_path):
