@@ -34,9 +34,9 @@ from torch import Tensor, nn
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "bench")]
 
-from callbacks import GANMetrics, ProgressiveGrowing  # noqa: E402
-from callbacks.samples import save_png, to_grid  # noqa: E402
-from gans.cli import main as cli_main  # noqa: E402
+from callbacks import GANMetrics, ProgressiveGrowing
+from callbacks.samples import save_png, to_grid
+from gans.cli import main as cli_main
 
 CONFIGS = {
     "progan": "configs/progan_fashion_mnist.yaml",

@@ -1,6 +1,7 @@
 """ProGAN and progressive growing: the networks' fade-in, the schedule, training through every resolution, resume
 and DDP exactness, the optimizers' state as networks grow, and the callbacks that follow the resolution."""
 
+from itertools import pairwise
 from typing import ClassVar
 
 import lightning as L
@@ -172,7 +173,7 @@ def test_each_resolution_gets_its_batch_size(synthetic_mnist, tmp_path):
     the epochs of the 96 synthetic images; alpha follows the images shown whatever the batch."""
     _, _, record, _ = grow(synthetic_mnist, tmp_path, max_steps=20, batch_size={4: 8, 16: 2})
     images = [n for n, *_ in record.states]
-    sizes = [b - a for a, b in zip(images, images[1:], strict=False)]
+    sizes = [b - a for a, b in pairwise(images)]
     assert sizes == [8, 8] + [4] * 8 + [2] * 9
     assert [(r, a) for _, r, a, _ in record.states[9:12]] == [(8, 1.0), (16, 0.0), (16, 0.125)]
 
