@@ -7,6 +7,7 @@ from gans.distributed import GANDDPStrategy
 from gans.loading import load_gan
 from gans.lsgan import LSGAN
 from gans.mlpgan import MLPGAN
+from gans.msggan import MSGGAN
 from gans.outputs import GeneratorOutput
 from gans.phases import Phase
 from gans.sngan import SNGAN
@@ -15,6 +16,8 @@ from gans.wgan import WGAN
 from gans.wgan_gp import WGANGP
 
 __all__ = [
-    "BEGAN", "DCGAN", "GAN", "LSGAN", "MLPGAN", "SNGAN", "WGAN", "WGANGP", "GANDDPStrategy", "GeneratorOutput", "Phase",
+    "BEGAN", "DCGAN", "GAN", "LSGAN", "MLPGAN",
+    "MSGGAN",
+    "SNGAN", "WGAN", "WGANGP", "GANDDPStrategy", "GeneratorOutput", "Phase",
     "UnrolledGAN", "load_gan",
 ]

@@ -18,6 +18,7 @@ from gans.nets.began import BEGANAutoencoder, BEGANDecoder, BEGANEncoder
 from gans.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from gans.nets.layers import MinibatchDiscrimination, MinibatchStdDev, pack
 from gans.nets.mlp import Maxout, MLPAutoencoder, MLPDiscriminator, MLPGenerator
+from gans.nets.msggan import MSGDiscriminator, MSGGenerator, ScaleCombine
 from gans.nets.resnet import ResNetDiscriminator, ResNetGenerator
 
 ImageGenerator = Callable[[int, int, int], nn.Module]
@@ -28,6 +29,10 @@ VectorDiscriminator = Callable[[tuple[int, ...]], nn.Module]
 __all__ = [
     "BEGANAutoencoder", "BEGANDecoder", "BEGANEncoder", "DCGANDiscriminator", "DCGANGenerator", "ImageDiscriminator",
     "ImageGenerator", "MLPAutoencoder",
-    "MLPDiscriminator", "MLPGenerator", "Maxout", "MinibatchDiscrimination", "MinibatchStdDev", "ResNetDiscriminator",
-    "ResNetGenerator", "VectorDiscriminator", "VectorGenerator", "pack",
+    "MLPDiscriminator", "MLPGenerator",
+    "MSGDiscriminator", "MSGGenerator",
+    "Maxout", "MinibatchDiscrimination", "MinibatchStdDev", "ResNetDiscriminator",
+    "ResNetGenerator",
+    "ScaleCombine",
+    "VectorDiscriminator", "VectorGenerator", "pack",
 ]
