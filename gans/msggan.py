@@ -2,8 +2,7 @@
 generator whose outputs at every resolution feed the matching layers of one discriminator, trained at all
 resolutions at once, an alternative to progressive growing without its schedule."""
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import torch
 from lightning.pytorch.cli import OptimizerCallable
@@ -96,7 +95,9 @@ class MSGGAN(GAN):
             levels.append(downsample(levels[-1]))
         return tuple(reversed(levels))
 
-    def critic(self, x: Tensor | GeneratorOutput | Pyramid, discriminator: Any = None, **cond: Tensor) -> Tensor:
+    def critic(
+        self, x: Tensor | GeneratorOutput | Pyramid, discriminator: Callable | None = None, **cond: Tensor
+    ) -> Tensor:
         """D's scores [N / pack] of the pyramid of ``x`` (``pyramid``), every scale packed alike."""
         return (discriminator or self.discriminator)([pack_samples(level, self.pack) for level in self.pyramid(x)])
 
