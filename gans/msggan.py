@@ -34,8 +34,8 @@ class MSGGAN(GAN):
 
     Loss: the relativistic average hinge loss (``relativistic_hinge``, the paper's for MSG-ProGAN), whose generator
     loss scores the real batch as well; any name of ``gans.losses.ADVERSARIAL_LOSSES`` works too. Adam(0.003, betas
-    (0, 0.99)) for both networks, one D step per G step. The paper samples from an EMA of G (decay 0.999 in the authors'
-    code): ``callbacks.GeneratorEMA(decay=0.999)``, which the configs set.
+    (0, 0.99)) for both networks, one D step per G step. The authors' code samples from an EMA of G with decay 0.999:
+    ``callbacks.GeneratorEMA(decay=0.999)``, which the configs set.
 
     R1/R2 (``r1_gamma``, ``r2_gamma``, lazily with ``reg_every``; not in the MSG-ProGAN setup, MSG-StyleGAN uses R1)
     penalise the gradient with respect to the whole pyramid D sees, ``||grad_(x_4, ..., x_S) D||^2`` summed over the
@@ -68,12 +68,14 @@ class MSGGAN(GAN):
         d_optimizer: OptimizerCallable = MSG_ADAM,
         **kwargs,
     ) -> None:
-        self.relativistic = loss in RELATIVISTIC_LOSSES
+        relativistic = loss in RELATIVISTIC_LOSSES
         # The base knows only losses whose generator part takes D's fake scores alone: it gets the hinge pair, replaced
         # below (the saved hyperparameters keep this class's own `loss`).
-        super().__init__(latent_dim=latent_dim, loss="hinge" if self.relativistic else loss, g_optimizer=g_optimizer,
+        super().__init__(latent_dim=latent_dim, loss="hinge" if relativistic else loss, g_optimizer=g_optimizer,
                          d_optimizer=d_optimizer, **kwargs)
-        if self.relativistic:
+        #: Whether the loss is relativistic: G's loss then scores the real batch too.
+        self.relativistic = relativistic
+        if relativistic:
             self.d_adversarial, self.g_adversarial = RELATIVISTIC_LOSSES[loss]
         self.generator = self.build_network("generator", generator, latent_dim, channels, image_size)
         self.discriminator = self.build_discriminator(discriminator, channels, image_size)

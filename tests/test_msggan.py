@@ -76,11 +76,12 @@ def test_combine_functions_follow_the_papers_formulas(kind):
         weight = combine.linear.weight / combine.linear.weight[0].numel() ** 0.5
         return F.conv2d(inputs, weight, combine.linear.bias)
 
-    expected = {
-        "simple": torch.cat([x, o], 1),  # phi_simple = [x; o]
-        "lin_cat": torch.cat([r(x) if kind == "lin_cat" else x, o], 1),  # phi_lin_cat = [r'(x); o]
-        "cat_lin": r(torch.cat([x, o], 1)) if kind == "cat_lin" else None,  # phi_cat_lin = r'([x; o])
-    }[kind]
+    if kind == "simple":
+        expected = torch.cat([x, o], 1)  # phi_simple = [x; o]
+    elif kind == "lin_cat":
+        expected = torch.cat([r(x), o], 1)  # phi_lin_cat = [r'(x); o]
+    else:
+        expected = r(torch.cat([x, o], 1))  # phi_cat_lin = r'([x; o])
     out = combine(x, o)
     assert out.shape[1] == combine.out_channels == {"simple": 8, "lin_cat": 10, "cat_lin": 5}[kind]
     torch.testing.assert_close(out, expected)
@@ -159,3 +160,11 @@ def test_samples_are_the_finest_images_and_the_grid_shows_every_scale():
     grids = SampleGrid(num_samples=4, interpolation_rows=0).images(model)
     # The first row of the fixed grid (two images) at each of the three scales, upscaled to 16x16, 2 pixels apart.
     assert grids["fixed"].shape[-2:] == (2 * 18 + 2, 2 * 18 + 2) and grids["scales"].shape[-2:] == (3 * 18 + 2, 38)
+
+
+def test_pacgan_packs_every_scale_alike():
+    model = tiny_model(pack=2)
+    assert model.discriminator.from_rgb[0].weight.shape[1] == 2  # the finest image's channels, packed
+    real, fake = torch.rand(8, 1, 8, 8) * 2 - 1, model.generate(8).detach()
+    assert model.critic(fake).shape == model.critic(real).shape == (4,)
+    assert torch.isfinite(model.d_loss(real, fake)["d_loss"])
