@@ -15,8 +15,8 @@ from gans.nets.equalized import downsample
 from gans.nets.layers import pack as pack_samples
 from gans.outputs import GeneratorOutput
 
-#: The paper's Adam for both networks (section 4, "the same hyperparameters for all experiments"): learning rate 0.003,
-#: betas (0, 0.99), as in the authors' code (BMSG-GAN's train.py defaults), ProGAN's betas with a 3x higher rate.
+#: The paper's Adam for both networks, learning rate 0.003 and betas (0, 0.99), also the defaults of the authors'
+#: BMSG-GAN train.py: ProGAN's betas with a 3x higher rate, the same for every data set.
 MSG_ADAM = {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.003, "betas": (0.0, 0.99)}}
 #: ProGAN's generator at its final size with a toRGB after every block; 512 feature maps at most.
 MSG_GENERATOR = {"class_path": "gans.nets.MSGGenerator", "init_args": {"features": 512}}
@@ -27,7 +27,7 @@ Pyramid = Sequence[Tensor]
 
 
 class MSGGAN(GAN):
-    """MSG-ProGAN, section 4 of the paper: ProGAN's networks (equalized learning rate, pixel norm in G, minibatch
+    """The paper's MSG-ProGAN: ProGAN's networks (equalized learning rate, pixel norm in G, minibatch
     standard deviation in D, its widths) without growing; G's images at 4x4, 8x8, ..., S x S (``GeneratorOutput.scales``
     and ``images``) go to the D blocks of those resolutions through the combine function (``gans.nets.ScaleCombine``:
     phi_simple by default); real images are shown to D as their average-pooled pyramid, as in the authors' code.

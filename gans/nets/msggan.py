@@ -1,8 +1,8 @@
 """MSG-GAN's networks (Karnewar and Wang 2020, "MSG-GAN: Multi-Scale Gradients for Generative Adversarial Networks",
-section 3 and figure 2, the MSG-ProGAN of section 4): ProGAN's generator and discriminator at their final size, without
-growing, joined at every resolution. G turns its features after each block into an image (a toRGB 1x1 convolution),
-so it makes the image at 4x4, 8x8, ..., S x S at once; D takes all of them and combines each with its own features at
-the matching resolution, so its gradient reaches every block of G directly (the "multi-scale gradients").
+figure 2, the paper's MSG-ProGAN): ProGAN's generator and discriminator at their final size, without growing, joined
+at every resolution. G turns its features after each block into an image (a toRGB 1x1 convolution), so it makes the
+image at 4x4, 8x8, ..., S x S at once; D takes all of them and combines each with its own features at the matching
+resolution, so its gradient reaches every block of G directly (the "multi-scale gradients").
 
 The ProGAN parts (Karras et al. 2018): equalized learning rate everywhere, pixel norm after every convolution of G,
 LeakyReLU(0.2), nearest-neighbour upsampling and 2x2 average pooling, minibatch standard deviation before D's last
@@ -91,7 +91,7 @@ class MSGGenerator(nn.Module):
 
 
 class ScaleCombine(nn.Module):
-    """The paper's combine function phi (section 3.1), joining the image ``x`` [N, C, r, r] of one scale with D's
+    """The paper's combine function phi, joining the image ``x`` [N, C, r, r] of one scale with D's
     features ``o`` [N, F, r, r] at that resolution, ``r'`` a 1x1 convolution:
 
     - ``"simple"``: phi_simple(x, o) = [x; o], channel concatenation: [N, C + F, r, r] (MSG-ProGAN's);
