@@ -7,6 +7,7 @@ from gans.distributed import GANDDPStrategy
 from gans.loading import load_gan
 from gans.lsgan import LSGAN
 from gans.mlpgan import MLPGAN
+from gans.msggan import MSGGAN
 from gans.outputs import GeneratorOutput
 from gans.phases import Phase
 from gans.progan import ProGAN
@@ -21,6 +22,7 @@ __all__ = [
     "GAN",
     "LSGAN",
     "MLPGAN",
+    "MSGGAN",
     "SNGAN",
     "WGAN",
     "WGANGP",

@@ -69,6 +69,18 @@ def g_least_squares(d_fake: Tensor, c: float = 1.0) -> Tensor:
     return 0.5 * (d_fake - c).square().mean()
 
 
+def d_relativistic_hinge(d_real: Tensor, d_fake: Tensor) -> Tensor:
+    """Relativistic average hinge discriminator loss (RaHinge; Jolicoeur-Martineau 2019, MSG-GAN's loss): each score
+    judged against the other kind's mean, E_x[relu(1 - (D(x) - E[D(G(z))]))] + E_z[relu(1 + (D(G(z)) - E[D(x)]))]."""
+    return F.relu(1.0 - (d_real - d_fake.mean())).mean() + F.relu(1.0 + (d_fake - d_real.mean())).mean()
+
+
+def g_relativistic_hinge(d_real: Tensor, d_fake: Tensor) -> Tensor:
+    """RaHinge generator loss: the discriminator's with real and fake swapped, E_z[relu(1 - (D(G(z)) - E[D(x)]))] +
+    E_x[relu(1 + (D(x) - E[D(G(z))]))]; it needs D's scores of real images too."""
+    return d_relativistic_hinge(d_fake, d_real)
+
+
 DLoss = Callable[[Tensor, Tensor], Tensor]
 GLoss = Callable[[Tensor], Tensor]
 
@@ -82,11 +94,23 @@ ADVERSARIAL_LOSSES: dict[str, tuple[DLoss, GLoss]] = {
 }
 
 
+#: Relativistic losses (Jolicoeur-Martineau 2019): the generator's loss too takes (d_real, d_fake), so only a variant
+#: whose generator loss scores real images takes these names (``gans.MSGGAN``).
+RELATIVISTIC_LOSSES: dict[str, tuple[DLoss, DLoss]] = {
+    "relativistic_hinge": (d_relativistic_hinge, g_relativistic_hinge),
+}
+
+
 def adversarial_loss(name: str) -> tuple[DLoss, GLoss]:
     """Returns the (discriminator loss, generator loss) pair registered under ``name``."""
     try:
         return ADVERSARIAL_LOSSES[name]
     except KeyError:
+        if name in RELATIVISTIC_LOSSES:
+            raise ConfigurationError(
+                f"loss={name!r} is relativistic: its generator loss needs the scores of real images, which this "
+                "variant's generator step does not compute (gans.MSGGAN does)"
+            )
         raise ConfigurationError(
             f"loss={name!r} is not a known adversarial loss; expected one of {sorted(ADVERSARIAL_LOSSES)}"
         )

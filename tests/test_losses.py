@@ -47,6 +47,19 @@ def test_wasserstein_hinge_least_squares():
     assert losses.g_least_squares(D_FAKE, c=0.0).item() == pytest.approx(0.5 * (0.25 + 9) / 2)
 
 
+def test_relativistic_average_hinge():
+    real, fake = torch.tensor([2.0, 0.0]), torch.tensor([0.5, -0.5])  # mean real 1, mean fake 0
+    # D: relu(1 - (real - 0)) = [0, 1], relu(1 + (fake - 1)) = [0.5, 0]: 0.5 + 0.25.
+    assert losses.d_relativistic_hinge(real, fake).item() == pytest.approx(0.75)
+    # G: relu(1 - (fake - 1)) = [1.5, 2.5], relu(1 + (real - 0)) = [3, 1]: 2 + 2.
+    assert losses.g_relativistic_hinge(real, fake).item() == pytest.approx(4.0)
+    pair = (losses.d_relativistic_hinge, losses.g_relativistic_hinge)
+    assert losses.RELATIVISTIC_LOSSES["relativistic_hinge"] == pair
+    # Its generator loss takes the real scores, which the generator step of the base does not compute.
+    with pytest.raises(ValueError, match="loss='relativistic_hinge' is relativistic"):
+        losses.adversarial_loss("relativistic_hinge")
+
+
 def test_loss_registry_and_unknown_name():
     assert losses.adversarial_loss("hinge") == (losses.d_hinge, losses.g_hinge)
     with pytest.raises(ValueError, match="'hindge'.*expected one of"):

@@ -19,6 +19,7 @@ from gans.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from gans.nets.equalized import EqualizedConv2d, EqualizedLinear, PixelNorm
 from gans.nets.layers import MinibatchDiscrimination, MinibatchStdDev, pack
 from gans.nets.mlp import Maxout, MLPAutoencoder, MLPDiscriminator, MLPGenerator
+from gans.nets.msggan import MSGDiscriminator, MSGGenerator, ScaleCombine
 from gans.nets.progan import ProGANDiscriminator, ProGANGenerator
 from gans.nets.resnet import ResNetDiscriminator, ResNetGenerator
 
@@ -40,6 +41,8 @@ __all__ = [
     "MLPAutoencoder",
     "MLPDiscriminator",
     "MLPGenerator",
+    "MSGDiscriminator",
+    "MSGGenerator",
     "Maxout",
     "MinibatchDiscrimination",
     "MinibatchStdDev",
@@ -48,6 +51,7 @@ __all__ = [
     "ProGANGenerator",
     "ResNetDiscriminator",
     "ResNetGenerator",
+    "ScaleCombine",
     "VectorDiscriminator",
     "VectorGenerator",
     "pack",
