@@ -16,7 +16,7 @@ from gans.losses import g_relativistic_hinge
 from gans.nets import MSGDiscriminator, MSGGenerator, ScaleCombine
 from gans.nets.equalized import EqualizedConv2d, EqualizedLinear, PixelNorm
 from gans.nets.layers import MinibatchStdDev
-from gans.nets.msggan import progressive_width
+from gans.nets.progan import progan_channels
 from gans.outputs import GeneratorOutput
 
 COMBINES = ("simple", "lin_cat", "cat_lin")
@@ -43,7 +43,7 @@ def test_discriminator_accepts_the_generators_outputs(combine):
 
 
 def test_the_papers_widths_and_image_sizes():
-    assert [progressive_width(side) for side in (4, 8, 16, 32, 64, 128, 256)] == [512, 512, 512, 512, 256, 128, 64]
+    assert [progan_channels(side) for side in (4, 8, 16, 32, 64, 128, 256)] == [512, 512, 512, 512, 256, 128, 64]
     generator = MSGGenerator(512, 3, 128)
     assert [rgb.weight.shape[1] for rgb in generator.to_rgb] == [512, 512, 512, 512, 256, 128]
     for size in (2, 48):

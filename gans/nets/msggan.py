@@ -6,7 +6,7 @@ resolution, so its gradient reaches every block of G directly (the "multi-scale 
 
 The ProGAN parts (Karras et al. 2018): equalized learning rate everywhere, pixel norm after every convolution of G,
 LeakyReLU(0.2), nearest-neighbour upsampling and 2x2 average pooling, minibatch standard deviation before D's last
-block, the paper's widths (``progressive_width``). The pyramids are tuples of images coarse to fine,
+block, the paper's widths (``gans.nets.progan.progan_channels``). The pyramids are tuples of images coarse to fine,
 ``(x_4, x_8, ..., x_S)``, each [N, C, r, r].
 """
 
@@ -20,14 +20,9 @@ from torch import Tensor, nn
 from gans.errors import ConfigurationError
 from gans.nets.equalized import EqualizedConv2d, EqualizedLinear, PixelNorm, upsample
 from gans.nets.layers import MinibatchStdDev
+from gans.nets.progan import progan_channels
 
 Combine = Literal["simple", "lin_cat", "cat_lin"]
-
-
-def progressive_width(side: int, fmap_base: int = 8192, features: int = 512) -> int:
-    """ProGAN's feature maps at resolution ``side`` (its official ``nf(log2(side) - 1)``): ``min(2 * fmap_base / side,
-    features)``, with the defaults 512 up to 32x32, then 256 at 64x64, 128 at 128x128, halving with each doubling."""
-    return min(2 * fmap_base // side, features)
 
 
 def pyramid_sides(image_size: int) -> tuple[int, ...]:
@@ -62,14 +57,14 @@ class MSGGenerator(nn.Module):
         channels: image channels.
         image_size: the finest resolution, a power of two >= 4.
         features: the most feature maps of a block (ProGAN's ``fmap_max``, 512 in the paper).
-        fmap_base: the width formula's base (``progressive_width``).
+        fmap_base: the width formula's base (``gans.nets.progan.progan_channels``).
     """
 
     def __init__(self, latent_dim: int, channels: int, image_size: int, features: int = 512,
                  fmap_base: int = 8192) -> None:
         super().__init__()
         self.sides = pyramid_sides(image_size)
-        width = [progressive_width(side, fmap_base, features) for side in self.sides]
+        width = [progan_channels(side, fmap_base, features) for side in self.sides]
         self.normalize_z = PixelNorm()
         # The official ProGAN's gain sqrt(2)/4 for the latent's dense layer (it divides the 4x4 map's fan-in by 16).
         self.dense = EqualizedLinear(latent_dim, width[0] * 16, gain=math.sqrt(2) / 4)
@@ -141,7 +136,7 @@ class MSGDiscriminator(nn.Module):
         channels: image channels (times PacGAN's ``pack``: each scale is packed alike).
         image_size: the finest resolution, a power of two >= 4.
         features: the most feature maps of a block (512 in the paper).
-        fmap_base: the width formula's base (``progressive_width``).
+        fmap_base: the width formula's base (``gans.nets.progan.progan_channels``).
         combine: the combine function at every coarser scale: ``"simple"`` (the paper's for MSG-ProGAN), ``"lin_cat"``
             or ``"cat_lin"`` (``ScaleCombine``).
         mbstd_group_size: samples per minibatch-stddev group (4, ProGAN's).
@@ -151,7 +146,7 @@ class MSGDiscriminator(nn.Module):
                  combine: Combine = "simple", mbstd_group_size: int = 4) -> None:
         super().__init__()
         self.sides = pyramid_sides(image_size)
-        width = [progressive_width(side, fmap_base, features) for side in self.sides]
+        width = [progan_channels(side, fmap_base, features) for side in self.sides]
         self.from_rgb = nn.Sequential(EqualizedConv2d(channels, width[-1], 1), nn.LeakyReLU(0.2))
         #: ``combines[i]`` joins the image of ``sides[i]`` with the features entering block i, for all but the finest.
         self.combines = nn.ModuleList(ScaleCombine(combine, channels, w) for w in width[:-1])
