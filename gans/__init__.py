@@ -4,6 +4,7 @@ from gans.base import GAN
 from gans.began import BEGAN
 from gans.dcgan import DCGAN
 from gans.distributed import GANDDPStrategy
+from gans.lapgan import LAPGAN
 from gans.loading import load_gan
 from gans.lsgan import LSGAN
 from gans.mlpgan import MLPGAN
@@ -15,6 +16,6 @@ from gans.wgan import WGAN
 from gans.wgan_gp import WGANGP
 
 __all__ = [
-    "BEGAN", "DCGAN", "GAN", "LSGAN", "MLPGAN", "SNGAN", "WGAN", "WGANGP", "GANDDPStrategy", "GeneratorOutput", "Phase",
+    "BEGAN", "DCGAN", "GAN", "LAPGAN", "LSGAN", "MLPGAN", "SNGAN", "WGAN", "WGANGP", "GANDDPStrategy", "GeneratorOutput", "Phase",
     "UnrolledGAN", "load_gan",
 ]

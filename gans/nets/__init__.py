@@ -6,6 +6,8 @@ sizes the variant derives from its own arguments, so that any network with the s
 - ``ImageGenerator``: ``factory(latent_dim, channels, image_size)`` -> z [N, latent_dim] to images [N, C, S, S];
 - ``ImageDiscriminator``: ``factory(channels, image_size)`` -> images to scores [N] (``channels`` already multiplied by
   PacGAN's ``pack``);
+- ``PyramidGenerator`` / ``PyramidDiscriminator``: ``factory(latent_dim, channels, image_size, levels)`` /
+  ``factory(channels, image_size, levels)`` for LAPGAN's networks of every level of a Laplacian pyramid;
 - ``VectorGenerator`` / ``VectorDiscriminator``: ``factory(latent_dim, shape)`` / ``factory(shape)`` for the MLP
   networks of any sample shape (images or 2-D points).
 """
@@ -16,6 +18,15 @@ from torch import nn
 
 from gans.nets.began import BEGANAutoencoder, BEGANDecoder, BEGANEncoder
 from gans.nets.dcgan import DCGANDiscriminator, DCGANGenerator
+from gans.nets.lapgan import (
+    BandDiscriminator,
+    BandGenerator,
+    CoarseDiscriminator,
+    LaplacianDiscriminator,
+    LaplacianGenerator,
+    PyramidDiscriminator,
+    PyramidGenerator,
+)
 from gans.nets.layers import MinibatchDiscrimination, MinibatchStdDev, pack
 from gans.nets.mlp import Maxout, MLPAutoencoder, MLPDiscriminator, MLPGenerator
 from gans.nets.resnet import ResNetDiscriminator, ResNetGenerator
@@ -26,8 +37,9 @@ VectorGenerator = Callable[[int, tuple[int, ...]], nn.Module]
 VectorDiscriminator = Callable[[tuple[int, ...]], nn.Module]
 
 __all__ = [
-    "BEGANAutoencoder", "BEGANDecoder", "BEGANEncoder", "DCGANDiscriminator", "DCGANGenerator", "ImageDiscriminator",
-    "ImageGenerator", "MLPAutoencoder",
-    "MLPDiscriminator", "MLPGenerator", "Maxout", "MinibatchDiscrimination", "MinibatchStdDev", "ResNetDiscriminator",
-    "ResNetGenerator", "VectorDiscriminator", "VectorGenerator", "pack",
+    "BEGANAutoencoder", "BEGANDecoder", "BEGANEncoder", "BandDiscriminator", "BandGenerator", "CoarseDiscriminator",
+    "DCGANDiscriminator", "DCGANGenerator", "ImageDiscriminator", "ImageGenerator", "LaplacianDiscriminator",
+    "LaplacianGenerator", "MLPAutoencoder", "MLPDiscriminator", "MLPGenerator", "Maxout", "MinibatchDiscrimination",
+    "MinibatchStdDev", "PyramidDiscriminator", "PyramidGenerator", "ResNetDiscriminator", "ResNetGenerator",
+    "VectorDiscriminator", "VectorGenerator", "pack",
 ]
