@@ -61,7 +61,8 @@ class LAPGAN(GAN):
             ``levels``, ``latent_shapes``, ``z_dim``, ``split`` and ``level``.
         discriminator: one discriminator per level, ``factory(channels * pack, image_size, levels)``:
             ``gans.nets.LaplacianDiscriminator`` by default (``hidden``: D_0's widths; ``features``: each D_k's maps;
-            ``dropout``), with a ``levels`` list called as ``levels[k](images)``.
+            ``dropout``), with a ``levels`` list called as ``levels[k](images)``, and called on a list of every
+            level's images (or on images, whose pyramid it takes) for the mean of their logits.
         train_levels: the sides of the levels to train (``[16, 32]``: all but an 8x8 coarsest); ``None`` trains
             all. The others' networks get no gradient and do not change.
         loss: adversarial loss name (the paper's is the minimax objective; the non-saturating generator loss, which
@@ -148,13 +149,12 @@ class LAPGAN(GAN):
 
     def critic(self, x: Tensor | GeneratorOutput, discriminator: Any = None, **cond: Tensor) -> Tensor:
         """The mean over the levels of the discriminators' logits, [N / pack]: of a generator output's own chain
-        (``scales`` and ``images``), or of the Gaussian pyramid of a tensor of images. Training scores each level
-        apart (``d_loss``)."""
+        (``scales`` and ``images``), or of the Gaussian pyramid of a tensor of images (taken after packing, which it
+        commutes with: the pyramid works per channel). Training scores each level apart (``d_loss``)."""
+        discriminator = discriminator or self.discriminator
         if isinstance(x, GeneratorOutput) and len(x.scales) == self.levels - 1:
-            images = [*x.scales, x.images]
-        else:
-            images = gaussian_pyramid(GeneratorOutput.images_of(x), self.levels)
-        return torch.stack([self.level_critic(k, image, discriminator) for k, image in enumerate(images)]).mean(0)
+            return discriminator([pack_samples(image, self.pack) for image in (*x.scales, x.images)])
+        return discriminator(pack_samples(GeneratorOutput.images_of(x), self.pack))
 
     def _d_terms(self, real: Tensor, levels: list[int]) -> dict[str, Tensor]:
         images = self.pyramid(real)

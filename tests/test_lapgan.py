@@ -12,7 +12,7 @@ from torch import nn
 from callbacks import IterationCheckpoint
 from gans import LAPGAN
 from gans.errors import ConfigurationError
-from gans.nets import LaplacianDiscriminator, LaplacianGenerator
+from gans.nets import LaplacianDiscriminator, LaplacianGenerator, pack
 from gans.pyramid import downsample, gaussian_pyramid, laplacian_pyramid, pyramid_sides, reconstruct, upsample
 
 BATCH = 8
@@ -101,7 +101,11 @@ def test_network_shapes_per_level(image_size, channels, levels):
     noise = g.split(z)
     for k, side in enumerate(sides[1:], start=1):
         assert g.levels[k](torch.zeros(5, channels, side, side), noise[k]).shape == (5, channels, side, side)
-    assert d([*output.scales, output.images]).shape == (levels, 5)
+    d.eval()  # no dropout: the same scores twice
+    scores = torch.stack([d.levels[k](image) for k, image in enumerate([*output.scales, output.images])])
+    assert scores.shape == (levels, 5)
+    assert torch.equal(d([*output.scales, output.images]), scores.mean(0))
+    assert torch.equal(d(output.images), d(gaussian_pyramid(output.images, levels)))
     with pytest.raises(ValueError, match=f"z has 3 values per sample; this LAPGAN's chain takes {g.z_dim}"):
         g(torch.zeros(5, 3))
 
@@ -205,6 +209,11 @@ def test_critic_scores_a_generator_outputs_own_chain_and_the_pyramid_of_images()
     real = torch.rand(4, 1, 8, 8) * 2 - 1
     expected = torch.stack([levels[k](image) for k, image in enumerate(gaussian_pyramid(real, 3))]).mean(0)
     assert torch.equal(model.critic(real), expected)
+    # PacGAN's packs: each level's D judges 2 samples stacked along the channels, at every level.
+    packed = tiny(pack=2).eval()
+    levels = packed.discriminator.levels
+    expected = torch.stack([levels[k](pack(image, 2)) for k, image in enumerate(gaussian_pyramid(real, 3))]).mean(0)
+    assert packed.critic(real).shape == (2,) and torch.allclose(packed.critic(real), expected, rtol=0, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from gans.errors import ConfigurationError
 from gans.nets.mlp import MLPGenerator
 from gans.outputs import GeneratorOutput
-from gans.pyramid import pyramid_sides, upsample
+from gans.pyramid import gaussian_pyramid, pyramid_sides, upsample
 
 #: ``factory(latent_dim, channels, image_size, levels)`` -> a generator of the whole pyramid (``LaplacianGenerator``).
 PyramidGenerator = Callable[[int, int, int, int], nn.Module]
@@ -174,8 +174,10 @@ class LaplacianGenerator(nn.Module):
 
 
 class LaplacianDiscriminator(nn.Module):
-    """One discriminator per level: images coarse to fine, [I_0, ..., I_{levels-1}] (I_k [N, C, S_k, S_k]) -> their
-    logits, [levels, N]. D_0 judges the coarsest image; D_k an image of level k, h + l_k.
+    """One discriminator per level, ``levels[k]``: D_0 judges the coarsest image, D_k an image of level k, h + l_k
+    (``levels[k](x)``: [N, C, S_k, S_k] -> logits [N]). Called on a whole pyramid, the images of every level coarse to
+    fine [I_0, ..., I_{levels-1}], or on images [N, C, S, S], whose Gaussian pyramid it takes, it returns the mean of
+    the levels' logits, [N] (what ``GAN.critic`` gives; training scores each level apart).
 
     Args:
         channels: image channels (times PacGAN's ``pack``).
@@ -192,11 +194,13 @@ class LaplacianDiscriminator(nn.Module):
     ) -> None:
         super().__init__()
         sides = checked_sides(image_size, levels)
+        self.num_levels = levels
         #: D_0, D_1, ...: coarse to fine.
         self.levels = nn.ModuleList([
             CoarseDiscriminator(channels, sides[0], hidden, dropout),
             *(BandDiscriminator(channels, side, features, dropout) for side in sides[1:]),
         ])
 
-    def forward(self, images: Sequence[Tensor]) -> Tensor:
-        return torch.stack([d(x) for d, x in zip(self.levels, images, strict=True)])
+    def forward(self, x: Tensor | Sequence[Tensor]) -> Tensor:
+        images = gaussian_pyramid(x, self.num_levels) if isinstance(x, Tensor) else x
+        return torch.stack([d(image) for d, image in zip(self.levels, images, strict=True)]).mean(0)
