@@ -29,9 +29,10 @@ from gans.outputs import GeneratorOutput
 from gans.phases import Phase
 from gans.pyramid import gaussian_pyramid, upsample
 
-#: The paper's optimizer: SGD at learning rate 0.02 with momentum 0.5. The paper also raises the momentum by 0.0008 per
-#: epoch up to 0.8 and divides the learning rate by (1 + 4e-5) per epoch; neither is reproduced (torch has no momentum
-#: schedule, and the decay changes the rate by 0.4% over a hundred epochs).
+#: The paper's optimizer: SGD at learning rate 0.02 with momentum 0.5, the momentum raised by 0.0008 per epoch up to
+#: 0.8 and the rate divided by (1 + 4e-5) per epoch (the reference code: rate 0.01, momentum 0 rising to 0.7). The
+#: starting values are the defaults; the ramps are not reproduced: torch's schedulers move the momentum only within
+#: OneCycleLR/CyclicLR cycles, and the decay changes the rate by 0.4% in a hundred epochs.
 LAPGAN_SGD = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.02, "momentum": 0.5}}
 #: The paper's CIFAR-10 generators: G_0 fully connected (1200, 1200), each G_k a convnet of 128 maps.
 LAPGAN_GENERATOR = {"class_path": "gans.nets.LaplacianGenerator", "init_args": {"hidden": (1200, 1200), "features": 128}}
@@ -96,7 +97,7 @@ class LAPGAN(GAN):
         if latent_dim < 1:
             raise ConfigurationError(f"latent_dim={latent_dim} must be at least 1 (z_0 of the coarsest level)")
         super().__init__(latent_dim=latent_dim, loss=loss, g_optimizer=g_optimizer, d_optimizer=d_optimizer, **kwargs)
-        self.channels, self.image_size, self.levels = channels, image_size, levels
+        self.channels, self.image_size, self.num_levels = channels, image_size, levels
         self.sides = checked_sides(image_size, levels)
         unknown = sorted(set(train_levels or ()) - set(self.sides))
         if train_levels is not None and (unknown or not train_levels):
@@ -135,7 +136,7 @@ class LAPGAN(GAN):
                 f"{(self.channels, self.image_size, self.image_size)}: set the model's channels/image_size to match "
                 "the data module's"
             )
-        return gaussian_pyramid(real, self.levels)
+        return gaussian_pyramid(real, self.num_levels)
 
     def level_fakes(self, images: list[Tensor], levels: list[int]) -> dict[int, Tensor]:
         """Fresh fakes of the given levels, each conditioned on the real pyramid ``images``: G_0(z_0) for the coarsest,
@@ -152,7 +153,7 @@ class LAPGAN(GAN):
         (``scales`` and ``images``), or of the Gaussian pyramid of a tensor of images (taken after packing, which it
         commutes with: the pyramid works per channel). Training scores each level apart (``d_loss``)."""
         discriminator = discriminator or self.discriminator
-        if isinstance(x, GeneratorOutput) and len(x.scales) == self.levels - 1:
+        if isinstance(x, GeneratorOutput) and len(x.scales) == self.num_levels - 1:
             return discriminator([pack_samples(image, self.pack) for image in (*x.scales, x.images)])
         return discriminator(pack_samples(GeneratorOutput.images_of(x), self.pack))
 
@@ -186,4 +187,4 @@ class LAPGAN(GAN):
         """Every level's D loss and mean logits on held-out images against fresh fakes conditioned on them, and their
         sum, ``d_loss``."""
         keep = real.shape[0] // self.pack * self.pack  # a last, smaller batch is cut to whole packs
-        return self._d_terms(real[:keep], list(range(self.levels)))
+        return self._d_terms(real[:keep], list(range(self.num_levels)))
