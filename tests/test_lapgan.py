@@ -126,6 +126,20 @@ def test_default_networks_are_the_papers():
     assert model.generator.z_dim == 100 + 16 * 16 + 32 * 32
 
 
+def test_the_coarsest_level_has_the_reference_codes_initialisation():
+    """G_0's weights ~ N(0, 0.05), D_0's ~ N(0, 0.005), biases 0: G_0's samples differ from the start (with PyTorch's
+    default they hardly depend on z_0 and the coarsest level collapsed)."""
+    torch.manual_seed(0)
+    model = LAPGAN()
+    for network, std in ((model.generator.levels[0], 0.05), (model.discriminator.levels[0], 0.005)):
+        linears = [m for m in network.modules() if isinstance(m, nn.Linear)]
+        weights = torch.cat([m.weight.flatten() for m in linears])
+        assert weights.std().item() == pytest.approx(std, rel=0.02) and abs(weights.mean().item()) < std / 100
+        assert all(torch.equal(m.bias, torch.zeros_like(m.bias)) for m in linears)
+    coarse = model.sample_output(256, generator=torch.Generator().manual_seed(0)).scales[0]  # [256, 1, 8, 8]
+    assert coarse.std(0).mean() > 0.2  # the spread over z of each pixel: 0.26; 0.04 with PyTorch's default initialisation
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Sampling and the discriminators' inputs
 # ---------------------------------------------------------------------------------------------------------------
