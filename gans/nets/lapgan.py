@@ -12,8 +12,9 @@ models (section 4), with the layer details of its reference code (facebook/eyesc
   D_k a 2-layer convnet (128 maps, 5x5 kernels, the second with stride 2, ReLU, dropout, a linear logit) on h + l_k,
   the band "explicitly added" to l_k before its first layer, as the paper does.
 
-The reference code's convolutions are unpadded; here they keep the size (padding), so that the same networks run at
-every level down to 4x4.
+The reference code's discriminator convolutions are unpadded; here they keep the size (padding), so that the same
+networks run at every level down to 4x4. Its sigmoid output and binary cross-entropy are the logit and the
+``non_saturating`` loss here.
 """
 
 import math
