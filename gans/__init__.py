@@ -4,6 +4,7 @@ from gans.base import GAN
 from gans.began import BEGAN
 from gans.dcgan import DCGAN
 from gans.distributed import GANDDPStrategy
+from gans.lapgan import LAPGAN
 from gans.loading import load_gan
 from gans.lsgan import LSGAN
 from gans.mlpgan import MLPGAN
@@ -20,6 +21,7 @@ __all__ = [
     "BEGAN",
     "DCGAN",
     "GAN",
+    "LAPGAN",
     "LSGAN",
     "MLPGAN",
     "MSGGAN",

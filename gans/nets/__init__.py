@@ -6,6 +6,8 @@ sizes the variant derives from its own arguments, so that any network with the s
 - ``ImageGenerator``: ``factory(latent_dim, channels, image_size)`` -> z [N, latent_dim] to images [N, C, S, S];
 - ``ImageDiscriminator``: ``factory(channels, image_size)`` -> images to scores [N] (``channels`` already multiplied by
   PacGAN's ``pack``);
+- ``PyramidGenerator`` / ``PyramidDiscriminator``: ``factory(latent_dim, channels, image_size, levels)`` /
+  ``factory(channels, image_size, levels)`` for LAPGAN's networks of every level of a Laplacian pyramid;
 - ``VectorGenerator`` / ``VectorDiscriminator``: ``factory(latent_dim, shape)`` / ``factory(shape)`` for the MLP
   networks of any sample shape (images or 2-D points).
 """
@@ -17,6 +19,15 @@ from torch import nn
 from gans.nets.began import BEGANAutoencoder, BEGANDecoder, BEGANEncoder
 from gans.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from gans.nets.equalized import EqualizedConv2d, EqualizedLinear, PixelNorm
+from gans.nets.lapgan import (
+    BandDiscriminator,
+    BandGenerator,
+    CoarseDiscriminator,
+    LaplacianDiscriminator,
+    LaplacianGenerator,
+    PyramidDiscriminator,
+    PyramidGenerator,
+)
 from gans.nets.layers import MinibatchDiscrimination, MinibatchStdDev, pack
 from gans.nets.mlp import Maxout, MLPAutoencoder, MLPDiscriminator, MLPGenerator
 from gans.nets.msggan import MSGDiscriminator, MSGGenerator, ScaleCombine
@@ -32,12 +43,17 @@ __all__ = [
     "BEGANAutoencoder",
     "BEGANDecoder",
     "BEGANEncoder",
+    "BandDiscriminator",
+    "BandGenerator",
+    "CoarseDiscriminator",
     "DCGANDiscriminator",
     "DCGANGenerator",
     "EqualizedConv2d",
     "EqualizedLinear",
     "ImageDiscriminator",
     "ImageGenerator",
+    "LaplacianDiscriminator",
+    "LaplacianGenerator",
     "MLPAutoencoder",
     "MLPDiscriminator",
     "MLPGenerator",
@@ -49,6 +65,8 @@ __all__ = [
     "PixelNorm",
     "ProGANDiscriminator",
     "ProGANGenerator",
+    "PyramidDiscriminator",
+    "PyramidGenerator",
     "ResNetDiscriminator",
     "ResNetGenerator",
     "ScaleCombine",
