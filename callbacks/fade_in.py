@@ -34,11 +34,13 @@ class GrowthState:
         resolution: the side of the images G makes and D judges.
         alpha: the weight of the newest blocks, in [0, 1]; 1 outside fades.
         phase: ``"fade"`` while alpha rises, ``"stabilize"`` after.
+        stage: the phases before this one (0 for the first stabilization, 1 for the first fade, ...).
     """
 
     resolution: int
     alpha: float
     phase: Literal["fade", "stabilize"]
+    stage: int = 0
 
 
 class GrowthSchedule:
@@ -61,12 +63,12 @@ class GrowthSchedule:
         for index, resolution in enumerate(self.resolutions):
             if index > 0:
                 if left < self.fade_images:
-                    return GrowthState(resolution, left / self.fade_images, "fade")
+                    return GrowthState(resolution, left / self.fade_images, "fade", 2 * index - 1)
                 left -= self.fade_images
             if left < self.stabilize_images:
-                return GrowthState(resolution, 1.0, "stabilize")
+                return GrowthState(resolution, 1.0, "stabilize", 2 * index)
             left -= self.stabilize_images
-        return GrowthState(self.resolutions[-1], 1.0, "stabilize")
+        return GrowthState(self.resolutions[-1], 1.0, "stabilize", 2 * len(self.resolutions) - 2)
 
     @property
     def images_to_final(self) -> int:
@@ -89,6 +91,10 @@ class ProgressiveGrowing(L.Callback):
         lr: optional learning rate of every optimizer at each resolution (the official ``G_lrate_dict``/
             ``D_lrate_dict``); a resolution not listed trains with the configured one. Not together with a
             learning-rate scheduler.
+        reset_optimizer_state: clear the optimizers' state (Adam's moments and step counts) whenever a fade or a
+            stabilization begins, as the official code's ``reset_opt_for_new_lod=True`` does. Off by default: every
+            layer keeps its state as the networks grow, and a new block's parameters get theirs when they first
+            train.
 
     Raises:
         ConfigurationError: negative durations, or a resolution the module does not have.
@@ -101,6 +107,7 @@ class ProgressiveGrowing(L.Callback):
         start_resolution: int = 4,
         batch_size: dict[int, int] | None = None,
         lr: dict[int, float] | None = None,
+        reset_optimizer_state: bool = False,
     ) -> None:
         for name, value in (("fade_kimg", fade_kimg), ("stabilize_kimg", stabilize_kimg)):
             if value < 0:
@@ -116,9 +123,11 @@ class ProgressiveGrowing(L.Callback):
         self.start_resolution = start_resolution
         self.batch_size = dict(batch_size or {})
         self.lr = dict(lr or {})
+        self.reset_optimizer_state = reset_optimizer_state
         self._schedule: GrowthSchedule | None = None
         self._configured_lr: list[list[float]] | None = None  # per optimizer, per parameter group
         self._state: GrowthState | None = None
+        self._stage: int | None = None  # the stage of the last batch, saved: a reset is due when it changes
 
     @property
     def state(self) -> GrowthState | None:
@@ -134,9 +143,10 @@ class ProgressiveGrowing(L.Callback):
     @override
     def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
         if not callable(getattr(module, "set_growth", None)) or not hasattr(module, "resolutions"):
-            raise TypeError(
-                f"ProgressiveGrowing needs a growing GAN (resolutions and set_growth(resolution, alpha), as "
-                f"gans.ProGAN); got {type(module).__name__}"
+            raise ConfigurationError(
+                f"model={type(module).__name__} cannot grow: ProgressiveGrowing needs a growing GAN (resolutions and "
+                "set_growth(resolution, alpha), as gans.ProGAN)",
+                "model",
             )
         resolutions = tuple(module.resolutions)
         for name, value in (("start_resolution", [self.start_resolution]), ("batch_size", self.batch_size),
@@ -156,12 +166,20 @@ class ProgressiveGrowing(L.Callback):
                     f"batch_size={self.batch_size}: {type(datamodule).__name__} takes no batch-size schedule; use a "
                     "datamodules.base.ImageDataModule or leave batch_size out"
                 )
+            train_set = getattr(datamodule, "train_set", None)
+            largest = max(self.batch_size.values()) * trainer.world_size
+            if train_set is not None and largest > len(train_set):  # else its epochs would end before a first batch
+                raise ConfigurationError(
+                    f"batch_size={self.batch_size}: {largest} images per step over {trainer.world_size} process(es), "
+                    f"more than the {len(train_set)} training images"
+                )
             datamodule.batch_size_schedule = BatchSizes(self._schedule, self.batch_size, datamodule.batch_size)
 
     @override
     def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        # After a checkpoint is restored (the images shown, the optimizers) and before sanity-check validation, so
-        # that every forward pass of the run, the first included, runs at the state of its image count.
+        # After the module's checkpoint state is restored (the images shown) and before sanity-check validation, so
+        # that every forward pass of the run runs at the state of its image count. Lightning restores the optimizers
+        # only after this hook: learning rates and resets wait for the first batch.
         if self.lr and trainer.lr_scheduler_configs:
             raise ConfigurationError(
                 f"lr={self.lr} sets the learning rate per resolution, which the run's learning-rate scheduler also "
@@ -169,13 +187,11 @@ class ProgressiveGrowing(L.Callback):
             )
         if self._configured_lr is None:
             self._configured_lr = [[group["lr"] for group in opt.param_groups] for opt in trainer.optimizers]
-        self._apply(trainer, module, log=False)
+        state = self.schedule.at(module.images_seen)
+        module.set_growth(state.resolution, state.alpha)
 
     @override
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        self._apply(trainer, module, log=True)
-
-    def _apply(self, trainer: L.Trainer, module: L.LightningModule, log: bool) -> None:
         state = self.schedule.at(module.images_seen)
         module.set_growth(state.resolution, state.alpha)
         if self.lr:
@@ -183,23 +199,26 @@ class ProgressiveGrowing(L.Callback):
             names = list(module.optimized_networks())
             for name, optimizer, configured in zip(names, trainer.optimizers, self._configured_lr, strict=True):
                 for group, rate in zip(optimizer.param_groups, configured, strict=True):
-                    group["lr"] = self.lr[state.resolution] * ratios.get(name, 1.0) if state.resolution in self.lr \
-                        else rate
-        self._state = state
-        if log:
-            module.log_dict({
-                "growth/resolution": float(state.resolution),
-                "growth/alpha": state.alpha,
-                "growth/fading": float(state.phase == "fade"),
-            })
+                    rate = self.lr[state.resolution] * ratios.get(name, 1.0) if state.resolution in self.lr else rate
+                    group["lr"] = rate
+        if self.reset_optimizer_state and self._stage is not None and state.stage != self._stage:
+            for optimizer in trainer.optimizers:
+                optimizer.state.clear()
+        self._state, self._stage = state, state.stage
+        module.log_dict({
+            "growth/resolution": float(state.resolution),
+            "growth/alpha": state.alpha,
+            "growth/fading": float(state.phase == "fade"),
+        })
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"configured_lr": self._configured_lr}
+        return {"configured_lr": self._configured_lr, "stage": self._stage}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._configured_lr = state_dict.get("configured_lr")
+        self._stage = state_dict.get("stage")
 
 
 @dataclass(frozen=True)

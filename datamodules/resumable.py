@@ -183,7 +183,8 @@ class ScheduledDataLoader(DataLoader):
         # DataLoader puts a SequentialSampler it never draws from in `sampler` when given a batch sampler, and forbids
         # assigning it. Lightning (use_distributed_sampler) replaces a loader whose `sampler` is not a
         # DistributedSampler by one over its own, which would lose the batch sampler; ours is one and shards already.
-        # tests/test_batch_schedule.py::test_lightning_keeps_the_scheduled_loader fails if this stops working.
+        # tests/test_batch_schedule.py::test_two_processes_under_lightning_ddp fails if Lightning stops keeping the loader
+        # (and ::test_lightning_keeps_the_scheduled_loader if the assignment stops working).
         object.__setattr__(self, "sampler", batch_sampler.sampler)
         self.fixed_batch_size = batch_size
 

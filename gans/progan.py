@@ -6,6 +6,7 @@ schedule of resolutions and fade-in weights comes from ``callbacks.ProgressiveGr
 (a ProGAN-architecture WGAN-GP).
 """
 
+from collections.abc import Callable
 from functools import partial
 
 from lightning.pytorch.cli import OptimizerCallable
@@ -15,6 +16,7 @@ from gans.errors import ConfigurationError
 from gans.losses import DLoss, drift_penalty
 from gans.nets import ImageDiscriminator, ImageGenerator
 from gans.nets.equalized import downsample, resize_to, upsample
+from gans.outputs import GeneratorOutput
 from gans.wgan_gp import WGANGP
 
 #: Appendix A.1: Adam with alpha = 0.001, beta1 = 0, beta2 = 0.99, epsilon = 1e-8.
@@ -119,6 +121,15 @@ class ProGAN(WGANGP):
         for network in (self.generator, self.generator_ema, self.discriminator):
             if network is not None:
                 network.grow(resolution, alpha)
+
+    def critic(
+        self, x: Tensor | GeneratorOutput, discriminator: Callable | None = None, **cond: Tensor
+    ) -> Tensor:
+        """The critic's scores at the generator's resolution and alpha (the critic follows the generator, also in a
+        model whose generator alone was loaded, from an export)."""
+        if (self.discriminator.resolution, self.discriminator.alpha) != (self.resolution, self.alpha):
+            self.discriminator.grow(self.resolution, self.alpha)
+        return super().critic(x, discriminator, **cond)
 
     def unpack(self, batch) -> tuple[Tensor, dict[str, Tensor]]:
         """The batch's real images at the current resolution and fade (:func:`fade_reals`), [N, C, r, r]."""

@@ -17,13 +17,14 @@ from callbacks import GANMetrics, GeneratorEMA, GrowthSchedule, IterationCheckpo
 from datamodules import MNISTDataModule
 from gans import ProGAN, load_gan
 from gans.errors import ConfigurationError
+from gans.export import export_generator, load_exported
 from gans.losses import drift_penalty
 from gans.nets import EqualizedConv2d, EqualizedLinear, PixelNorm, ProGANDiscriminator, ProGANGenerator
 from gans.nets.progan import progan_channels
 from gans.progan import fade_reals
 
 TINY_PROGAN = {
-    "latent_dim": 8, "channels": 1, "image_size": 16,
+    "latent_dim": 8, "channels": 1, "image_size": 32,
     "generator": {"init_args": {"fmap_max": 8}}, "discriminator": {"init_args": {"fmap_max": 8}},
 }
 
@@ -115,7 +116,7 @@ class Growth(L.Callback):
     """Records (images before the batch, resolution, alpha) of every training batch, and the Adam state's steps."""
 
     def __init__(self):
-        self.states, self.adam_steps = [], []
+        self.states, self.adam_steps, self.lrs = [], [], []
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
         self.states.append((module.images_seen, module.resolution, module.alpha, module.generator_ema.resolution
@@ -123,20 +124,21 @@ class Growth(L.Callback):
 
     def on_train_batch_end(self, trainer, module, *args):
         g_optimizer = trainer.optimizers[0]
+        self.lrs.append([opt.param_groups[0]["lr"] for opt in trainer.optimizers])
         self.adam_steps.append({name: int(g_optimizer.state[p]["step"]) for name, p in module.generator.named_parameters()
                                 if p in g_optimizer.state})
 
 
 def data(data_dir):
-    return MNISTDataModule(data_dir=str(data_dir), batch_size=4, image_size=16)
+    return MNISTDataModule(data_dir=str(data_dir), batch_size=4, image_size=32)
 
 
-def grow(data_dir, run_dir, max_steps, ckpt_path=None, callbacks=(), lr=None, batch_size=None):
+def grow(data_dir, run_dir, max_steps, ckpt_path=None, callbacks=(), **growing):
     L.seed_everything(0, verbose=False)
     model = ProGAN(**TINY_PROGAN)
     if ckpt_path is not None:
         torch.manual_seed(12345)  # other global RNG state, as in a fresh process
-    growing = ProgressiveGrowing(fade_kimg=0.016, stabilize_kimg=0.016, lr=lr, batch_size=batch_size)
+    growing = ProgressiveGrowing(fade_kimg=0.016, stabilize_kimg=0.016, **growing)
     logger, record = MemoryLogger(), Growth()
     trainer = quiet_trainer(
         run_dir, max_steps=max_steps, enable_checkpointing=True, logger=logger, log_every_n_steps=1,
@@ -148,24 +150,34 @@ def grow(data_dir, run_dir, max_steps, ckpt_path=None, callbacks=(), lr=None, ba
 
 
 def test_a_short_run_grows_through_every_resolution(synthetic_mnist, tmp_path):
-    """Batches of 4, 16 images per phase: 4 batches at 4x4, then per resolution 4 of fade and 4 of stabilization; the
-    EMA generator follows, and the old layers' Adam state carries on while new layers start theirs."""
-    model, trainer, record, _ = grow(synthetic_mnist, tmp_path, max_steps=16, lr={8: 0.002, 16: 0.0005})
-    resolutions = [r for _, r, _, _ in record.states]
-    assert resolutions == [4] * 4 + [8] * 8 + [16] * 4
-    assert [a for _, _, a, _ in record.states] == [1, 1, 1, 1, 0, 0.25, 0.5, 0.75, 1, 1, 1, 1, 0, 0.25, 0.5, 0.75]
+    """Batches of 4, 16 images per phase: 4 batches at 4x4, then per resolution 4 of fade and 4 of stabilization, up
+    to 32x32; the EMA generator follows, the learning rate is the resolution's, and the old layers' Adam state carries
+    on while new layers start theirs."""
+    model, trainer, record, _ = grow(synthetic_mnist, tmp_path, max_steps=24, lr={8: 0.002, 16: 0.0005})
+    assert [r for _, r, _, _ in record.states] == [4] * 4 + [8] * 8 + [16] * 8 + [32] * 4
+    fade = [0, 0.25, 0.5, 0.75]
+    assert [a for _, _, a, _ in record.states] == [1] * 4 + (fade + [1] * 4) * 2 + fade
     assert all(ema == r for _, r, _, ema in record.states)
     assert {k: float(trainer.callback_metrics[f"growth/{k}"]) for k in ("resolution", "alpha", "fading")} == {
-        "resolution": 16, "alpha": 0.75, "fading": 1}
-    # Adam's state per layer counts the steps it took part in: the 4x4 layers all 16, toRGB at 4x4 only until 8x8
-    # was faded in (8: its state kept, not reset), the 8x8 block from its fade on (12), the 16x16 block 4.
+        "resolution": 32, "alpha": 0.75, "fading": 1}
+    assert [lrs[0] for lrs in record.lrs] == [1e-3] * 4 + [0.002] * 8 + [0.0005] * 8 + [1e-3] * 4  # 32: configured
+    # Adam's state per layer counts the steps it took part in: the 4x4 layers all 24, toRGB at 4x4 only until 8x8
+    # was faded in (8: its state kept, not reset), each later block from its fade on.
     steps = record.adam_steps[-1]
-    assert steps["dense.weight"] == 16 and steps["blocks.0.2.weight"] == 16 and steps["to_rgb.0.weight"] == 8
-    assert steps["blocks.1.1.weight"] == 12 and steps["to_rgb.1.weight"] == 12
-    assert steps["blocks.2.1.weight"] == 4 and steps["to_rgb.2.weight"] == 4
+    assert steps["dense.weight"] == 24 and steps["blocks.0.2.weight"] == 24 and steps["to_rgb.0.weight"] == 8
+    assert steps["blocks.1.1.weight"] == 20 and steps["to_rgb.1.weight"] == 12
+    assert steps["blocks.2.1.weight"] == 12 and steps["to_rgb.2.weight"] == 12
+    assert steps["blocks.3.1.weight"] == 4 and steps["to_rgb.3.weight"] == 4
     assert [s for s in record.adam_steps[3] if s.startswith(("blocks.1", "to_rgb.1"))] == []  # none before its fade
-    assert (model.resolution, model.alpha) == (16, 0.75)
-    assert [opt.param_groups[0]["lr"] for opt in trainer.optimizers] == [0.0005, 0.0005]
+    assert (model.resolution, model.alpha) == (32, 0.75)
+
+
+def test_optimizer_state_reset_at_every_phase_as_the_official_code(synthetic_mnist, tmp_path):
+    """reset_optimizer_state=True (the official reset_opt_for_new_lod): Adam starts over at every fade and
+    stabilization, so a layer's step count is the batches since the phase began."""
+    _, _, record, _ = grow(synthetic_mnist, tmp_path, max_steps=10, reset_optimizer_state=True)
+    assert [steps["dense.weight"] for steps in record.adam_steps] == [1, 2, 3, 4, 1, 2, 3, 4, 1, 2]
+    assert "to_rgb.0.weight" not in record.adam_steps[-1]  # unused at 8x8 once stable: no state after the reset
 
 
 def test_each_resolution_gets_its_batch_size(synthetic_mnist, tmp_path):
@@ -179,9 +191,9 @@ def test_each_resolution_gets_its_batch_size(synthetic_mnist, tmp_path):
 
 
 def test_the_run_ends_fully_grown_with_alpha_one(synthetic_mnist, tmp_path):
-    model, _, record, _ = grow(synthetic_mnist, tmp_path, max_steps=18)
-    assert record.states[-1][1:3] == (16, 1.0) and (model.resolution, model.alpha) == (16, 1.0)
-    assert model.sample(2).shape == (2, 1, 16, 16)
+    model, _, record, _ = grow(synthetic_mnist, tmp_path, max_steps=25)
+    assert record.states[-1][1:3] == (32, 1.0) and (model.resolution, model.alpha) == (32, 1.0)
+    assert model.sample(2).shape == (2, 1, 32, 32)
 
 
 def test_resume_in_the_middle_of_a_fade_repeats_the_run_bit_for_bit(synthetic_mnist, tmp_path):
@@ -192,6 +204,10 @@ def test_resume_in_the_middle_of_a_fade_repeats_the_run_bit_for_bit(synthetic_mn
     assert (loaded.resolution, loaded.alpha, loaded.generator_ema.resolution) == (8, 0.25, 8)
     z = torch.randn(2, 8)
     assert torch.equal(loaded.sample(z=z), part.sample(z=z)) and loaded.sample(z=z).shape == (2, 1, 8, 8)
+    export_generator(loaded, tmp_path / "g.safetensors")
+    exported = load_exported(tmp_path / "g.safetensors")  # the generator alone: the critic follows it
+    assert torch.equal(exported.sample(z=z), part.sample(z=z))
+    assert exported.critic(exported.sample(z=z)).shape == (2,) and exported.discriminator.resolution == 8
     _, _, resumed, resumed_rows = grow(synthetic_mnist, tmp_path / "part", max_steps=10, ckpt_path=checkpoint)
     assert resumed.states[0][1:3] == (8, 0.5)
     assert resumed.states == whole.states[6:]
@@ -213,11 +229,11 @@ def test_two_processes_keep_alpha_and_parameters_identical(synthetic_mnist, tmp_
 
 
 def test_metrics_and_samples_follow_the_resolution(synthetic_mnist, tmp_path):
-    """FID while the model is at 4x4: the samples are upscaled to the data's 16x16 before the feature extractor."""
+    """FID while the model is at 4x4: the samples are upscaled to the data's 32x32 before the feature extractor."""
     metrics = GANMetrics(every_n_steps=2, num_samples=8, metrics=["fid"], batch_size=4,
                          feature_extractor="test_progan.SizeRecorder", cache_dir=str(tmp_path / "cache"))
     model, _, _, _ = grow(synthetic_mnist, tmp_path, max_steps=2, callbacks=[metrics])
-    assert model.resolution == 4 and SizeRecorder.sizes and set(SizeRecorder.sizes) == {16}
+    assert model.resolution == 4 and SizeRecorder.sizes and set(SizeRecorder.sizes) == {32}
     assert "fid" in metrics.last
     grid = SampleGrid(num_samples=4, nrow=2).images(model)["fixed_ema"]  # the grids show the 4x4 samples
     assert grid.shape == (3, 2 + 2 * (4 + 2), 2 + 2 * (4 + 2))
@@ -236,8 +252,11 @@ class SizeRecorder(torch.nn.Module):
 def test_growing_needs_a_growing_model(synthetic_mnist, tmp_path):
     from gans import DCGAN
     trainer = quiet_trainer(tmp_path, max_steps=1, callbacks=[ProgressiveGrowing()])
-    with pytest.raises(TypeError, match="growing GAN"):
+    with pytest.raises(ConfigurationError, match="^model=DCGAN cannot grow"):
         trainer.fit(DCGAN(latent_dim=8, channels=1, image_size=8), tiny_datamodule(synthetic_mnist))
+    trainer = quiet_trainer(tmp_path, max_steps=1, callbacks=[ProgressiveGrowing(batch_size={8: 128})])
+    with pytest.raises(ConfigurationError, match=r"^batch_size=\{8: 128\}: 128 images .* more than the 96 training"):
+        trainer.fit(ProGAN(**TINY_PROGAN), data(synthetic_mnist))
     with pytest.raises(ConfigurationError, match="start_resolution=64"):
         ProgressiveGrowing(start_resolution=64).setup(quiet_trainer(tmp_path), ProGAN(**TINY_PROGAN), "fit")
     with pytest.raises(ConfigurationError, match="fade_kimg=-1"):

@@ -5,8 +5,8 @@ Equalized learning rate (section 4.1): weights are drawn from N(0, 1) and scaled
 ``gain / sqrt(fan_in)`` instead of at initialisation. Adam's update is invariant to a weight's scale, so with the
 constant outside the parameter every layer learns at the same speed whatever its fan-in. ``lr_multiplier`` is
 StyleGAN's extension (its mapping network learns 100 times slower): the parameter is stored divided by it and the
-run-time gain multiplied by it, as the official ``FullyConnectedLayer`` does, so Adam's step on it shrinks by that
-factor.
+run-time gain multiplied by it, as the official ``FullyConnectedLayer`` does (its bias too is multiplied by it at run
+time), so Adam's step on them shrinks by that factor.
 """
 
 import math
@@ -26,7 +26,8 @@ class EqualizedLinear(nn.Module):
             last layers), ``sqrt(2) / 4`` for ProGAN's first generator layer.
         bias: learn a bias (initialised to ``bias_init``).
         lr_multiplier: learning-rate multiplier of the weight and bias (StyleGAN's mapping network: 0.01).
-        bias_init: initial value of the bias.
+        bias_init: initial value of the bias parameter; the bias the layer adds starts at ``bias_init *
+            lr_multiplier``, as in the official code.
     """
 
     def __init__(
@@ -40,7 +41,7 @@ class EqualizedLinear(nn.Module):
     ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
-        self.bias = nn.Parameter(torch.full((out_features,), bias_init / lr_multiplier)) if bias else None
+        self.bias = nn.Parameter(torch.full((out_features,), float(bias_init))) if bias else None
         self.weight_gain = gain * lr_multiplier / math.sqrt(in_features)
         self.bias_gain = lr_multiplier
 

@@ -7,7 +7,8 @@ At resolution ``r`` with ``alpha < 1`` the newest block is faded in (figure 2 of
 ``r/2`` block are ``lerp(fromRGB_{r/2}(downsample(image)), block_r(fromRGB_r(image)), alpha)``. At ``alpha = 0``
 each network computes exactly what it computed at the previous resolution (``torch.lerp`` returns its start then).
 Blocks above the current resolution get no gradient, so Adam creates their state only when they start training,
-and the state of the trained ones is kept (the paper's "existing layers remain trainable").
+and the state of the trained ones is kept. (The official code clears the optimizers' state at every fade and
+stabilization, ``reset_opt_for_new_lod``: ``callbacks.ProgressiveGrowing(reset_optimizer_state=True)``.)
 
 The growth state is two buffers (saved in checkpoints and safetensors exports, copied to an EMA generator) mirrored in
 Python numbers, so a forward pass never reads a device tensor.
@@ -141,7 +142,8 @@ class ProGANDiscriminator(Growing):
         image_size: target resolution, a power of two >= 4.
         fmap_base: the official channel formula's base.
         fmap_max: the most feature maps of a block (512 in the paper).
-        mbstd_group_size: samples per minibatch-stddev group (4 in the official code); 0 leaves the layer out.
+        mbstd_group_size: samples per minibatch-stddev group (4 in the official code); 0 or 1 leaves the layer out
+            (the official ``mbstd_group_size > 1``).
     """
 
     def __init__(self, channels: int, image_size: int, fmap_base: int = 8192, fmap_max: int = 512,
@@ -151,8 +153,8 @@ class ProGANDiscriminator(Growing):
         act = nn.LeakyReLU(0.2)
         self.from_rgb = nn.ModuleList([nn.Sequential(EqualizedConv2d(channels, w, 1), act) for w in width])
         self.blocks = nn.ModuleList([nn.Sequential(
-            MinibatchStdDev(mbstd_group_size) if mbstd_group_size > 0 else nn.Identity(),
-            EqualizedConv2d(width[0] + (mbstd_group_size > 0), width[0], 3), act, nn.Flatten(),
+            MinibatchStdDev(mbstd_group_size) if mbstd_group_size > 1 else nn.Identity(),
+            EqualizedConv2d(width[0] + (mbstd_group_size > 1), width[0], 3), act, nn.Flatten(),
             EqualizedLinear(width[0] * 16, progan_channels(2, fmap_base, fmap_max), gain=math.sqrt(2)), act,
             EqualizedLinear(progan_channels(2, fmap_base, fmap_max), 1, gain=1.0),
         )])
