@@ -168,7 +168,8 @@ class CelebADataModule(ImageFolderDataModule):
             torchvision.datasets.CelebA(root=str(self.data_dir), download=True)
         except Exception as err:  # network, Google Drive quota, missing gdown, checksum and disk errors: one fix
             raise MissingFileError(
-                f"Downloading CelebA into {self.root} failed: {err}\n{self._missing_message(missing)}", "data_dir"
+                f"Downloading CelebA into {self.root} failed: {err}\n{self._missing_message(missing, download_failed=True)}",
+                "data_dir",
             ) from err
 
     def setup(self, stage: str | None = None) -> None:
@@ -227,12 +228,17 @@ class CelebADataModule(ImageFolderDataModule):
         labels = values[[rows[path.name] for path in files]]  # [N, 40]
         return LabelledImages(files, 3, self.bad_files, seed, self.image_size, flip, labels)
 
-    def _missing_message(self, missing: list[str]) -> str:
-        fix = ("download=True is set: Lightning calls prepare_data() to download; call it yourself outside a Trainer. "
-               if self.download else "")
+    def _missing_message(self, missing: list[str], download_failed: bool = False) -> str:
+        if download_failed:
+            fix = "Download them by hand"
+        elif self.download:
+            fix = ("download=True is set: Lightning calls prepare_data() to download; call it yourself outside a "
+                   "Trainer, or put the official files there")
+        else:
+            fix = "Put the official files there"
+        download = "" if self.download else ", pass --data.download=true to download them through torchvision,"
         return (
-            f"CelebA is not complete in {self.root}: looked there for {', '.join(missing)}. {fix}Put the official "
-            f"files there (img_align_celeba.zip extracted to {IMAGES}/, the lists from the Anno/ and Eval/ folders), "
-            f"pass --data.download=true to download them through torchvision, or point --data.data_dir at the folder "
-            f"that holds {FOLDER}/."
+            f"CelebA is not complete in {self.root}: looked there for {', '.join(missing)}. {fix} "
+            f"(img_align_celeba.zip extracted to {IMAGES}/, the lists from the Anno/ and Eval/ folders){download} or "
+            f"point --data.data_dir at the folder that holds {FOLDER}/."
         )

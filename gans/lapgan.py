@@ -104,6 +104,9 @@ class LAPGAN(GAN):
             raise ConfigurationError(
                 f"train_levels={train_levels}: expected sides of the pyramid's levels, some of {self.sides}"
             )
+        # Which levels train is a choice of the run, not of the model: left out of the saved hyperparameters, so that a
+        # run resumed with --ckpt_path (whose model arguments come from the checkpoint's) takes the new train_levels.
+        self.hparams.pop("train_levels", None)
         #: Indices of the levels trained, coarse to fine.
         self.trained = [k for k, side in enumerate(self.sides) if train_levels is None or side in train_levels]
         self.generator = self.build_network("generator", generator, latent_dim, channels, image_size, levels)

@@ -19,9 +19,9 @@ from gans.outputs import GeneratorOutput
 #: BMSG-GAN train.py: ProGAN's betas with a 3x higher rate, the same for every data set.
 MSG_ADAM = {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.003, "betas": (0.0, 0.99)}}
 #: ProGAN's generator at its final size with a toRGB after every block; 512 feature maps at most.
-MSG_GENERATOR = {"class_path": "gans.nets.MSGGenerator", "init_args": {"features": 512}}
+MSG_GENERATOR = {"class_path": "gans.nets.MSGGenerator", "init_args": {"fmap_max": 512}}
 #: ProGAN's discriminator taking an image at every block; the paper's phi_simple for MSG-ProGAN.
-MSG_DISCRIMINATOR = {"class_path": "gans.nets.MSGDiscriminator", "init_args": {"features": 512, "combine": "simple"}}
+MSG_DISCRIMINATOR = {"class_path": "gans.nets.MSGDiscriminator", "init_args": {"fmap_max": 512, "combine": "simple"}}
 
 Pyramid = Sequence[Tensor]
 
@@ -47,9 +47,9 @@ class MSGGAN(GAN):
         channels: image channels.
         image_size: the finest resolution, a power of two >= 4; the pyramid is 4, 8, ..., ``image_size``.
         generator: ``factory(latent_dim, channels, image_size)`` returning the images at every resolution, a tuple
-            coarse to fine: ``gans.nets.MSGGenerator`` by default (``features``, ``fmap_base``).
+            coarse to fine: ``gans.nets.MSGGenerator`` by default (``fmap_max``, ``fmap_base``).
         discriminator: ``factory(channels * pack, image_size)`` scoring such a tuple: ``gans.nets.MSGDiscriminator``
-            by default (``features``, ``fmap_base``, ``combine``: ``"simple"``, ``"lin_cat"`` or ``"cat_lin"``).
+            by default (``fmap_max``, ``fmap_base``, ``combine``: ``"simple"``, ``"lin_cat"`` or ``"cat_lin"``).
         loss: ``relativistic_hinge`` or a name of ``gans.losses.ADVERSARIAL_LOSSES``.
         g_optimizer: generator optimizer.
         d_optimizer: discriminator optimizer.

@@ -175,7 +175,8 @@ def test_a_failed_download_says_what_to_put_where(tmp_path, monkeypatch):
     message = str(failed.value)
     assert f"Downloading CelebA into {tmp_path / FOLDER} failed: <urlopen error no network here>" in message
     assert "img_align_celeba/, list_eval_partition.txt, list_attr_celeba.txt" in message
-    assert "Put the official files there" in message
+    assert "Download them by hand (img_align_celeba.zip extracted" in message
+    assert "prepare_data" not in message and "--data.download=true" not in message  # no advice that cannot help
 
 
 def test_bad_jpegs_stop_or_are_skipped_with_their_labels(synthetic_celeba):

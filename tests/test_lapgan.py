@@ -286,6 +286,23 @@ def test_train_levels_one_at_a_time_by_resuming(synthetic_mnist, tmp_path):
         assert torch.equal(flat(before[2]), flat(after[2])) and not torch.equal(flat(after[2]), flat(final[2]))
 
 
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")  # the second run resumes there
+def test_train_levels_change_on_the_command_line_when_resuming(synthetic_mnist, tmp_path):
+    """The README's level-by-level recipe through train.py: a resumed run takes the train_levels it is given, not the
+    checkpoint's (the model's other arguments come from the checkpoint)."""
+    from gans.cli import main
+
+    args = ["--config", "configs/lapgan_fashion_mnist.yaml", f"--data.init_args.data_dir={synthetic_mnist}",
+            "--data.init_args.dataset=mnist", "--data.init_args.download=false", "--data.init_args.batch_size=8",
+            "--model.init_args.generator.init_args.hidden=[16]", "--model.init_args.generator.init_args.features=4",
+            "--model.init_args.discriminator.init_args.hidden=[16]",
+            "--model.init_args.discriminator.init_args.features=4", "--metrics=false", "--samples=null",
+            "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}"]
+    first = main(["fit", *args, "--model.init_args.train_levels=[8]", "--trainer.max_steps=1"])
+    second = main(["fit", *args, "--model.init_args.train_levels=[16]", "--trainer.max_steps=2", "--ckpt_path=last"])
+    assert first.model.trained == [0] and second.model.trained == [1] and second.trainer.global_step == 2
+
+
 @pytest.mark.parametrize("kwargs,message", [
     ({"train_levels": [5]}, r"^train_levels=\[5\]: expected sides of the pyramid's levels, some of \[2, 4, 8\]"),
     ({"train_levels": []}, r"^train_levels=\[\]"),

@@ -30,8 +30,8 @@ def tiny_model(**overrides) -> MSGGAN:
 @pytest.mark.parametrize("combine", COMBINES)
 def test_discriminator_accepts_the_generators_outputs(combine):
     torch.manual_seed(0)
-    generator = MSGGenerator(16, 3, 32, features=8)
-    discriminator = MSGDiscriminator(3, 32, features=8, combine=combine)
+    generator = MSGGenerator(16, 3, 32, fmap_max=8)
+    discriminator = MSGDiscriminator(3, 32, fmap_max=8, combine=combine)
     images = generator(torch.randn(6, 16))
     assert [tuple(x.shape) for x in images] == [(6, 3, side, side) for side in (4, 8, 16, 32)]
     scores = discriminator(images)
@@ -54,7 +54,7 @@ def test_the_papers_widths_and_image_sizes():
 
 
 def test_equalized_layers_pixel_norm_and_minibatch_stddev_are_used():
-    generator, discriminator = MSGGenerator(8, 1, 16, features=4), MSGDiscriminator(1, 16, features=4)
+    generator, discriminator = MSGGenerator(8, 1, 16, fmap_max=4), MSGDiscriminator(1, 16, fmap_max=4)
     for network in (generator, discriminator):
         kinds = {type(m) for m in network.modules()}
         assert {EqualizedConv2d, EqualizedLinear} <= kinds

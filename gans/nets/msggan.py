@@ -56,15 +56,15 @@ class MSGGenerator(nn.Module):
         latent_dim: size of z (512 in the paper).
         channels: image channels.
         image_size: the finest resolution, a power of two >= 4.
-        features: the most feature maps of a block (ProGAN's ``fmap_max``, 512 in the paper).
+        fmap_max: the most feature maps of a block (512 in the paper), as ProGAN's.
         fmap_base: the width formula's base (``gans.nets.progan.progan_channels``).
     """
 
-    def __init__(self, latent_dim: int, channels: int, image_size: int, features: int = 512,
+    def __init__(self, latent_dim: int, channels: int, image_size: int, fmap_max: int = 512,
                  fmap_base: int = 8192) -> None:
         super().__init__()
         self.sides = pyramid_sides(image_size)
-        width = [progan_channels(side, fmap_base, features) for side in self.sides]
+        width = [progan_channels(side, fmap_base, fmap_max) for side in self.sides]
         self.normalize_z = PixelNorm()
         # The official ProGAN's gain sqrt(2)/4 for the latent's dense layer (it divides the 4x4 map's fan-in by 16).
         self.dense = EqualizedLinear(latent_dim, width[0] * 16, gain=math.sqrt(2) / 4)
@@ -135,18 +135,18 @@ class MSGDiscriminator(nn.Module):
     Args:
         channels: image channels (times PacGAN's ``pack``: each scale is packed alike).
         image_size: the finest resolution, a power of two >= 4.
-        features: the most feature maps of a block (512 in the paper).
+        fmap_max: the most feature maps of a block (512 in the paper), as ProGAN's.
         fmap_base: the width formula's base (``gans.nets.progan.progan_channels``).
         combine: the combine function at every coarser scale: ``"simple"`` (the paper's for MSG-ProGAN), ``"lin_cat"``
             or ``"cat_lin"`` (``ScaleCombine``).
         mbstd_group_size: samples per minibatch-stddev group (4, ProGAN's).
     """
 
-    def __init__(self, channels: int, image_size: int, features: int = 512, fmap_base: int = 8192,
+    def __init__(self, channels: int, image_size: int, fmap_max: int = 512, fmap_base: int = 8192,
                  combine: Combine = "simple", mbstd_group_size: int = 4) -> None:
         super().__init__()
         self.sides = pyramid_sides(image_size)
-        width = [progan_channels(side, fmap_base, features) for side in self.sides]
+        width = [progan_channels(side, fmap_base, fmap_max) for side in self.sides]
         self.from_rgb = nn.Sequential(EqualizedConv2d(channels, width[-1], 1), nn.LeakyReLU(0.2))
         #: ``combines[i]`` joins the image of ``sides[i]`` with the features entering block i, for all but the finest.
         self.combines = nn.ModuleList(ScaleCombine(combine, channels, w) for w in width[:-1])
