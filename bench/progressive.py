@@ -70,7 +70,8 @@ class ClassifierFeatures(nn.Module):
 
 class Timeline(L.Callback):
     """When each resolution starts (images shown, seconds since fitting began) and a grid of the EMA generator's
-    samples from fixed latents just before each change of resolution and at the end."""
+    samples from fixed latents at each change of resolution and at the end. The grid of resolution r is drawn on the
+    first batch of the next fade, alpha 0, where the generator's output is exactly r's, pixel-doubled."""
 
     def __init__(self, out: Path, tag: str) -> None:
         self.out, self.tag, self.rows, self.start = out, tag, [], 0.0
@@ -93,8 +94,9 @@ class Timeline(L.Callback):
         self.rows.append({"end": True, "images": module.images_seen, "seconds": time.perf_counter() - self.start})
 
     def grid(self, module, resolution):
-        images = module.sample(z=self.z)
-        save_png(to_grid(images, 8), self.out / f"{self.tag}_{resolution}.png")
+        for ema in (True, False):
+            images = module.sample(z=self.z, ema=ema)
+            save_png(to_grid(images, 8), self.out / f"{self.tag}_{resolution}{'' if ema else '_raw'}.png")
 
 
 def build(config: str, out: Path, *overrides: str):
@@ -106,6 +108,20 @@ def build(config: str, out: Path, *overrides: str):
         "--checkpoint=null", "--samples=null", "--metrics=false", "--trainer.enable_progress_bar=false",
         f"--data.init_args.data_dir={data_dir}", "--data.init_args.download=false", *overrides,
     ], run=False)
+
+
+def score(cli, args: argparse.Namespace) -> dict[str, float]:
+    """GANMetrics' FID and IS on ``args.samples`` images against as many training images, in the classifier's
+    features (:class:`ClassifierFeatures`), of the EMA generator and (``*_raw``) of the trained one: in runs this
+    short an average with decay 0.999 still weighs the first weights (0.999^500 = 0.61), so the raw generator's
+    score is the one that says where training stands."""
+    values = {}
+    for ema, suffix in ((True, ""), (False, "_raw")):
+        metrics = GANMetrics(every_n_steps=0, num_samples=args.samples, num_real=args.samples, metrics=["fid", "is"],
+                             batch_size=250, feature_extractor="progressive.ClassifierFeatures",
+                             cache_dir=str(args.out / "cache"), ema=ema)
+        values.update({f"{name}{suffix}": value for name, value in metrics.evaluate(cli.trainer, cli.model).items()})
+    return values
 
 
 def speed(args: argparse.Namespace) -> None:
@@ -124,8 +140,9 @@ def speed(args: argparse.Namespace) -> None:
         L.seed_everything(0, verbose=False)
         start = time.perf_counter()
         cli.trainer.fit(cli.model, cli.datamodule)
-        results[mode] = {"seconds": time.perf_counter() - start, "timeline": timeline.rows,
-                         "phase_images": growing.fade_images, "threads": args.threads}
+        seconds = time.perf_counter() - start
+        results[mode] = {"seconds": seconds, "timeline": timeline.rows, "phase_images": growing.fade_images,
+                         "threads": args.threads, **score(cli, args)}
         print(json.dumps({mode: results[mode]}), flush=True)
     (args.out / "speed.json").write_text(json.dumps(results, indent=1))
 
@@ -141,12 +158,10 @@ def compare(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         cli.trainer.fit(cli.model, cli.datamodule)
         trained = time.perf_counter() - start
-        metrics = GANMetrics(every_n_steps=0, num_samples=args.samples, num_real=args.samples, metrics=["fid", "is"],
-                             batch_size=250, feature_extractor="progressive.ClassifierFeatures",
-                             cache_dir=str(args.out / "cache"))
-        values = metrics.evaluate(cli.trainer, cli.model)
-        grid = to_grid(cli.model.sample(64, generator=torch.Generator().manual_seed(0)), 8)
-        save_png(grid, args.out / "figures" / f"compare_{name}.png")
+        values = score(cli, args)
+        for ema in (True, False):
+            grid = to_grid(cli.model.sample(64, generator=torch.Generator().manual_seed(0), ema=ema), 8)
+            save_png(grid, args.out / "figures" / f"compare_{name}{'' if ema else '_raw'}.png")
         row = {"model": name, "config": CONFIGS[name], "train_seconds": trained, "iterations": cli.trainer.global_step,
                "kimg": cli.model.images_seen / 1000, **values}
         if hasattr(cli.model, "resolution"):
@@ -164,9 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--batch", type=int, default=64)
     c = sub.add_parser("compare")
     c.add_argument("--seconds", type=int, default=300, help="wall-clock training time per model")
-    c.add_argument("--samples", type=int, default=5000, help="generated and real images per score")
     c.add_argument("--models", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     for p in (s, c):
+        p.add_argument("--samples", type=int, default=5000, help="generated and real images per score")
         p.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "out" / "progressive")
         p.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
