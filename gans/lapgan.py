@@ -10,7 +10,9 @@ generated one), so the levels share no parameters and no inputs and train indepe
 after the other; here one step trains all of them (or the ``train_levels`` chosen): the D loss is the sum of the
 levels' D losses and the G loss the sum of theirs, and since each term reaches only its own level's networks, one
 optimizer over all the generators and one over all the discriminators take, per level, the steps separate runs
-would. Level by level is ``train_levels``, changed between runs resumed from the same checkpoint (the optimizers span
+would, except where an option joins the levels: ``clip_grad_norm`` clips their joint norm, a non-finite value in one
+level (``nonfinite="skip"``, or fp16's GradScaler) drops every level's step, and a ``ReduceLROnPlateau`` watches the
+summed loss. Level by level is ``train_levels``, changed between runs resumed from the same checkpoint (the optimizers span
 every level whatever is trained, so a checkpoint resumes with any choice).
 """
 
@@ -34,7 +36,8 @@ from gans.pyramid import gaussian_pyramid, upsample
 #: starting values are the defaults; the ramps are not reproduced: torch's schedulers move the momentum only within
 #: OneCycleLR/CyclicLR cycles, and the decay changes the rate by 0.4% in a hundred epochs.
 LAPGAN_SGD = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.02, "momentum": 0.5}}
-#: The paper's CIFAR-10 generators: G_0 fully connected (1200, 1200), each G_k a convnet of 128 maps.
+#: The paper's CIFAR-10 generators' sizes: G_0 fully connected (1200, 1200) (ReLU units and a tanh output, where the
+#: reference code has ReLU then sigmoid units and a linear output), each G_k a convnet of 128 maps.
 LAPGAN_GENERATOR = {"class_path": "gans.nets.LaplacianGenerator", "init_args": {"hidden": (1200, 1200), "features": 128}}
 #: Its discriminators: D_0 fully connected (600, 600) with dropout, each D_k a convnet of 128 maps.
 LAPGAN_DISCRIMINATOR = {
@@ -135,17 +138,19 @@ class LAPGAN(GAN):
         """
         if real.shape[1:] != (self.channels, self.image_size, self.image_size):
             raise ConfigurationError(
-                f"the data gives images of shape {tuple(real.shape[1:])} but LAPGAN makes "
-                f"{(self.channels, self.image_size, self.image_size)}: set the model's channels/image_size to match "
-                "the data module's"
+                f"image_size={self.image_size} and channels={self.channels}: LAPGAN makes images of shape "
+                f"{(self.channels, self.image_size, self.image_size)} but the data gives {tuple(real.shape[1:])}: set "
+                "the model's channels/image_size to match the data module's"
             )
         return gaussian_pyramid(real, self.num_levels)
 
-    def level_fakes(self, images: list[Tensor], levels: list[int]) -> dict[int, Tensor]:
-        """Fresh fakes of the given levels, each conditioned on the real pyramid ``images``: G_0(z_0) for the coarsest,
-        u(I_{k-1}) + G_k(u(I_{k-1}), z_k) for a finer one, [N, C, S_k, S_k] by level index."""
-        noise = self.generator.split(self.sample_z(images[0].shape[0]))
-        return {k: self.generator.level(k, noise[k], upsample(images[k - 1]) if k else None) for k in levels}
+    def level_fakes(self, images: list[Tensor], levels: list[int], network: Any = None) -> dict[int, Tensor]:
+        """Fresh fakes of the given levels from ``network`` (the trained generator by default), each conditioned on the
+        real pyramid ``images``: G_0(z_0) for the coarsest, u(I_{k-1}) + G_k(u(I_{k-1}), z_k) for a finer one,
+        [N, C, S_k, S_k] by level index."""
+        network = network or self.generator
+        noise = network.split(self.sample_z(images[0].shape[0]))
+        return {k: network.level(k, noise[k], upsample(images[k - 1]) if k else None) for k in levels}
 
     def level_critic(self, k: int, x: Tensor, discriminator: Any = None) -> Tensor:
         """D_k's logits of images of level ``k`` [N, C, S_k, S_k] (h + l_k for a conditional level), [N / pack]."""
@@ -160,10 +165,10 @@ class LAPGAN(GAN):
             return discriminator([pack_samples(image, self.pack) for image in (*x.scales, x.images)])
         return discriminator(pack_samples(GeneratorOutput.images_of(x), self.pack))
 
-    def _d_terms(self, real: Tensor, levels: list[int]) -> dict[str, Tensor]:
+    def _d_terms(self, real: Tensor, levels: list[int], network: Any = None) -> dict[str, Tensor]:
         images = self.pyramid(real)
         with torch.no_grad():  # the generators are not trained by this loss
-            fakes = self.level_fakes(images, levels)
+            fakes = self.level_fakes(images, levels, network)
         terms: dict[str, Tensor] = {}
         total = real.new_zeros(())
         for k in levels:
@@ -187,7 +192,7 @@ class LAPGAN(GAN):
         return {"g_loss": sum(terms.values()), **{name: value.detach() for name, value in terms.items()}}
 
     def evaluation_terms(self, real: Tensor, **cond: Tensor) -> dict[str, Tensor]:
-        """Every level's D loss and mean logits on held-out images against fresh fakes conditioned on them, and their
-        sum, ``d_loss``."""
+        """Every level's D loss and mean logits on held-out images against fresh fakes of the EMA generator when there
+        is one (as the base's validation), conditioned on them, and their sum, ``d_loss``."""
         keep = real.shape[0] // self.pack * self.pack  # a last, smaller batch is cut to whole packs
-        return self._d_terms(real[:keep], list(range(self.num_levels)))
+        return self._d_terms(real[:keep], list(range(self.num_levels)), self.generator_ema)

@@ -40,7 +40,8 @@ class MSGGAN(GAN):
     R1/R2 (``r1_gamma``, ``r2_gamma``, lazily with ``reg_every``; not in the MSG-ProGAN setup, MSG-StyleGAN uses R1)
     penalise the gradient with respect to the whole pyramid D sees, ``||grad_(x_4, ..., x_S) D||^2`` summed over the
     scales, each scale an input of its own (for the reals, the pooled images, not the full-size one). The authors'
-    MSG-StyleGAN code averages over the scales instead: the same with gamma divided by the number of scales.
+    MSG-StyleGAN code differs: it differentiates with respect to the full-size real image, whose gradient also
+    flows through its pooled copies.
 
     Args:
         latent_dim: size of z (512 in the paper).

@@ -316,5 +316,6 @@ def test_bad_values_are_named(kwargs, message):
 
 def test_data_of_another_size_is_named():
     model = tiny()
-    with pytest.raises(ConfigurationError, match=r"images of shape \(1, 16, 16\) but LAPGAN makes \(1, 8, 8\)"):
+    expected = r"^image_size=8 and channels=1: LAPGAN makes images of shape \(1, 8, 8\) but the data gives \(1, 16, 16\)"
+    with pytest.raises(ConfigurationError, match=expected):
         model.d_loss(torch.zeros(2, 1, 16, 16), None)

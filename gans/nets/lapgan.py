@@ -4,7 +4,8 @@ Level 0 is the coarsest (the paper numbers the levels the other way: its G_K is 
 every list here runs coarse to fine, as ``GeneratorOutput.scales`` does. The defaults are the paper's CIFAR-10/STL
 models (section 4), with the layer details of its reference code (facebook/eyescream, ``cifar/scripts``):
 
-- level 0, a plain GAN on the coarsest image: G_0 and D_0 fully connected, two hidden ReLU layers, 1200 units in G,
+- level 0, a plain GAN on the coarsest image: G_0 and D_0 fully connected, two hidden layers, 1200 units in G
+  (ReLU and a tanh output here; the reference code's G_0 has ReLU then sigmoid hidden units and a linear output),
   600 with dropout in D, weights ~ N(0, 0.05) in G and N(0, 0.005) in D (``reference_init``); z_0 a 100-d vector
   uniform in [-1, 1];
 - every finer level k, a conditional GAN on the band h_k given the low-pass image l_k = u(I_{k-1}): G_k a 3-layer

@@ -107,11 +107,11 @@ class ScaleCombine(nn.Module):
         if kind not in ("simple", "lin_cat", "cat_lin"):
             raise ConfigurationError(f"combine={kind!r} is not one of MSG-GAN's 'simple', 'lin_cat', 'cat_lin'")
         self.kind = kind
-        # r' is linear (no activation), so its gain is 1.
+        # r' with the authors' code's default He gain sqrt(2) (msg-stylegan's conv2d), though no activation follows.
         self.linear = {
             "simple": None,
-            "lin_cat": EqualizedConv2d(channels, features, 1, gain=1.0),
-            "cat_lin": EqualizedConv2d(channels + features, features, 1, gain=1.0),
+            "lin_cat": EqualizedConv2d(channels, features, 1),
+            "cat_lin": EqualizedConv2d(channels + features, features, 1),
         }[kind]
         #: The channels of the combined output.
         self.out_channels = {"simple": channels + features, "lin_cat": 2 * features, "cat_lin": features}[kind]
@@ -130,7 +130,8 @@ class MSGDiscriminator(nn.Module):
     The finest image goes through fromRGB (a 1x1 convolution and LeakyReLU) into ProGAN's blocks (two 3x3 convolutions
     with LeakyReLU, then 2x2 average pooling); before each coarser block the image of that resolution is combined with
     the features (``ScaleCombine``); the 4x4 block is minibatch standard deviation, a 3x3 convolution and two dense
-    layers, the last linear. No normalisation (a penalty on input gradients stays per sample).
+    layers, the last linear. No normalisation layer. Minibatch standard deviation only before the 4x4 block, as the
+    authors' PyTorch BMSG-GAN (their MSG-StyleGAN code applies it before every block).
 
     Args:
         channels: image channels (times PacGAN's ``pack``: each scale is packed alike).
