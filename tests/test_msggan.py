@@ -72,8 +72,8 @@ def test_combine_functions_follow_the_papers_formulas(kind):
     combine = ScaleCombine(kind, 3, 5)
     x, o = torch.randn(2, 3, 4, 4), torch.randn(2, 5, 4, 4)
 
-    def r(inputs):  # r': the 1x1 convolution, its weight scaled at run time by 1 / sqrt(fan-in)
-        weight = combine.linear.weight / combine.linear.weight[0].numel() ** 0.5
+    def r(inputs):  # r': the 1x1 convolution, its weight scaled at run time by sqrt(2 / fan-in) (the authors' gain)
+        weight = combine.linear.weight * (2 / combine.linear.weight[0].numel()) ** 0.5
         return F.conv2d(inputs, weight, combine.linear.bias)
 
     if kind == "simple":
