@@ -15,6 +15,8 @@ scored with the same classifier file.
     python bench/lazy_regularization.py classifier --out bench/out/lazy_reg        # once (about 2 minutes)
     python bench/progressive.py speed --kimg 48 --out bench/out/progressive
     python bench/progressive.py compare --seconds 300 --out bench/out/progressive
+    python bench/progressive.py compare --seconds 300 --models lapgan --tag _narrow \
+        --set=--model.init_args.generator.init_args.features=32 --set=--model.init_args.discriminator.init_args.features=32
 """
 
 from __future__ import annotations
@@ -153,7 +155,7 @@ def compare(args: argparse.Namespace) -> None:
     rows = []
     for name in args.models:
         cli = build(CONFIGS[name], args.out, "--trainer.max_steps=-1",
-                    f"--trainer.max_time=00:00:{seconds // 60:02d}:{seconds % 60:02d}")
+                    f"--trainer.max_time=00:00:{seconds // 60:02d}:{seconds % 60:02d}", *args.set)
         L.seed_everything(0, verbose=False)
         start = time.perf_counter()
         cli.trainer.fit(cli.model, cli.datamodule)
@@ -161,14 +163,14 @@ def compare(args: argparse.Namespace) -> None:
         values = score(cli, args)
         for ema in (True, False):
             grid = to_grid(cli.model.sample(64, generator=torch.Generator().manual_seed(0), ema=ema), 8)
-            save_png(grid, args.out / "figures" / f"compare_{name}{'' if ema else '_raw'}.png")
-        row = {"model": name, "config": CONFIGS[name], "train_seconds": trained, "iterations": cli.trainer.global_step,
+            save_png(grid, args.out / "figures" / f"compare_{name}{args.tag}{'' if ema else '_raw'}.png")
+        row = {"model": name + args.tag, "config": CONFIGS[name], "overrides": args.set, "train_seconds": trained, "iterations": cli.trainer.global_step,
                "kimg": cli.model.images_seen / 1000, **values}
         if hasattr(cli.model, "resolution"):
             row["resolution"] = cli.model.resolution
         rows.append(row)
         print(json.dumps(row), flush=True)
-    (args.out / f"compare_{seconds}s.json").write_text(json.dumps(rows, indent=1))
+    (args.out / f"compare_{seconds}s{args.tag}.json").write_text(json.dumps(rows, indent=1))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -180,6 +182,8 @@ def main(argv: list[str] | None = None) -> None:
     c = sub.add_parser("compare")
     c.add_argument("--seconds", type=int, default=300, help="wall-clock training time per model")
     c.add_argument("--models", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    c.add_argument("--set", action="append", default=[], help="a CLI override for every model (--set=--model...=32)")
+    c.add_argument("--tag", default="", help="suffix of the result names")
     for p in (s, c):
         p.add_argument("--samples", type=int, default=5000, help="generated and real images per score")
         p.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "out" / "progressive")
