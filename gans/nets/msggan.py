@@ -20,20 +20,9 @@ from torch import Tensor, nn
 from gans.errors import ConfigurationError
 from gans.nets.equalized import EqualizedConv2d, EqualizedLinear, PixelNorm, upsample
 from gans.nets.layers import MinibatchStdDev
-from gans.nets.progan import progan_channels
+from gans.nets.progan import progan_channels, progressive_resolutions
 
 Combine = Literal["simple", "lin_cat", "cat_lin"]
-
-
-def pyramid_sides(image_size: int) -> tuple[int, ...]:
-    """The resolutions of the pyramid up to ``image_size``: 4, 8, ..., ``image_size``.
-
-    Raises:
-        ConfigurationError: ``image_size`` is not a power of two >= 4.
-    """
-    if image_size < 4 or image_size & (image_size - 1):
-        raise ConfigurationError(f"image_size={image_size} must be a power of two >= 4 for the MSG-GAN networks")
-    return tuple(2**k for k in range(2, int(math.log2(image_size)) + 1))
 
 
 def conv_act(in_channels: int, out_channels: int, pixel_norm: bool) -> list[nn.Module]:
@@ -63,7 +52,7 @@ class MSGGenerator(nn.Module):
     def __init__(self, latent_dim: int, channels: int, image_size: int, fmap_max: int = 512,
                  fmap_base: int = 8192) -> None:
         super().__init__()
-        self.sides = pyramid_sides(image_size)
+        self.sides = progressive_resolutions(image_size)
         width = [progan_channels(side, fmap_base, fmap_max) for side in self.sides]
         self.normalize_z = PixelNorm()
         # The official ProGAN's gain sqrt(2)/4 for the latent's dense layer (it divides the 4x4 map's fan-in by 16).
@@ -146,7 +135,7 @@ class MSGDiscriminator(nn.Module):
     def __init__(self, channels: int, image_size: int, fmap_max: int = 512, fmap_base: int = 8192,
                  combine: Combine = "simple", mbstd_group_size: int = 4) -> None:
         super().__init__()
-        self.sides = pyramid_sides(image_size)
+        self.sides = progressive_resolutions(image_size)
         width = [progan_channels(side, fmap_base, fmap_max) for side in self.sides]
         self.from_rgb = nn.Sequential(EqualizedConv2d(channels, width[-1], 1), nn.LeakyReLU(0.2))
         #: ``combines[i]`` joins the image of ``sides[i]`` with the features entering block i, for all but the finest.

@@ -31,7 +31,12 @@ def progan_channels(resolution: int, fmap_base: int = 8192, fmap_max: int = 512,
     return min(int(fmap_base / 2.0 ** (stage * fmap_decay)), fmap_max)
 
 
-def _resolutions(image_size: int) -> tuple[int, ...]:
+def progressive_resolutions(image_size: int) -> tuple[int, ...]:
+    """The resolutions of a progressive or multi-scale network up to ``image_size``: 4, 8, ..., ``image_size``.
+
+    Raises:
+        ConfigurationError: ``image_size`` is not a power of two >= 4.
+    """
     if image_size < 4 or image_size & (image_size - 1):
         raise ConfigurationError(f"image_size={image_size} must be a power of two >= 4 for a progressive network")
     return tuple(2**k for k in range(2, int(math.log2(image_size)) + 1))
@@ -51,7 +56,7 @@ class Growing(nn.Module):
     def __init__(self, image_size: int) -> None:
         super().__init__()
         #: The resolutions the network can run at, 4 to ``image_size``, coarse to fine.
-        self.resolutions = _resolutions(image_size)
+        self.resolutions = progressive_resolutions(image_size)
         self.register_buffer("level_state", torch.tensor(len(self.resolutions) - 1))  # index in resolutions
         self.register_buffer("alpha_state", torch.tensor(1.0))
         self.level, self.alpha = len(self.resolutions) - 1, 1.0
