@@ -2,7 +2,7 @@
 enhancer G2 that wraps it.
 
 The layers follow the reference code (NVIDIA/pix2pixHD, ``models/networks.py``: ``GlobalGenerator``,
-``LocalEnhancer``, ``ResnetBlock``, ``weights_init``) and its defaults (``options/base_options.py``: ``ngf`` 64,
+``LocalEnhancer``, ``ResnetBlock``) and its defaults (``options/base_options.py``: ``ngf`` 64,
 ``n_downsample_global`` 4, ``n_blocks_global`` 9, ``n_blocks_local`` 3, ``n_local_enhancers`` 1, ``norm``
 instance; the 1024p scripts train the enhancer with ``--ngf 32``, which makes G1 64 wide inside it):
 
@@ -13,36 +13,19 @@ instance; the 1024p scripts train the enhancer with ``--ngf 32``, which makes G1
   added to the last feature map of G1 (G1 without its output layers) run on the input downsampled 2x, then
   ``n_blocks_local`` residual blocks, a transposed convolution back to full size and the output layers.
 
+Weights are initialised as pix2pix's and pix2pixHD's (``gans.nets.patchgan.init_normal``: N(0, 0.02); the
+reference leaves the biases at PyTorch's default, they start at 0 here).
+
 The number of downsamplings of G1 is derived from the image size when not given: the paper's 4, fewer when the
 image is too small to keep at least 2x2 pixels at the bottom (instance norm needs more than one).
 """
 
-from typing import Literal
-
 from torch import Tensor, nn
 
 from gans.errors import ConfigurationError
+from gans.nets.patchgan import Norm, init_normal, norm_layer
 
-__all__ = ["GlobalGenerator", "LocalEnhancer", "ResidualBlock", "downsamplings", "reference_init"]
-
-Norm = Literal["instance", "batch"]
-
-
-def _norm(kind: Norm, channels: int) -> nn.Module:
-    # The reference's "instance" is InstanceNorm2d without affine parameters.
-    return nn.InstanceNorm2d(channels) if kind == "instance" else nn.BatchNorm2d(channels)
-
-
-def reference_init(module: nn.Module) -> None:
-    """The reference's ``weights_init``: every (transposed) convolution's weights ~ N(0, 0.02), batch norms' scales
-    ~ N(1, 0.02) and shifts 0; biases keep PyTorch's default."""
-    for layer in module.modules():
-        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.normal_(layer.weight, 0.0, 0.02)
-        elif isinstance(layer, nn.BatchNorm2d):
-            nn.init.normal_(layer.weight, 1.0, 0.02)
-            nn.init.zeros_(layer.bias)
-
+__all__ = ["GlobalGenerator", "LocalEnhancer", "ResidualBlock", "downsamplings"]
 
 def downsamplings(image_size: int, requested: int | None, cap: int, argument: str = "n_downsampling") -> int:
     """The number of stride-2 downsamplings for images of side ``image_size``: ``requested``, checked, or the largest
@@ -80,8 +63,8 @@ class ResidualBlock(nn.Module):
     def __init__(self, channels: int, norm: Norm = "instance") -> None:
         super().__init__()
         self.block = nn.Sequential(
-            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _norm(norm, channels), nn.ReLU(True),
-            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _norm(norm, channels),
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), norm_layer(norm, channels), nn.ReLU(True),
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), norm_layer(norm, channels),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -89,16 +72,16 @@ class ResidualBlock(nn.Module):
 
 
 def _in_layers(in_channels: int, features: int, norm: Norm) -> list[nn.Module]:
-    return [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, features, 7), _norm(norm, features), nn.ReLU(True)]
+    return [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, features, 7), norm_layer(norm, features), nn.ReLU(True)]
 
 
 def _down(features: int, norm: Norm) -> list[nn.Module]:
-    return [nn.Conv2d(features, 2 * features, 3, 2, 1), _norm(norm, 2 * features), nn.ReLU(True)]
+    return [nn.Conv2d(features, 2 * features, 3, 2, 1), norm_layer(norm, 2 * features), nn.ReLU(True)]
 
 
 def _up(features: int, norm: Norm) -> list[nn.Module]:
     """[N, 2 * features, S, S] -> [N, features, 2S, 2S]."""
-    return [nn.ConvTranspose2d(2 * features, features, 3, 2, 1, output_padding=1), _norm(norm, features), nn.ReLU(True)]
+    return [nn.ConvTranspose2d(2 * features, features, 3, 2, 1, output_padding=1), norm_layer(norm, features), nn.ReLU(True)]
 
 
 def _out_layers(features: int, channels: int) -> nn.Sequential:
@@ -118,7 +101,7 @@ class GlobalGenerator(nn.Module):
         n_downsampling: stride-2 convolutions (the reference's ``n_downsample_global``, 4); None: 4, or fewer for
             images too small for 4.
         n_blocks: residual blocks at the bottom (9).
-        norm: ``"instance"`` (the reference's default, without affine parameters) or ``"batch"``.
+        norm: ``"instance"`` (the reference's default, without affine parameters), ``"batch"`` or ``"none"``.
 
     Raises:
         ConfigurationError: ``n_downsampling`` does not fit ``image_size``, or ``features``/``n_blocks`` out of range.
@@ -147,7 +130,7 @@ class GlobalGenerator(nn.Module):
             layers += _up(features * 2**i, norm)
         self.body = nn.Sequential(*layers)  # [N, features, S, S]
         self.head = _out_layers(features, channels)
-        reference_init(self)
+        init_normal(self)
 
     def forward(self, source: Tensor) -> Tensor:
         return self.head(self.body(source))
@@ -180,7 +163,7 @@ class LocalEnhancer(nn.Module):
         n_blocks: G1's residual blocks (9).
         n_local_enhancers: enhancers, each doubling the resolution (1).
         n_blocks_local: residual blocks of each enhancer (3).
-        norm: ``"instance"`` or ``"batch"``.
+        norm: ``"instance"``, ``"batch"`` or ``"none"``.
 
     Raises:
         ConfigurationError: a size out of range, or ``image_size`` not divisible by 2 ** ``n_local_enhancers``.
@@ -221,7 +204,7 @@ class LocalEnhancer(nn.Module):
         )
         self.head = _out_layers(features, channels)
         self.downsample = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
-        reference_init(self)
+        init_normal(self)
 
     def global_parameters(self) -> list[nn.Parameter]:
         """G1's parameters: what the paper keeps fixed while the enhancer alone is trained first."""
