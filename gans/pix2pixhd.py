@@ -36,7 +36,7 @@ from torch import Tensor
 from gans.errors import ConfigurationError, MissingFileError
 from gans.loading import load_gan
 from gans.losses import feature_matching
-from gans.nets import ImageDiscriminator, ImageGenerator
+from gans.nets import ImageDiscriminator, TranslationGenerator
 from gans.outputs import GeneratorOutput
 from gans.perceptual import VGGLoss
 from gans.translation import Translation
@@ -154,7 +154,7 @@ class Pix2PixHD(Translation):
         image_size: int = 512,
         source_type: Literal["image", "labels"] = "image",
         instance_maps: bool = False,
-        generator: ImageGenerator = GLOBAL_GENERATOR,
+        generator: TranslationGenerator = GLOBAL_GENERATOR,
         discriminator: ImageDiscriminator = MULTISCALE_DISCRIMINATOR,
         lambda_feat: float = 10.0,
         lambda_vgg: float = 10.0,
