@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
@@ -139,6 +140,9 @@ class Pix2PixHD(Translation):
         g_scheduler: the generator's learning-rate schedule (constant then linear decay, stepped per epoch).
         d_scheduler: the discriminator's.
         scheduler_interval: ``"epoch"``, as the paper counts.
+        latent_dim: 0, the only value a translation model takes; in the signature so that the command line, which
+            reads the base's arguments through ``**kwargs``, does not fill in the base's default of 100.
+        pack: 1, the only value a translation model takes (pairs are judged one by one); likewise.
         **kwargs: the rest of :class:`gans.translation.Translation`'s and :class:`gans.base.GAN`'s arguments
             (``num_fixed``, the optimizers: Adam(2e-4, betas (0.5, 0.999)) by default).
 
@@ -163,9 +167,11 @@ class Pix2PixHD(Translation):
         global_checkpoint: str | None = None,
         fix_global_epochs: int = 0,
         loss: str = "least_squares",
-        g_scheduler: Any = LINEAR_DECAY,
-        d_scheduler: Any = LINEAR_DECAY,
+        g_scheduler: LRSchedulerCallable | None = LINEAR_DECAY,
+        d_scheduler: LRSchedulerCallable | None = LINEAR_DECAY,
         scheduler_interval: Literal["step", "epoch"] = "epoch",
+        latent_dim: int = 0,
+        pack: int = 1,
         **kwargs: Any,
     ) -> None:
         for name, value, accepted in (("source_type", source_type, ("image", "labels")),
@@ -191,7 +197,7 @@ class Pix2PixHD(Translation):
                                      "give global_checkpoint (the global stage's checkpoint)")
         super().__init__(channels=channels, source_channels=source_channels, image_size=image_size, loss=loss,
                          g_scheduler=g_scheduler, d_scheduler=d_scheduler, scheduler_interval=scheduler_interval,
-                         **kwargs)
+                         latent_dim=latent_dim, pack=pack, **kwargs)
         self.source_type, self.instance_maps, self.stage = source_type, instance_maps, stage
         self.lambda_feat, self.lambda_vgg = lambda_feat, lambda_vgg
         self.global_checkpoint, self.fix_global_epochs = global_checkpoint, fix_global_epochs
