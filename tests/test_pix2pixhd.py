@@ -3,12 +3,19 @@ labels, instance-boundary map), the multi-scale discriminator and feature matchi
 (the local enhancer's G1 from a global checkpoint, frozen for ``fix_global_epochs``). fast_dev_run, resume and
 load_gan of the default configuration run in the variant registry's tests."""
 
+import lightning as L
 import pytest
 import torch
+from conftest import quiet_trainer, tiny_kwargs, tiny_pairs
 from torch import nn
 
-from gans.errors import ConfigurationError
+from datamodules import PairedImageDataModule
+from gans import Pix2PixHD
+from gans.errors import ConfigurationError, MissingFileError
+from gans.losses import feature_matching
 from gans.nets.pix2pixhd import GlobalGenerator, LocalEnhancer, ResidualBlock, downsamplings
+from gans.perceptual import VGGLoss
+from gans.pix2pixhd import instance_edges, one_hot_labels
 
 
 def count(module: nn.Module) -> int:
@@ -117,3 +124,213 @@ def test_reference_initialisation():
     assert abs(weights.std().item() - 0.02) < 1e-3 and abs(weights.mean().item()) < 1e-4
     scales = torch.cat([m.weight for m in generator.modules() if isinstance(m, nn.BatchNorm2d)])
     assert abs(scales.mean().item() - 1) < 5e-3 and 0.01 < scales.std().item() < 0.03
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The model: inputs, discriminators, losses
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def tiny_model(**overrides) -> Pix2PixHD:
+    torch.manual_seed(0)
+    return Pix2PixHD(**tiny_kwargs(Pix2PixHD, **overrides))
+
+
+def test_one_hot_labels():
+    labels = torch.tensor([[[[0, 2], [1, 2]]]])  # [1, 1, 2, 2]
+    expected = torch.tensor([[[[1.0, 0], [0, 0]], [[0, 0], [1, 0]], [[0, 1], [0, 1]]]])
+    assert torch.equal(one_hot_labels(labels, 3), expected)
+    assert torch.equal(one_hot_labels(labels.float(), 3), expected)  # class indices carried as floats
+    with pytest.raises(ConfigurationError, match=r"^source_channels=2: the label map holds classes 0..2"):
+        one_hot_labels(labels, 2)
+
+
+def test_instance_edges_mark_both_sides_of_every_boundary():
+    instance = torch.tensor([
+        [1, 1, 1, 1, 5],
+        [1, 1, 1, 1, 5],
+        [2, 2, 1, 1, 5],
+        [2, 2, 1, 1, 5],
+    ])[None, None]
+    expected = torch.tensor([
+        [0, 0, 0, 1, 1],
+        [1, 1, 0, 1, 1],
+        [1, 1, 1, 1, 1],
+        [0, 1, 1, 1, 1],
+    ], dtype=torch.float32)[None, None]
+    assert torch.equal(instance_edges(instance), expected)
+    assert not instance_edges(torch.full((2, 1, 3, 3), 7)).any()
+
+
+def test_label_sources_are_one_hot_with_the_edge_map_for_g_and_d():
+    model = tiny_model(source_type="labels", source_channels=3, instance_maps=True)
+    labels = torch.tensor([[[[0, 1], [2, 2]]]])
+    instance = torch.tensor([[[[4, 4], [4, 9]]]])
+    source = model.with_edges(labels, instance)
+    assert source.shape == (1, 2, 2, 2)
+    encoded = model.encode(source)
+    assert torch.equal(encoded[:, :3], one_hot_labels(labels, 3))
+    assert torch.equal(encoded[:, 3:], instance_edges(instance))
+    # G takes the 3 classes + the edge map; D those and the image.
+    assert model.generator.body[1].in_channels == 4
+    assert model.discriminator.discriminators[0].blocks[0][0].in_channels == 5
+    _, cond = model.unpack((labels, torch.zeros(1, 1, 2, 2), instance))
+    assert torch.equal(cond["source"], source)
+    with pytest.raises(ConfigurationError, match="instance_maps=True: the batches hold no instance maps"):
+        model.unpack((labels, torch.zeros(1, 1, 2, 2)))
+    with pytest.raises(ValueError, match="takes sources of 2 channels"):
+        model.encode(labels.float())
+
+
+def test_multiscale_discriminator_scores_three_halving_scales():
+    model = tiny_model(image_size=32)
+    source, image = model.random_source(2), torch.rand(2, 1, 32, 32) * 2 - 1
+    scales = model.judge(image, source)
+    assert len(scales) == 3
+    pair = torch.cat([source, image], dim=1)
+    for k, (layers, discriminator) in enumerate(zip(scales, model.discriminator.discriminators, strict=True)):
+        side = [32, 16, 8][k]  # the input average-pooled 3x3, stride 2, once per scale
+        assert layers[-1].shape == (2, 1, discriminator.output_size(side), discriminator.output_size(side))
+        scaled = pair
+        for _ in range(k):
+            scaled = nn.functional.avg_pool2d(scaled, 3, 2, 1, count_include_pad=False)
+        torch.testing.assert_close(layers[-1], discriminator(scaled))
+    # critic: every scale's patch scores side by side.
+    scores = model.critic(image, source=source)
+    assert scores.shape == (2, 1, 1, sum(layers[-1][0].numel() for layers in scales))
+
+
+def test_feature_matching_against_its_formula():
+    # Two discriminators, two intermediate layers each (the last entry, the scores, is left out); constant maps,
+    # so every L1 distance is the difference of the constants.
+    def maps(*values):
+        return [torch.full((1, 2, 3, 3), float(v)) for v in values]
+
+    real = [maps(1, 2, 100), maps(0, -1, 100)]
+    fake = [maps(1.5, 0, -50), maps(3, -1, -50)]
+    # (1 / num_D) * sum_D sum_layers w * |fake - real|, w = 4 / (n_layers_D + 1) = 2 for 2 intermediate layers
+    expected = 0.5 * (2 * 0.5 + 2 * 2 + 2 * 3 + 2 * 0)
+    assert feature_matching(real, fake, 4 / 2).item() == pytest.approx(expected)
+
+
+def test_generator_loss_is_the_references():
+    """G's loss: sum_k MSE(D_k(x, G(x)), 1) + 10 * (1/num_D) sum_k sum_l 4/(n_layers_D + 1) * L1(D_k^l(fake),
+    D_k^l(real)); D's: sum_k (MSE(D_k(real), 1) + MSE(D_k(fake), 0)) / 2."""
+    model = tiny_model(image_size=16, discriminator={"init_args": {"n_layers": 2}})
+    real, source = torch.rand(2, 1, 16, 16) * 2 - 1, model.random_source(2)
+    fake = model.generate(2, source=source)
+    terms = model.g_loss(real, fake, source=source)
+    fake_layers, real_layers = model.judge(fake, source), model.judge(real, source)
+    gan = sum(((layers[-1] - 1) ** 2).mean() for layers in fake_layers)
+    feat = sum(4 / 3 * (f - r).abs().mean() for fl, rl in zip(fake_layers, real_layers) for f, r in zip(fl[:-1], rl[:-1]))
+    feat = feat / 3
+    torch.testing.assert_close(terms["g_gan"], gan)
+    torch.testing.assert_close(terms["g_feat"], feat)
+    torch.testing.assert_close(terms["g_loss"], gan + 10 * feat)
+    d_terms = model.d_loss(real, fake, source=source)
+    d = sum(((r[-1] - 1) ** 2).mean() / 2 + (f[-1] ** 2).mean() / 2 for r, f in zip(real_layers, fake_layers))
+    torch.testing.assert_close(d_terms["d_loss"], d)
+
+
+def test_vgg_loss_joins_the_generator_loss():
+    model = tiny_model(image_size=32, channels=3, source_channels=3)
+    model.vgg = VGGLoss.pix2pixhd(weights=None)  # random weights: the wiring, not the features
+    real, source = torch.rand(1, 3, 32, 32) * 2 - 1, model.random_source(1)
+    fake = model.generate(1, source=source)
+    terms = model.g_loss(real, fake, source=source)
+    torch.testing.assert_close(terms["g_vgg"], model.vgg(fake.images, real))
+    torch.testing.assert_close(terms["g_loss"], terms["g_gan"] + 10 * terms["g_feat"] + 10 * terms["g_vgg"])
+
+
+def test_vgg_weights_off_missing_or_given(tmp_path):
+    assert tiny_model().vgg is None and tiny_model(vgg_weights="x.pth", lambda_vgg=0).vgg is None
+    model = tiny_model(vgg_weights=str(tmp_path / "vgg19.pth"))
+    with pytest.raises(MissingFileError, match=r"^vgg_weights='.*vgg19.pth' does not exist"):
+        quiet_trainer(tmp_path, fast_dev_run=1).fit(model, tiny_pairs(model))
+    model = tiny_model()
+    with pytest.warns(UserWarning, match=r"the VGG perceptual loss is off \(vgg_weights=None\)"):
+        quiet_trainer(tmp_path, fast_dev_run=1).fit(model, tiny_pairs(model))
+
+
+def test_fast_dev_run_on_label_maps_with_instances(label_map_pairs, tmp_path):
+    data = PairedImageDataModule(
+        data_dir=str(label_map_pairs), layout="folders", folder_a="{split}_label", folder_b="{split}_img",
+        instance_folder="{split}_inst", source_type="labels", num_classes=4, load_size=10, crop_size=8, batch_size=2,
+        seed=0,
+    )
+    model = tiny_model(source_type="labels", source_channels=4, channels=3, instance_maps=True, lambda_vgg=0)
+    trainer = quiet_trainer(tmp_path, fast_dev_run=1, limit_val_batches=1)
+    trainer.fit(model, data)
+    assert trainer.global_step == 1
+    logged = trainer.callback_metrics
+    assert {"train/g_gan", "train/g_feat", "train/d_loss", "val/l1", "val/psnr", "val/ssim"} <= set(logged)
+    # The kept sources are the label maps with their boundaries, shown in class colours for the grids.
+    assert model.fixed.source.shape == (2, 2, 8, 8)
+    grid, per_row = model.sample_grid({"source": model.fixed.source}, model.sample(source=model.fixed.source), 2)
+    assert grid.shape == (6, 3, 8, 8) and per_row == 3
+    batch = next(iter(data.val_dataloader()))
+    assert model.predict_step(batch, 0).shape == (2, 3, 8, 8)
+    with pytest.raises(ConfigurationError, match="come without instance maps"):
+        model.predict_step(batch[:1], 0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The coarse-to-fine schedule
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_stage_arguments_are_checked(tmp_path):
+    with pytest.raises(ConfigurationError, match=r"^stage='local' trains a local enhancer"):
+        tiny_model(stage="local")
+    with pytest.raises(ConfigurationError, match=r"^global_checkpoint='g.ckpt' and fix_global_epochs=0 belong to"):
+        tiny_model(global_checkpoint="g.ckpt")
+    with pytest.raises(ConfigurationError, match=r"^fix_global_epochs=2 keeps G1 fixed, but it was not trained"):
+        tiny_model(stage="local", generator={"class_path": "gans.nets.LocalEnhancer"}, fix_global_epochs=2)
+    model = tiny_model(stage="local", generator={"class_path": "gans.nets.LocalEnhancer", "init_args": {"features": 2}},
+                       image_size=16, global_checkpoint=str(tmp_path / "missing.ckpt"))
+    with pytest.raises(MissingFileError, match=r"^global_checkpoint='.*missing.ckpt' does not exist"):
+        model.load_global_checkpoint()
+
+
+class Snapshots(L.Callback):
+    """G1's and the enhancer's parameters at the start and at the end of every epoch."""
+
+    def __init__(self) -> None:
+        self.snapshots: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def snapshot(self, module) -> None:
+        g1 = torch.cat([p.detach().flatten().clone() for p in module.generator.global_parameters()])
+        enhancer = torch.cat([p.detach().flatten().clone() for p in module.generator.enhancers.parameters()])
+        self.snapshots.append((g1, enhancer))
+
+    def on_train_start(self, trainer, module) -> None:
+        self.snapshot(module)
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        self.snapshot(module)
+
+
+def test_local_stage_loads_g1_from_a_global_checkpoint_and_keeps_it_fixed(tmp_path):
+    # Stage 1: the global generator at half the final side (8 for 16).
+    L.seed_everything(0, verbose=False)
+    first = Pix2PixHD(**tiny_kwargs(Pix2PixHD, lambda_vgg=0))
+    trainer = quiet_trainer(tmp_path / "global", max_steps=2)
+    trainer.fit(first, tiny_pairs(first, batch_size=4))
+    trainer.save_checkpoint(tmp_path / "global.ckpt")
+    trained = [p.detach().clone() for p in first.generator.body.parameters()]
+
+    # Stage 2: the local enhancer at 16, G1 fixed for the first of two epochs.
+    local = Pix2PixHD(**tiny_kwargs(
+        Pix2PixHD, image_size=16, lambda_vgg=0, stage="local", global_checkpoint=str(tmp_path / "global.ckpt"),
+        fix_global_epochs=1, generator={"class_path": "gans.nets.LocalEnhancer", "init_args": {"features": 2}},
+    ))
+    assert local.generator.global_body[1].out_channels == 4  # G1 is twice as wide: the global run's 4 features
+    snapshots = Snapshots()
+    trainer = quiet_trainer(tmp_path / "local", max_epochs=2, callbacks=[snapshots])
+    trainer.fit(local, tiny_pairs(local, batch_size=16))  # 32 pairs: 2 iterations an epoch
+    (g1_start, enhancer_start), (g1_epoch1, enhancer_epoch1), (g1_epoch2, _) = snapshots.snapshots
+    # G1 came from the global run, unchanged through the fixed epoch while the enhancer trained, then trained too.
+    assert torch.equal(g1_start, torch.cat([p.flatten() for p in trained]))
+    assert torch.equal(g1_epoch1, g1_start) and not torch.equal(enhancer_epoch1, enhancer_start)
+    assert not torch.equal(g1_epoch2, g1_epoch1)
+    assert all(p.requires_grad for p in local.generator.global_parameters())
