@@ -14,8 +14,17 @@ from gans import Pix2PixHD
 from gans.errors import ConfigurationError, MissingFileError
 from gans.losses import feature_matching
 from gans.nets.pix2pixhd import GlobalGenerator, LocalEnhancer, ResidualBlock, downsamplings
-from gans.perceptual import VGGLoss
 from gans.pix2pixhd import instance_edges, one_hot_labels
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Networks this small gain nothing from intra-op threads, and on a busy machine their spin-waits slow them down
+    many times (as tests/test_variants.py)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def count(module: nn.Module) -> int:
@@ -131,9 +140,13 @@ def test_reference_initialisation():
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def tiny_model(**overrides) -> Pix2PixHD:
+def tiny_model(local: bool = False, **overrides) -> Pix2PixHD:
+    """The registry's tiny Pix2PixHD; ``local``: with a local enhancer 2 features wide (4 in its G1)."""
     torch.manual_seed(0)
-    return Pix2PixHD(**tiny_kwargs(Pix2PixHD, **overrides))
+    kwargs = tiny_kwargs(Pix2PixHD, **overrides)
+    if local:
+        kwargs["generator"] = {"class_path": "gans.nets.LocalEnhancer", "init_args": {"features": 2}}
+    return Pix2PixHD(**kwargs)
 
 
 def test_one_hot_labels():
@@ -233,9 +246,10 @@ def test_generator_loss_is_the_references():
 
 
 def test_vgg_loss_joins_the_generator_loss():
-    model = tiny_model(image_size=32, channels=3, source_channels=3)
-    model.vgg = VGGLoss.pix2pixhd(weights=None)  # random weights: the wiring, not the features
-    real, source = torch.rand(1, 3, 32, 32) * 2 - 1, model.random_source(1)
+    model = tiny_model()
+    # A stand-in for VGG19 (whose 140M parameters take seconds to build): the wiring, not the features.
+    model.vgg = lambda fake, real: (fake - real).square().mean()
+    real, source = torch.rand(1, 1, 8, 8) * 2 - 1, model.random_source(1)
     fake = model.generate(1, source=source)
     terms = model.g_loss(real, fake, source=source)
     torch.testing.assert_close(terms["g_vgg"], model.vgg(fake.images, real))
@@ -285,9 +299,8 @@ def test_stage_arguments_are_checked(tmp_path):
     with pytest.raises(ConfigurationError, match=r"^global_checkpoint='g.ckpt' and fix_global_epochs=0 belong to"):
         tiny_model(global_checkpoint="g.ckpt")
     with pytest.raises(ConfigurationError, match=r"^fix_global_epochs=2 keeps G1 fixed, but it was not trained"):
-        tiny_model(stage="local", generator={"class_path": "gans.nets.LocalEnhancer"}, fix_global_epochs=2)
-    model = tiny_model(stage="local", generator={"class_path": "gans.nets.LocalEnhancer", "init_args": {"features": 2}},
-                       image_size=16, global_checkpoint=str(tmp_path / "missing.ckpt"))
+        tiny_model(local=True, stage="local", fix_global_epochs=2)
+    model = tiny_model(local=True, stage="local", image_size=16, global_checkpoint=str(tmp_path / "missing.ckpt"))
     with pytest.raises(MissingFileError, match=r"^global_checkpoint='.*missing.ckpt' does not exist"):
         model.load_global_checkpoint()
 
@@ -320,10 +333,8 @@ def test_local_stage_loads_g1_from_a_global_checkpoint_and_keeps_it_fixed(tmp_pa
     trained = [p.detach().clone() for p in first.generator.body.parameters()]
 
     # Stage 2: the local enhancer at 16, G1 fixed for the first of two epochs.
-    local = Pix2PixHD(**tiny_kwargs(
-        Pix2PixHD, image_size=16, lambda_vgg=0, stage="local", global_checkpoint=str(tmp_path / "global.ckpt"),
-        fix_global_epochs=1, generator={"class_path": "gans.nets.LocalEnhancer", "init_args": {"features": 2}},
-    ))
+    local = tiny_model(local=True, image_size=16, lambda_vgg=0, stage="local",
+                       global_checkpoint=str(tmp_path / "global.ckpt"), fix_global_epochs=1)
     assert local.generator.global_body[1].out_channels == 4  # G1 is twice as wide: the global run's 4 features
     snapshots = Snapshots()
     trainer = quiet_trainer(tmp_path / "local", max_epochs=2, callbacks=[snapshots])
