@@ -25,6 +25,7 @@ reference builds a new Adam for all of G, which restarts the enhancer's moment e
 start theirs and the enhancer's go on.
 """
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -243,21 +244,25 @@ class Pix2PixHD(Translation):
             first = one_hot_labels(first, self.source_channels)
         return torch.cat([first.float(), source[:, planes:].float()], dim=1)
 
-    def unpack(self, batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
-        """``(source, target[, instance])`` -> the target and ``{"source": ...}`` (with the boundary map).
+    def source_of(self, items: Sequence[Tensor]) -> Tensor:
+        """The model's source from a batch's items ``(source, target[, instance])``: the source, with the boundary
+        map of the instance map when ``instance_maps``.
 
         Raises:
-            ConfigurationError: ``instance_maps`` and batches without instance maps.
+            ConfigurationError: ``instance_maps`` and items without instance maps.
         """
-        source, target = batch[0], batch[1]
-        if self.instance_maps:
-            if len(batch) < 3:
-                raise ConfigurationError(
-                    "instance_maps=True: the batches hold no instance maps (give the data module instance_folder), or "
-                    "set instance_maps=False"
-                )
-            source = self.with_edges(source, batch[2])
-        return target, {"source": source}
+        if not self.instance_maps:
+            return items[0]
+        if len(items) < 3:
+            raise ConfigurationError(
+                "instance_maps=True: the batches hold no instance maps, which this model draws the boundaries of (the "
+                "data module's instance_folder gives them, to predict too), or set instance_maps=False"
+            )
+        return self.with_edges(items[0], items[2])
+
+    def unpack(self, batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
+        """``(source, target[, instance])`` -> the target and ``{"source": ...}`` (with the boundary map)."""
+        return batch[1], {"source": self.source_of(batch)}
 
     def decode(self, network: torch.nn.Module, z: Tensor, source: Tensor, **cond: Tensor) -> GeneratorOutput:
         return GeneratorOutput.of(network(self.encode(source)))
@@ -289,21 +294,8 @@ class Pix2PixHD(Translation):
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         """The translations of a batch of sources ((source, empty) items of a folder of sources, or (source,
-        target, instance) items with instance maps).
-
-        Raises:
-            ConfigurationError: ``instance_maps`` and a batch without instance maps.
-        """
-        items = batch if isinstance(batch, (tuple, list)) else (batch,)
-        source = items[0]
-        if self.instance_maps:
-            if len(items) < 3:
-                raise ConfigurationError(
-                    "instance_maps=True: this model draws the instance boundaries, and the sources to translate come "
-                    "without instance maps (batches of (source, target, instance) are needed)"
-                )
-            source = self.with_edges(source, items[2])
-        return self.sample(source=source)
+        target, instance) items with instance maps)."""
+        return self.sample(source=self.source_of(batch if isinstance(batch, (tuple, list)) else (batch,)))
 
     # ----------------------------------------------------------------------------------------------------------
     # The discriminators and the losses

@@ -284,7 +284,7 @@ def test_fast_dev_run_on_label_maps_with_instances(label_map_pairs, tmp_path):
     assert grid.shape == (6, 3, 8, 8) and per_row == 3
     batch = next(iter(data.val_dataloader()))
     assert model.predict_step(batch, 0).shape == (2, 3, 8, 8)
-    with pytest.raises(ConfigurationError, match="come without instance maps"):
+    with pytest.raises(ConfigurationError, match="instance_maps=True: the batches hold no instance maps"):
         model.predict_step(batch[:1], 0)
 
 
