@@ -345,3 +345,13 @@ def test_local_stage_loads_g1_from_a_global_checkpoint_and_keeps_it_fixed(tmp_pa
     assert torch.equal(g1_epoch1, g1_start) and not torch.equal(enhancer_epoch1, enhancer_start)
     assert not torch.equal(g1_epoch2, g1_epoch1)
     assert all(p.requires_grad for p in local.generator.global_parameters())
+
+    # A resumed run has G1 in its own checkpoint: it does not read the global one again (gone here).
+    trainer.save_checkpoint(tmp_path / "local.ckpt")
+    (tmp_path / "global.ckpt").unlink()
+    resumed = tiny_model(local=True, image_size=16, lambda_vgg=0, stage="local",
+                         global_checkpoint=str(tmp_path / "global.ckpt"), fix_global_epochs=1)
+    snapshots = Snapshots()
+    trainer = quiet_trainer(tmp_path / "local", max_epochs=3, callbacks=[snapshots])
+    trainer.fit(resumed, tiny_pairs(resumed, batch_size=16), ckpt_path=tmp_path / "local.ckpt")
+    assert torch.equal(snapshots.snapshots[0][0], g1_epoch2)
