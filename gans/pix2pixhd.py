@@ -138,7 +138,8 @@ class Pix2PixHD(Translation):
         fix_global_epochs: with ``stage="local"``: the first epochs during which G1 is kept fixed and the enhancer
             alone is trained (the reference's ``niter_fix_global``; its 1024p scripts use 10 or 20).
         loss: adversarial loss (``least_squares``, the reference's LSGAN).
-        g_scheduler: the generator's learning-rate schedule (constant then linear decay, stepped per epoch).
+        g_scheduler: the generator's learning-rate schedule (constant then linear decay, stepped per epoch); ``None``:
+            a constant rate.
         d_scheduler: the discriminator's.
         scheduler_interval: ``"epoch"``, as the paper counts.
         latent_dim: 0, the only value a translation model takes; in the signature so that the command line, which
@@ -168,8 +169,8 @@ class Pix2PixHD(Translation):
         global_checkpoint: str | None = None,
         fix_global_epochs: int = 0,
         loss: str = "least_squares",
-        g_scheduler: LRSchedulerCallable | None = LINEAR_DECAY,
-        d_scheduler: LRSchedulerCallable | None = LINEAR_DECAY,
+        g_scheduler: LRSchedulerCallable = LINEAR_DECAY,
+        d_scheduler: LRSchedulerCallable = LINEAR_DECAY,
         scheduler_interval: Literal["step", "epoch"] = "epoch",
         latent_dim: int = 0,
         pack: int = 1,
