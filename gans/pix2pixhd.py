@@ -20,9 +20,11 @@ The details follow the reference code (NVIDIA/pix2pixHD, ``models/pix2pixHD_mode
 
 Not done: the instance-level feature embedding of section 3.4 (the encoder E with instance-wise average pooling, the
 k-means clusters of its features and the interactive editing they allow; the paper calls it optional, for
-multimodal synthesis). One difference in the schedule: when G1 joins the training after ``fix_global_epochs``, the
+multimodal synthesis). Two differences in the schedule: when G1 joins the training after ``fix_global_epochs``, the
 reference builds a new Adam for all of G, which restarts the enhancer's moment estimates too; here G1's parameters
-start theirs and the enhancer's go on.
+start theirs and the enhancer's go on; and the reference's ``--load_pretrain`` loads the first stage's discriminator
+too (the layers that match: its 512p run has two scales, the 1024p run three); here the discriminator of the local
+stage starts from its initial weights.
 """
 
 from collections.abc import Sequence
