@@ -33,6 +33,7 @@ from gans.nets.mlp import Maxout, MLPAutoencoder, MLPDiscriminator, MLPGenerator
 from gans.nets.msggan import MSGDiscriminator, MSGGenerator, ScaleCombine
 from gans.nets.progan import ProGANDiscriminator, ProGANGenerator
 from gans.nets.resnet import ResNetDiscriminator, ResNetGenerator
+from gans.nets.unet import UNetGenerator
 
 ImageGenerator = Callable[[int, int, int], nn.Module]
 ImageDiscriminator = Callable[[int, int], nn.Module]
@@ -70,6 +71,7 @@ __all__ = [
     "ResNetDiscriminator",
     "ResNetGenerator",
     "ScaleCombine",
+    "UNetGenerator",
     "VectorDiscriminator",
     "VectorGenerator",
     "pack",

@@ -10,40 +10,14 @@ CD512-CD512-CD512-C512-C256-C128-C64 (the paper's notation); no norm on the firs
 one (a 1x1 map), tanh on the output.
 """
 
-from typing import Literal
-
 import torch
 from torch import Tensor, nn
 
 from gans.errors import ConfigurationError
-
-Norm = Literal["batch", "instance"]
+from gans.nets.patchgan import Norm, init_normal, norm_layer
 
 # The paper's widest level is 8 * features; deeper levels keep that width.
 _MAX_MULTIPLIER = 8
-
-
-def _norm_layer(norm: Norm, channels: int) -> nn.Module:
-    # The reference's instance norm has no affine parameters and no running statistics.
-    if norm == "batch":
-        return nn.BatchNorm2d(channels)
-    return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
-
-
-def init_normal(module: nn.Module, std: float = 0.02) -> None:
-    """The reference's ``init_weights('normal')``: conv weights ~ N(0, std), biases 0, BatchNorm scale ~ N(1, std).
-
-    Args:
-        module: a module visited by ``nn.Module.apply``.
-        std: the standard deviation (the reference's ``init_gain``).
-    """
-    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-        nn.init.normal_(module.weight, 0.0, std)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.BatchNorm2d):
-        nn.init.normal_(module.weight, 1.0, std)
-        nn.init.zeros_(module.bias)
 
 
 class UNetBlock(nn.Module):
@@ -58,7 +32,7 @@ class UNetBlock(nn.Module):
         in_channels: channels of the input when they differ from ``outer_channels`` (the source channels at the
             outermost level).
         outermost: the first level: no norm or activation before its convolution, tanh after the decoder.
-        norm: ``"batch"`` or ``"instance"``.
+        norm: ``"batch"``, ``"instance"`` or ``"none"``.
         dropout: dropout probability after the decoder's norm; 0 for none.
     """
 
@@ -75,9 +49,9 @@ class UNetBlock(nn.Module):
         super().__init__()
         self.outermost = outermost
         in_channels = outer_channels if in_channels is None else in_channels
-        # The reference's rule: a norm with its own shift (batch norm) makes a conv bias redundant; its instance norm
-        # has none, so the convolutions keep theirs.
-        bias = norm == "instance"
+        # The reference's rule: batch norm's own shift makes a conv bias redundant; its instance norm has none (no
+        # affine parameters), so the convolutions keep theirs.
+        bias = norm != "batch"
         down_conv = nn.Conv2d(in_channels, inner_channels, 4, 2, 1, bias=bias)
         # The levels below return their input concatenated with their output: twice the channels.
         up_in = inner_channels if inner is None else 2 * inner_channels
@@ -88,11 +62,11 @@ class UNetBlock(nn.Module):
             down = [nn.LeakyReLU(0.2, True), down_conv]
             # The innermost map is 1x1 at the default depth: normalising it would zero it (instance norm).
             if inner is not None:
-                down.append(_norm_layer(norm, inner_channels))
+                down.append(norm_layer(norm, inner_channels))
             up = [
                 nn.ReLU(True),
                 nn.ConvTranspose2d(up_in, outer_channels, 4, 2, 1, bias=bias),
-                _norm_layer(norm, outer_channels),
+                norm_layer(norm, outer_channels),
             ]
             if dropout:
                 up.append(nn.Dropout(dropout))
@@ -117,7 +91,7 @@ class UNetGenerator(nn.Module):
             ``features * min(2**i, 8)`` channels.
         num_downs: number of stride-2 downsamplings, >= 2; ``None`` for ``log2(image_size)``, which reaches a 1x1
             bottleneck as the paper (8 for ``unet_256``, 7 for ``unet_128``).
-        norm: ``"batch"`` (the paper, with batch statistics at test time too) or ``"instance"``.
+        norm: ``"batch"`` (the paper, with batch statistics at test time too), ``"instance"`` or ``"none"``.
         dropout: dropout probability in the decoder levels of width ``8 * features`` below the innermost one (the
             reference's ``num_downs - 5`` levels); the paper's 0.5 is the generator's only noise. 0 for none.
     """
@@ -144,8 +118,8 @@ class UNetGenerator(nn.Module):
                 f"image_size={image_size} is not supported by a U-Net of {num_downs} downsamplings; expected a "
                 f"multiple of {2**num_downs}"
             )
-        if norm not in ("batch", "instance"):
-            raise ConfigurationError(f"norm={norm!r} is invalid; expected 'batch' or 'instance'")
+        if norm not in ("batch", "instance", "none"):
+            raise ConfigurationError(f"norm={norm!r}; expected 'batch', 'instance' or 'none'")
         if not 0 <= dropout < 1:
             raise ConfigurationError(f"dropout={dropout} is invalid; expected a probability in [0, 1)")
         self.source_channels, self.channels, self.image_size, self.num_downs = (
@@ -162,7 +136,7 @@ class UNetGenerator(nn.Module):
             level_dropout = dropout if at_max and block is not None else 0.0
             block = UNetBlock(widths[level - 1], widths[level], block, norm=norm, dropout=level_dropout)
         self.model = UNetBlock(channels, widths[0], block, in_channels=source_channels, outermost=True, norm=norm)
-        self.apply(init_normal)
+        init_normal(self)
 
     def forward(self, source: Tensor) -> Tensor:
         return self.model(source)  # [N, channels, S, S]
