@@ -269,3 +269,27 @@ def test_linear_decay_follows_the_reference_rule():
     assert rates == pytest.approx(expected) and rates[-1] == 0 and scheduler.total_steps == 7
     with pytest.raises(ConfigurationError, match="decay=0"):
         LinearDecay(optimizer, 3, 0)
+
+
+def test_fid_compares_translations_of_training_sources_with_the_targets(tmp_path):
+    from testdoubles import TinyFeatures
+
+    from callbacks import GANMetrics
+    from callbacks.metrics import feature_statistics, frechet_distance, to_uint8_rgb
+
+    L.seed_everything(0, verbose=False)
+    model = tiny_model()
+    data = tiny_pairs(model)
+    metric = GANMetrics(every_n_steps=2, num_samples=24, metrics=["fid"], batch_size=10, cache_dir=str(tmp_path),
+                        feature_extractor="testdoubles.TinyFeatures")
+    quiet_trainer(tmp_path, max_steps=2, callbacks=[metric]).fit(model, data)
+    # The callback's fakes: 24 training sources drawn with its seed (more than the 6 kept), translated.
+    inputs = model.sample_inputs(24, torch.Generator().manual_seed(metric.seed))
+    extractor = TinyFeatures().requires_grad_(False)
+    fake, _ = extractor(to_uint8_rgb(model.sample(**inputs)))
+    sources, targets = data.train_dataloader().dataset.tensors
+    assert all(any(torch.equal(s, p) for p in sources) for s in inputs["source"])
+    order = torch.randperm(len(targets), generator=torch.Generator().manual_seed(metric.seed))
+    real, _ = extractor(to_uint8_rgb(targets[order]))  # the targets, not the sources
+    expected = frechet_distance(*feature_statistics(real), *feature_statistics(fake))
+    assert metric.last["fid"] == pytest.approx(expected, rel=1e-6)
