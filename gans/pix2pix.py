@@ -7,8 +7,6 @@ noise is dropout, which the paper keeps on at test time, together with batch sta
 mode here, without touching its running statistics (``test_time_noise``).
 """
 
-from __future__ import annotations
-
 import contextlib
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +17,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from gans.errors import ConfigurationError
+from gans.nets import ImageDiscriminator, TranslationGenerator
 from gans.outputs import GeneratorOutput
 from gans.translation import Translation
 
@@ -28,7 +27,7 @@ PIX2PIX_ADAM = {"class_path": "torch.optim.Adam", "init_args": {"lr": 2e-4, "bet
 PIX2PIX_GENERATOR = {"class_path": "gans.nets.UNetGenerator", "init_args": {"features": 64, "norm": "batch"}}
 #: The paper's 70x70 PatchGAN (three strided 4x4 convolutions, then two of stride 1), batch norm.
 PIX2PIX_DISCRIMINATOR = {
-    "class_path": "gans.nets.patchgan.PatchDiscriminator",
+    "class_path": "gans.nets.PatchDiscriminator",
     "init_args": {"features": 64, "n_layers": 3, "norm": "batch"},
 }
 
@@ -114,8 +113,8 @@ class Pix2Pix(Translation):
         channels: int = 3,
         source_channels: int | None = None,
         image_size: int = 256,
-        generator: Any = PIX2PIX_GENERATOR,
-        discriminator: Any = PIX2PIX_DISCRIMINATOR,
+        generator: TranslationGenerator = PIX2PIX_GENERATOR,
+        discriminator: ImageDiscriminator = PIX2PIX_DISCRIMINATOR,
         loss: str = "non_saturating",
         lambda_l1: float = 100.0,
         d_loss_weight: float = 0.5,
