@@ -183,10 +183,12 @@ def tiny_kwargs(cls: type, **overrides) -> dict:
 
     params = {}
     for c in reversed(cls.__mro__):
-        # The variants' own signatures: GAN's latent_dim is no size of a model without z (Translation refuses it).
+        # The variants' own signatures: GAN's latent_dim is no size of a translation model (Translation refuses it).
         if isinstance(c, type) and issubclass(c, GAN) and c is not GAN:
             params.update(inspect.signature(c.__init__).parameters)
-    kwargs = {name: value for name, value in TINY_SIZES.items() if name in params}
+    # A model without z declares latent_dim 0 (or leaves it to GAN): its 0 is no size to shrink.
+    kwargs = {name: value for name, value in TINY_SIZES.items()
+              if name in params and not (name == "latent_dim" and params[name].default == 0)}
     for name, param in params.items():
         default = param.default
         if isinstance(default, dict) and "class_path" in default and name in ("generator", "discriminator"):
