@@ -140,7 +140,11 @@ def common_args(args: argparse.Namespace, run_dir: Path) -> list[str]:
 def run(name: str, cli_args: list[str], args: argparse.Namespace, source: Tensor, target: Tensor) -> dict:
     """Trains one model for the budget, then scores its translations of the validation sources and draws its
     figure."""
-    cli = cli_main(cli_args, run=False)
+    argv, sys.argv = sys.argv, sys.argv[:1]  # the CLI warns when it sees this script's own arguments too
+    try:
+        cli = cli_main(cli_args, run=False)
+    finally:
+        sys.argv = argv
     timer = IterationTimer()
     cli.trainer.callbacks.append(timer)
     L.seed_everything(0, verbose=False)
