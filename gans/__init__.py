@@ -11,6 +11,7 @@ from gans.mlpgan import MLPGAN
 from gans.msggan import MSGGAN
 from gans.outputs import GeneratorOutput
 from gans.phases import Phase
+from gans.pix2pix import Pix2Pix
 from gans.progan import ProGAN
 from gans.sngan import SNGAN
 from gans.unrolled import UnrolledGAN
@@ -31,6 +32,7 @@ __all__ = [
     "GANDDPStrategy",
     "GeneratorOutput",
     "Phase",
+    "Pix2Pix",
     "ProGAN",
     "UnrolledGAN",
     "load_gan",

@@ -183,9 +183,12 @@ def tiny_kwargs(cls: type, **overrides) -> dict:
 
     params = {}
     for c in reversed(cls.__mro__):
-        if isinstance(c, type) and issubclass(c, GAN):
+        # The variants' own signatures: GAN's latent_dim is no size of a translation model (Translation refuses it).
+        if isinstance(c, type) and issubclass(c, GAN) and c is not GAN:
             params.update(inspect.signature(c.__init__).parameters)
-    kwargs = {name: value for name, value in TINY_SIZES.items() if name in params}
+    # A model without z declares latent_dim 0 (or leaves it to GAN): its 0 is no size to shrink.
+    kwargs = {name: value for name, value in TINY_SIZES.items()
+              if name in params and not (name == "latent_dim" and params[name].default == 0)}
     for name, param in params.items():
         default = param.default
         if isinstance(default, dict) and "class_path" in default and name in ("generator", "discriminator"):
@@ -250,7 +253,10 @@ def tiny_pairs(model, batch_size: int = 8):
         image_shape = (model.channels, model.image_size, model.image_size)
 
         def train_dataloader(self):
-            return DataLoader(train, batch_size=batch_size)
+            from datamodules.resumable import resumable_loader
+
+            # Resumable as every data module's: a run resumed part-way through an epoch continues with its next batch.
+            return resumable_loader(self, train, batch_size, seed=0)
 
         def val_dataloader(self):
             return DataLoader(held, batch_size=batch_size)

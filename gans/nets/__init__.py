@@ -37,6 +37,7 @@ from gans.nets.msggan import MSGDiscriminator, MSGGenerator, ScaleCombine
 from gans.nets.patchgan import MultiscaleDiscriminator, PatchDiscriminator
 from gans.nets.progan import ProGANDiscriminator, ProGANGenerator
 from gans.nets.resnet import ResNetDiscriminator, ResNetGenerator
+from gans.nets.unet import UNetGenerator
 
 ImageGenerator = Callable[[int, int, int], nn.Module]
 ImageDiscriminator = Callable[[int, int], nn.Module]
@@ -78,6 +79,7 @@ __all__ = [
     "ResNetGenerator",
     "ScaleCombine",
     "TranslationGenerator",
+    "UNetGenerator",
     "VectorDiscriminator",
     "VectorGenerator",
     "pack",
