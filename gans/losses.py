@@ -214,3 +214,21 @@ def r1_penalty(d_real: Tensor, real: Tensor, scale: float | Tensor = 1.0) -> Ten
 def r2_penalty(d_fake: Tensor, fake: Tensor, scale: float | Tensor = 1.0) -> Tensor:
     """R2 penalty (Mescheder et al. 2018): the same zero-centred penalty on generated samples."""
     return input_gradient(d_fake, fake, scale).flatten(1).square().sum(dim=1).mean()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reconstruction losses of unpaired translation (CycleGAN, Zhu et al. 2017).
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def cycle_consistency(real: Tensor, reconstructed: Tensor) -> Tensor:
+    """Cycle-consistency loss (Zhu et al. 2017, eq. 2): E[||F(G(x)) - x||_1], the mean absolute difference between
+    the images and their round trip through both generators. Multiply by lambda (10 in the paper) in the caller."""
+    return (reconstructed - real).abs().mean()
+
+
+def identity_mapping(real: Tensor, mapped: Tensor) -> Tensor:
+    """Identity-mapping loss (Zhu et al. 2017, section 5.2, after Taigman et al. 2017): E[||G(y) - y||_1], a generator
+    fed an image of its own target domain should return it, which keeps the colours of the input. Multiply by
+    0.5 * lambda in the caller (the authors' code)."""
+    return (mapped - real).abs().mean()
