@@ -239,6 +239,7 @@ def feature_matching(real: list[list[Tensor]], fake: list[list[Tensor]], layer_w
     return total / len(fake)
 
 
+# ---------------------------------------------------------------------------------------------------------------
 # Reconstruction losses of unpaired translation (CycleGAN, Zhu et al. 2017).
 # ---------------------------------------------------------------------------------------------------------------
 
