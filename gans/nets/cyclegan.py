@@ -7,21 +7,13 @@ statistics) follows every convolution but the last, so the convolutions carry bi
 ``features`` 64 and 9 blocks on RGB the network has 11,378,179 parameters, the "11.378 M" the authors' code prints.
 """
 
-from typing import Literal
-
 from torch import Tensor, nn
 
 from gans.errors import ConfigurationError
-from gans.nets.dcgan import dcgan_init
+from gans.nets.patchgan import Norm, init_normal, norm_layer
 
 #: Stride-2 downsamplings (and as many upsamplings) of the network: the residual blocks run at a quarter of the side.
 DOWNSAMPLINGS = 2
-
-
-def _norm(kind: str, channels: int) -> nn.Module:
-    if kind == "instance":
-        return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
-    return nn.BatchNorm2d(channels)
 
 
 class ResnetBlock(nn.Module):
@@ -29,22 +21,22 @@ class ResnetBlock(nn.Module):
 
     Args:
         channels: input and output channels.
-        norm: ``"instance"`` or ``"batch"``.
+        norm: ``"instance"``, ``"batch"`` or ``"none"``.
         dropout: a dropout of 0.5 between the two convolutions.
     """
 
-    def __init__(self, channels: int, norm: str = "instance", dropout: bool = False) -> None:
+    def __init__(self, channels: int, norm: Norm = "instance", dropout: bool = False) -> None:
         super().__init__()
-        bias = norm == "instance"  # a batch norm's shift makes the bias redundant; an instance norm has none
+        bias = norm != "batch"  # a batch norm's shift makes the bias redundant; an instance norm has none
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(1),
             nn.Conv2d(channels, channels, 3, bias=bias),
-            _norm(norm, channels),
+            norm_layer(norm, channels),
             nn.ReLU(inplace=True),
         ]
         if dropout:
             layers.append(nn.Dropout(0.5))
-        layers += [nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=bias), _norm(norm, channels)]
+        layers += [nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=bias), norm_layer(norm, channels)]
         self.block = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -62,11 +54,12 @@ class ResnetTranslator(nn.Module):
         features: channels of the first convolution (``ngf``), doubled by each downsampling.
         n_blocks: residual blocks at a quarter of the side; ``None``: 9 for images of 256 and more, 6 below (the
             paper's 6 for 128x128 and 9 for 256x256).
-        norm: ``"instance"`` (the paper) or ``"batch"``.
+        norm: ``"instance"`` (the paper), ``"batch"`` or ``"none"``.
         dropout: dropout of 0.5 inside each residual block (off in CycleGAN, the authors' ``--no_dropout``).
 
     Raises:
-        ConfigurationError: ``image_size`` is not a multiple of 4, or ``features`` or ``n_blocks`` is negative or zero.
+        ConfigurationError: ``image_size`` is not a multiple of 4, ``features`` below 1, ``n_blocks`` below 0, or an
+            unknown ``norm``.
     """
 
     def __init__(
@@ -76,7 +69,7 @@ class ResnetTranslator(nn.Module):
         image_size: int = 256,
         features: int = 64,
         n_blocks: int | None = None,
-        norm: Literal["instance", "batch"] = "instance",
+        norm: Norm = "instance",
         dropout: bool = False,
     ) -> None:
         super().__init__()
@@ -89,21 +82,19 @@ class ResnetTranslator(nn.Module):
             n_blocks = 9 if image_size >= 256 else 6
         if features < 1 or n_blocks < 0:
             raise ConfigurationError(f"features={features} must be >= 1 and n_blocks={n_blocks} >= 0")
-        if norm not in ("instance", "batch"):
-            raise ConfigurationError(f"norm={norm!r} is not a normalisation; expected 'instance' or 'batch'")
         self.n_blocks = n_blocks
-        bias = norm == "instance"
+        bias = norm != "batch"
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3),
             nn.Conv2d(source_channels, features, 7, bias=bias),
-            _norm(norm, features),
+            norm_layer(norm, features),
             nn.ReLU(inplace=True),
         ]
         width = features
         for _ in range(DOWNSAMPLINGS):
             layers += [
                 nn.Conv2d(width, width * 2, 3, stride=2, padding=1, bias=bias),
-                _norm(norm, width * 2),
+                norm_layer(norm, width * 2),
                 nn.ReLU(inplace=True),
             ]
             width *= 2
@@ -112,14 +103,14 @@ class ResnetTranslator(nn.Module):
             # output_padding 1: exactly twice the side (a 3x3 kernel with padding 1 would give 2s - 1).
             layers += [
                 nn.ConvTranspose2d(width, width // 2, 3, stride=2, padding=1, output_padding=1, bias=bias),
-                _norm(norm, width // 2),
+                norm_layer(norm, width // 2),
                 nn.ReLU(inplace=True),
             ]
             width //= 2
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(width, channels, 7), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         # The authors' init_type "normal": N(0, 0.02) weights, zero biases, batch-norm scales N(1, 0.02).
-        self.apply(dcgan_init)
+        init_normal(self)
 
     def forward(self, source: Tensor) -> Tensor:
         return self.net(source)
