@@ -56,12 +56,14 @@ class CycleGAN(Translation):
         pool_size: generated images each discriminator's history keeps (50); 0 judges the latest fakes only.
         predict_direction: what ``predict`` (``python train.py predict``) and :meth:`translate` do by default:
             ``"AtoB"`` applies G to the inputs, ``"BtoA"`` applies F; settable on a loaded model.
+        loss: the adversarial loss, least squares only (the paper's section 4): the generators' terms are the
+            authors' mean squared error E[(D(G(a)) - 1)^2], the discriminators' the halved
+            ``gans.losses.d_least_squares``.
         **kwargs: the rest of :class:`gans.translation.Translation`'s arguments (``channels``, ``source_channels``,
             ``image_size``; ``g_optimizer``, the optimizer of both generators, and ``d_optimizer``, of both
             discriminators, by default the paper's Adam(2e-4, betas (0.5, 0.999)); the schedulers: the paper's linear
-            decay is ``gans.optim.LinearDecay``); the loss is least
-            squares and the schedule one step of each pair per batch, so ``loss``, ``n_critic`` and the R1/R2
-            penalties are not taken.
+            decay is ``gans.optim.LinearDecay``); the schedule is one step of
+            each pair per batch, so ``n_critic`` and the R1/R2 penalties are not taken.
 
     Raises:
         ConfigurationError: a negative weight or pool size, an identity loss between domains of different channel
@@ -78,10 +80,12 @@ class CycleGAN(Translation):
         lambda_identity: float = 0.5,
         pool_size: int = 50,
         predict_direction: Literal["AtoB", "BtoA"] = "AtoB",
+        loss: Literal["least_squares"] = "least_squares",
         **kwargs: Any,
     ) -> None:
-        for name, default in (("loss", "least_squares"), ("n_critic", 1), ("r1_gamma", 0.0), ("r2_gamma", 0.0)):
-            value = kwargs.pop(name, default)
+        for name, value, default in (("loss", loss, "least_squares"), ("n_critic", kwargs.pop("n_critic", 1), 1),
+                                     ("r1_gamma", kwargs.pop("r1_gamma", 0.0), 0.0),
+                                     ("r2_gamma", kwargs.pop("r2_gamma", 0.0), 0.0)):
             if value != default:
                 raise ConfigurationError(
                     f"{name}={value!r} is not an option of CycleGAN: its schedule is the paper's (least squares, one "
