@@ -2,6 +2,7 @@
 
 from gans.base import GAN
 from gans.began import BEGAN
+from gans.cyclegan import CycleGAN
 from gans.dcgan import DCGAN
 from gans.distributed import GANDDPStrategy
 from gans.lapgan import LAPGAN
@@ -29,6 +30,7 @@ __all__ = [
     "SNGAN",
     "WGAN",
     "WGANGP",
+    "CycleGAN",
     "GANDDPStrategy",
     "GeneratorOutput",
     "Phase",

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from torch import nn
 
 from gans.nets.began import BEGANAutoencoder, BEGANDecoder, BEGANEncoder
+from gans.nets.cyclegan import ResnetTranslator
 from gans.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from gans.nets.equalized import EqualizedConv2d, EqualizedLinear, PixelNorm
 from gans.nets.lapgan import (
@@ -77,6 +78,7 @@ __all__ = [
     "PyramidGenerator",
     "ResNetDiscriminator",
     "ResNetGenerator",
+    "ResnetTranslator",
     "ScaleCombine",
     "TranslationGenerator",
     "UNetGenerator",
