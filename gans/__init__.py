@@ -13,6 +13,7 @@ from gans.outputs import GeneratorOutput
 from gans.phases import Phase
 from gans.progan import ProGAN
 from gans.sngan import SNGAN
+from gans.spade import GauGAN
 from gans.unrolled import UnrolledGAN
 from gans.wgan import WGAN
 from gans.wgan_gp import WGANGP
@@ -29,6 +30,7 @@ __all__ = [
     "WGAN",
     "WGANGP",
     "GANDDPStrategy",
+    "GauGAN",
     "GeneratorOutput",
     "Phase",
     "ProGAN",

@@ -33,6 +33,7 @@ from gans.nets.mlp import Maxout, MLPAutoencoder, MLPDiscriminator, MLPGenerator
 from gans.nets.msggan import MSGDiscriminator, MSGGenerator, ScaleCombine
 from gans.nets.progan import ProGANDiscriminator, ProGANGenerator
 from gans.nets.resnet import ResNetDiscriminator, ResNetGenerator
+from gans.nets.spade import SPADE, SPADEGenerator, SPADEResnetBlock
 
 ImageGenerator = Callable[[int, int, int], nn.Module]
 ImageDiscriminator = Callable[[int, int], nn.Module]
@@ -40,6 +41,7 @@ VectorGenerator = Callable[[int, tuple[int, ...]], nn.Module]
 VectorDiscriminator = Callable[[tuple[int, ...]], nn.Module]
 
 __all__ = [
+    "SPADE",
     "BEGANAutoencoder",
     "BEGANDecoder",
     "BEGANEncoder",
@@ -69,6 +71,8 @@ __all__ = [
     "PyramidGenerator",
     "ResNetDiscriminator",
     "ResNetGenerator",
+    "SPADEGenerator",
+    "SPADEResnetBlock",
     "ScaleCombine",
     "VectorDiscriminator",
     "VectorGenerator",
