@@ -1,9 +1,10 @@
 """LightningDataModules that feed the GANs."""
 
 from .celeba import CelebADataModule
-from .folder import ImageFolderDataModule, PairedImageDataModule
+from .folder import ImageFolderDataModule
 from .mixtures import GaussianMixtureDataModule
 from .mnist import MNISTDataModule
+from .paired import PairedImageDataModule
 
 __all__ = [
     "CelebADataModule", "GaussianMixtureDataModule", "ImageFolderDataModule", "MNISTDataModule",
