@@ -7,7 +7,6 @@ The model is named after the paper's demo, GauGAN, so that :class:`gans.nets.SPA
 normalization layer, as in the paper and the reference code.
 """
 
-from __future__ import annotations
 
 from typing import Any
 
@@ -18,7 +17,7 @@ from torch import Tensor, nn
 
 from gans.errors import ConfigurationError, check_at_least
 from gans.losses import feature_matching
-from gans.nets import ImageDiscriminator, ImageGenerator
+from gans.nets import ImageDiscriminator, TranslationGenerator
 from gans.outputs import GeneratorOutput
 from gans.perceptual import VGGLoss
 from gans.translation import Translation
@@ -31,7 +30,7 @@ SPADE_GENERATOR = {"class_path": "gans.nets.SPADEGenerator"}
 #: The reference's ``multiscale`` discriminator: 2 PatchGANs, ``n_layers_D`` 4 (3 strided convolutions here, see
 #: :class:`gans.nets.patchgan.PatchDiscriminator`), ``spectralinstance`` normalization, padding 2.
 SPADE_DISCRIMINATOR = {
-    "class_path": "gans.nets.patchgan.MultiscaleDiscriminator",
+    "class_path": "gans.nets.MultiscaleDiscriminator",
     "init_args": {"num_d": 2, "n_layers": 3, "norm": "instance", "padding": 2, "spectral_norm": True},
 }
 
@@ -92,7 +91,7 @@ class GauGAN(Translation):
         generator: ``factory(semantic_channels, channels, image_size)``: :class:`gans.nets.SPADEGenerator` (``ngf``
             64, ``num_upsampling_layers="normal"``, batch-normalized SPADE) by default.
         discriminator: ``factory(semantic_channels + channels, image_size)`` with a ``features(x)`` method returning
-            every block's output per scale: :class:`gans.nets.patchgan.MultiscaleDiscriminator` with SPADE's
+            every block's output per scale: :class:`gans.nets.MultiscaleDiscriminator` with SPADE's
             settings by default.
         lambda_feat: weight of the feature-matching loss (10); 0 turns it off.
         lambda_vgg: weight of the VGG perceptual loss (10); 0 turns it off (then no VGG weights are needed).
@@ -116,7 +115,7 @@ class GauGAN(Translation):
         image_size: int = 256,
         num_classes: int | None = None,
         threshold: float | None = None,
-        generator: ImageGenerator = SPADE_GENERATOR,
+        generator: TranslationGenerator = SPADE_GENERATOR,
         discriminator: ImageDiscriminator = SPADE_DISCRIMINATOR,
         lambda_feat: float = 10.0,
         lambda_vgg: float = 10.0,

@@ -47,7 +47,7 @@ def init_xavier(module: nn.Module, gain: float = 0.02) -> None:
 
 class SPADE(nn.Module):
     """Spatially-adaptive normalization: ``norm(x) * (1 + gamma) + beta`` with gamma and beta [N, C, H, W] computed
-    from the label map resized (nearest) to x's size by a shared 3x3 convolution to ``hidden`` channels, ReLU, and
+    from the label map resized (nearest) to x's size by a shared 3x3 convolution to ``embedding`` channels, ReLU, and
     one 3x3 convolution each (the reference's ``spade<norm>3x3``).
 
     Args:
@@ -56,24 +56,24 @@ class SPADE(nn.Module):
             channel), or an image's channels.
         norm: the parameter-free normalization, ``"batch"`` (the reference's default) or ``"instance"``.
         kernel_size: of the three convolutions (3).
-        hidden: channels of the shared embedding (128, fixed in the reference).
+        embedding: channels of the shared embedding (128, fixed in the reference).
 
     Raises:
         ConfigurationError: an unknown ``norm``, a size below 1 or an even ``kernel_size``.
     """
 
     def __init__(self, channels: int, label_channels: int, norm: ParamFreeNorm = "batch", kernel_size: int = 3,
-                 hidden: int = 128) -> None:
+                 embedding: int = 128) -> None:
         super().__init__()
         check_at_least(1, "SPADE", channels=channels, label_channels=label_channels, kernel_size=kernel_size,
-                       hidden=hidden)
+                       embedding=embedding)
         if kernel_size % 2 == 0:
             raise ConfigurationError(f"kernel_size={kernel_size}: SPADE's convolutions keep the size, an odd kernel")
         self.norm = param_free_norm(norm, channels)
         pad = kernel_size // 2
-        self.shared = nn.Sequential(nn.Conv2d(label_channels, hidden, kernel_size, padding=pad), nn.ReLU())
-        self.gamma = nn.Conv2d(hidden, channels, kernel_size, padding=pad)
-        self.beta = nn.Conv2d(hidden, channels, kernel_size, padding=pad)
+        self.shared = nn.Sequential(nn.Conv2d(label_channels, embedding, kernel_size, padding=pad), nn.ReLU())
+        self.gamma = nn.Conv2d(embedding, channels, kernel_size, padding=pad)
+        self.beta = nn.Conv2d(embedding, channels, kernel_size, padding=pad)
 
     def modulation(self, segmap: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
         """gamma and beta [N, C, H, W] of the label map ``segmap`` [N, label_channels, H', W'] at ``size`` (H, W)."""
@@ -98,21 +98,22 @@ class SPADEResnetBlock(nn.Module):
         norm: SPADE's parameter-free normalization.
         spectral_norm: spectral normalization of the three convolutions.
         kernel_size: of SPADE's convolutions.
+        embedding: channels of SPADE's shared embedding.
     """
 
     def __init__(self, in_channels: int, out_channels: int, label_channels: int, norm: ParamFreeNorm = "batch",
-                 spectral_norm: bool = True, kernel_size: int = 3) -> None:
+                 spectral_norm: bool = True, kernel_size: int = 3, embedding: int = 128) -> None:
         super().__init__()
         middle = min(in_channels, out_channels)
         sn = spectral if spectral_norm else (lambda layer: layer)
         self.conv_0 = sn(nn.Conv2d(in_channels, middle, 3, padding=1))
         self.conv_1 = sn(nn.Conv2d(middle, out_channels, 3, padding=1))
-        self.norm_0 = SPADE(in_channels, label_channels, norm, kernel_size)
-        self.norm_1 = SPADE(middle, label_channels, norm, kernel_size)
+        self.norm_0 = SPADE(in_channels, label_channels, norm, kernel_size, embedding)
+        self.norm_1 = SPADE(middle, label_channels, norm, kernel_size, embedding)
         self.learned_shortcut = in_channels != out_channels
         if self.learned_shortcut:
             self.conv_s = sn(nn.Conv2d(in_channels, out_channels, 1, bias=False))
-            self.norm_s = SPADE(in_channels, label_channels, norm, kernel_size)
+            self.norm_s = SPADE(in_channels, label_channels, norm, kernel_size, embedding)
 
     def forward(self, x: Tensor, segmap: Tensor) -> Tensor:
         shortcut = self.conv_s(self.norm_s(x, segmap)) if self.learned_shortcut else x
@@ -163,6 +164,8 @@ class SPADEGenerator(nn.Module):
             ``"instance"`` (``spectralspadeinstance3x3``).
         spectral_norm: spectral normalization of the residual blocks' convolutions (on in the reference).
         kernel_size: of SPADE's convolutions (3).
+        embedding: channels of every SPADE's shared embedding (128, fixed in the reference); its convolutions run at
+            every block's resolution and dominate the cost at high resolution (a CPU run may take fewer).
 
     Raises:
         ConfigurationError: a size below 1, an unknown mode or normalization.
@@ -178,6 +181,7 @@ class SPADEGenerator(nn.Module):
         norm: ParamFreeNorm = "batch",
         spectral_norm: bool = True,
         kernel_size: int = 3,
+        embedding: int = 128,
     ) -> None:
         super().__init__()
         check_at_least(1, "SPADEGenerator", source_channels=source_channels, channels=channels, features=features)
@@ -193,7 +197,7 @@ class SPADEGenerator(nn.Module):
         if widths[-1] < 1:
             raise ConfigurationError(f"features={features}: 'most' halves it in its last block; use at least 2")
         self.blocks = nn.ModuleDict({
-            name: SPADEResnetBlock(widths[i], widths[i + 1], source_channels, norm, spectral_norm, kernel_size)
+            name: SPADEResnetBlock(widths[i], widths[i + 1], source_channels, norm, spectral_norm, kernel_size, embedding)
             for i, name in enumerate(names)
         })
         # A smaller image skips the first upsamplings (count - num_up of them).
