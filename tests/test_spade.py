@@ -8,7 +8,7 @@ import torch
 from conftest import quiet_trainer, tiny_pairs
 from torch import nn
 
-from gans import GauGAN
+from gans import GauGAN, load_gan
 from gans.errors import ConfigurationError, MissingFileError
 from gans.losses import d_hinge, feature_matching, g_hinge
 from gans.nets import SPADE, SPADEGenerator
@@ -218,8 +218,14 @@ def test_fast_dev_run_on_label_map_pairs(tmp_path):
     trainer.fit(model, data)
     assert trainer.global_step == 1 and model.batches_seen == 1  # iterations: one D and one G step each
     assert model.fixed.source.dtype == torch.int64  # the grids' sources are the label maps
-    images = model.sample(source=model.random_source(3))
+    source = model.random_source(3)
+    images = model.sample(source=source)
     assert images.shape == (3, 3, 16, 16) and torch.isfinite(images).all()
+    grid, columns = model.sample_grid({"source": model.fixed.source[:2]}, images[:2], 2)
+    assert columns == 3 and grid.shape == (6, 3, 16, 16)  # coloured map | output | target
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    loaded = load_gan(tmp_path / "model.ckpt")
+    assert type(loaded) is GauGAN and loaded.num_classes == 5 and torch.equal(loaded.sample(source=source), images)
 
 
 def test_missing_vgg_weights_stop_the_run_before_its_first_step(tmp_path):
