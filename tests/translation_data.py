@@ -131,8 +131,8 @@ def unpaired_index(image: torch.Tensor) -> tuple[str, int]:
 
 def write_unpaired(root: Path, n_a: int = 5, n_b: int = 3, size: int = 12, n_test_a: int = 2, n_test_b: int = 2,
                    suffix: str = ".png") -> Path:
-    """Writes an unpaired set in CycleGAN's layout: ``<root>/trainA/<i>.png`` (``n_a``), ``trainB/`` (``n_b``),
-    ``testA/``, ``testB/``; image i of domain d is ``unpaired_image(d, i, size)``.
+    """Writes an unpaired set in CycleGAN's layout: ``<root>/trainA/<i:04d>.png`` (``n_a``, sorted as numbered),
+    ``trainB/`` (``n_b``), ``testA/``, ``testB/``; image i of domain d is ``unpaired_image(d, i, size)``.
 
     Args:
         root: the data module's ``data_dir``.
@@ -149,7 +149,7 @@ def write_unpaired(root: Path, n_a: int = 5, n_b: int = 3, size: int = 12, n_tes
     for folder, domain, n in (("trainA", "A", n_a), ("trainB", "B", n_b), ("testA", "A", n_test_a),
                               ("testB", "B", n_test_b)):
         for i in range(n):
-            _save(unpaired_image(domain, i, size), Path(root) / folder / f"{i}{suffix}")
+            _save(unpaired_image(domain, i, size), Path(root) / folder / f"{i:04d}{suffix}")
     return Path(root)
 
 
