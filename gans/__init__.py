@@ -15,6 +15,7 @@ from gans.phases import Phase
 from gans.pix2pix import Pix2Pix
 from gans.progan import ProGAN
 from gans.sngan import SNGAN
+from gans.spade import GauGAN
 from gans.unrolled import UnrolledGAN
 from gans.wgan import WGAN
 from gans.wgan_gp import WGANGP
@@ -32,6 +33,7 @@ __all__ = [
     "WGANGP",
     "CycleGAN",
     "GANDDPStrategy",
+    "GauGAN",
     "GeneratorOutput",
     "Phase",
     "Pix2Pix",

@@ -38,6 +38,7 @@ from gans.nets.msggan import MSGDiscriminator, MSGGenerator, ScaleCombine
 from gans.nets.patchgan import MultiscaleDiscriminator, PatchDiscriminator
 from gans.nets.progan import ProGANDiscriminator, ProGANGenerator
 from gans.nets.resnet import ResNetDiscriminator, ResNetGenerator
+from gans.nets.spade import SPADE, SPADEGenerator, SPADEResnetBlock
 from gans.nets.unet import UNetGenerator
 
 ImageGenerator = Callable[[int, int, int], nn.Module]
@@ -47,6 +48,7 @@ VectorGenerator = Callable[[int, tuple[int, ...]], nn.Module]
 VectorDiscriminator = Callable[[tuple[int, ...]], nn.Module]
 
 __all__ = [
+    "SPADE",
     "BEGANAutoencoder",
     "BEGANDecoder",
     "BEGANEncoder",
@@ -79,6 +81,8 @@ __all__ = [
     "ResNetDiscriminator",
     "ResNetGenerator",
     "ResnetTranslator",
+    "SPADEGenerator",
+    "SPADEResnetBlock",
     "ScaleCombine",
     "TranslationGenerator",
     "UNetGenerator",
