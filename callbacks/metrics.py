@@ -437,7 +437,7 @@ class GANMetrics(L.Callback):
         # the GPU) and collate them there, which a generic loader would collate again.
         for chunk in indices[rank::world].split(self.batch_size):
             batch = default_collate([dataset[i] for i in chunk.tolist()])
-            images = batch[0] if isinstance(batch, (tuple, list)) else batch
+            images = module.metric_images(batch)  # the images themselves; a translation set's targets
             features.append(self._extract(images.to(module.device))[0])
         real = _gather_strided(trainer, torch.cat(features), total)  # [total, d]
         mu, sigma = feature_statistics(real)

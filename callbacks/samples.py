@@ -105,7 +105,8 @@ class SampleGrid(L.Callback):
 
     - ``samples/fixed``: ``module.sample`` of a fixed set of latents, so successive grids show how the same z
       evolve; with an EMA generator, ``samples/fixed_ema`` (the EMA generator's, what ``sample`` returns) and
-      ``samples/fixed_raw`` (the trained generator's) instead, from the same latents;
+      ``samples/fixed_raw`` (the trained generator's) instead, from the same latents; for a translation model, rows
+      of input | output | target from sources kept from the first training batches (``module.sample_grid``);
     - ``samples/interpolation``: ``interpolation_rows`` rows, each a spherical interpolation between two fixed
       latents in ``interpolation_steps`` images (0 rows: none);
     - ``samples/classes`` (for each conditioning the module offers in ``sample_conditions()``, e.g. the labels of a
@@ -155,10 +156,10 @@ class SampleGrid(L.Callback):
         output = module.sample_output(**inputs)
         grids = {}
         if module.generator_ema is not None:
-            grids["fixed_ema"] = to_grid(output.images, self.nrow)
-            grids["fixed_raw"] = to_grid(module.sample(**inputs, ema=False), self.nrow)
+            grids["fixed_ema"] = to_grid(*module.sample_grid(inputs, output.images, self.nrow))
+            grids["fixed_raw"] = to_grid(*module.sample_grid(inputs, module.sample(**inputs, ema=False), self.nrow))
         else:
-            grids["fixed"] = to_grid(output.images, self.nrow)
+            grids["fixed"] = to_grid(*module.sample_grid(inputs, output.images, self.nrow))
         if output.scales:
             size = output.images.shape[-2:]
             rows = [F.interpolate(s[: self.nrow], size=size, mode="nearest") for s in (*output.scales, output.images)]

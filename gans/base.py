@@ -382,6 +382,16 @@ class GAN(L.LightningModule):
         conditional variant adds labels, a translation variant source images."""
         return {"z": self.sample_z(n, generator)}
 
+    def sample_grid(self, inputs: dict[str, Tensor], images: Tensor, nrow: int) -> tuple[Tensor, int]:
+        """What a sample grid shows of ``images``, the samples of ``inputs``, and how many per row: the samples
+        themselves here; a translation variant shows rows of input | output | target."""
+        return images, nrow
+
+    def metric_images(self, item: Any) -> Tensor:
+        """The real images of a data item (or of collated items) that the metrics compare samples with: the item
+        itself, or its first entry ((images, labels)); a translation variant's are the targets."""
+        return item[0] if isinstance(item, (tuple, list)) else item
+
     def sample_conditions(self) -> dict[str, Tensor]:
         """Conditioning values to show one row each of (``{"labels": arange(K)}`` for a class-conditional variant);
         none here."""

@@ -120,6 +120,7 @@ SHAPE_LINKS = (
     ("data.image_shape", "image_size", operator.itemgetter(-1)),
     ("data.image_shape", "data_shape", list),
     ("data.data_shape", "data_shape", list),
+    ("data.source_shape", "source_channels", operator.itemgetter(0)),  # a translation set's inputs
 )
 SHAPE_ARGUMENTS = tuple(dict.fromkeys(target for _, target, _ in SHAPE_LINKS))
 _LAST = (

@@ -214,3 +214,26 @@ def r1_penalty(d_real: Tensor, real: Tensor, scale: float | Tensor = 1.0) -> Ten
 def r2_penalty(d_fake: Tensor, fake: Tensor, scale: float | Tensor = 1.0) -> Tensor:
     """R2 penalty (Mescheder et al. 2018): the same zero-centred penalty on generated samples."""
     return input_gradient(d_fake, fake, scale).flatten(1).square().sum(dim=1).mean()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Translation losses
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def feature_matching(real: list[list[Tensor]], fake: list[list[Tensor]], layer_weight: float = 1.0) -> Tensor:
+    """The discriminator feature-matching loss of pix2pixHD (Wang et al. 2018, eq. 4) and SPADE: for each of the
+    ``num_D`` discriminators and each of its intermediate layers (the last entry, the scores, excluded), the mean
+    absolute difference between the layer's activations on the fake and on the real image (detached: only G learns
+    from it), summed over layers times ``layer_weight`` and averaged over the discriminators.
+
+    Args:
+        real: per discriminator, its blocks' outputs on the real pair (``MultiscaleDiscriminator.features``).
+        fake: the same on the fake pair, with G's graph.
+        layer_weight: pix2pixHD's 4 / (n_layers_D + 1); SPADE's 1. Multiply by lambda (10) in the caller.
+    """
+    total = fake[0][0].new_zeros(())
+    for real_layers, fake_layers in zip(real, fake, strict=True):
+        for r, f in zip(real_layers[:-1], fake_layers[:-1], strict=True):
+            total = total + layer_weight * F.l1_loss(f, r.detach())
+    return total / len(fake)

@@ -135,6 +135,42 @@ def check_scheduler(argument: str, optimizer: OptimizerCallable, scheduler: LRSc
     return built
 
 
+class LinearDecay(LRScheduler):
+    """pix2pix's and CycleGAN's learning-rate policy (``--lr_policy linear``): the configured rate for ``constant``
+    steps, then a linear decay over ``decay`` steps, the factor after step t (0-based) being
+    ``1 - max(0, t + 1 - constant) / (decay + 1)`` as the reference code's ``lambda_rule`` (so the last step of the
+    decay still trains at 1 / (decay + 1) of the rate). A step is an epoch with ``scheduler_interval="epoch"``, as the
+    papers count (100 + 100 epochs), or an iteration. Stepping it more than ``constant + decay`` times is refused
+    before training (``total_steps``), since the rate would be zero.
+
+    Args:
+        optimizer: the optimizer whose rates it scales.
+        constant: steps at the configured rate (the reference's ``n_epochs``, 100).
+        decay: steps of the linear decay (``n_epochs_decay``, 100).
+        last_epoch: the index of the last step taken (-1: a new run).
+
+    Raises:
+        ConfigurationError: ``constant`` below 0 or ``decay`` below 1.
+    """
+
+    def __init__(self, optimizer: Optimizer, constant: int = 100, decay: int = 100, last_epoch: int = -1) -> None:
+        if constant < 0 or decay < 1:
+            raise ConfigurationError(
+                f"LinearDecay(constant={constant}, decay={decay}): expected constant >= 0 steps at the full rate and "
+                "decay >= 1 steps of decay"
+            )
+        self.constant, self.decay = constant, decay
+        self.total_steps = constant + decay
+        super().__init__(optimizer, last_epoch)
+
+    def factor(self, step: int) -> float:
+        """The multiplier of the configured rates after ``step`` steps (0 at the start)."""
+        return max(0.0, 1.0 - max(0, step + 1 - self.constant) / (self.decay + 1))
+
+    def get_lr(self) -> list[float]:
+        return [base * self.factor(self.last_epoch) for base in self.base_lrs]
+
+
 def fused_where_supported(optimizer: Optimizer) -> Optimizer:
     """An Adam or AdamW whose configuration set neither ``fused`` nor ``foreach``, rebuilt with ``fused=True`` when
     all its parameters are floating-point tensors on a device in ``FUSED_DEVICES``; any other optimizer as it is.

@@ -92,8 +92,8 @@ MLP_TINY = {"latent_dim": 8, "data_shape": (1, 8, 8), "generator": {"init_args":
             "discriminator": {"init_args": {"hidden": (16,)}}}
 
 #: Tiny values by argument name, for the variants found automatically: the model's sizes, then its networks'.
-TINY_SIZES = {"latent_dim": 8, "channels": 1, "image_size": 8, "data_shape": (1, 8, 8)}
-TINY_NET_ARGS = {"features": 4, "hidden": (16,), "embedding": 8, "fmap_max": 8}
+TINY_SIZES = {"latent_dim": 8, "channels": 1, "source_channels": 1, "image_size": 8, "data_shape": (1, 8, 8)}
+TINY_NET_ARGS = {"features": 4, "hidden": (16,), "embedding": 8, "fmap_max": 8, "n_layers": 1}
 
 
 def variant_classes() -> list[type]:
@@ -152,6 +152,66 @@ def tiny_datamodule(data_dir: Path, batch_size: int = 8):
     from datamodules import MNISTDataModule
 
     return MNISTDataModule(data_dir=str(data_dir), batch_size=batch_size, image_size=8)
+
+
+def same(a, b) -> bool:
+    """Equal state-dict entries: tensors bit for bit, and the extra state of a stateful piece (an image pool, kept
+    examples: dicts and lists of tensors) entry by entry."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def is_translation(model) -> bool:
+    from gans.translation import Translation
+
+    return isinstance(model, Translation)
+
+
+def inputs_for(model, n: int, generator=None) -> dict:
+    """What ``model.sample``/``generate``/``critic`` need besides latents for ``n`` samples: nothing for a model of z,
+    ``n`` random sources of the right shape for a translation model (``random_source``)."""
+    return {"source": model.random_source(n, generator)} if is_translation(model) else {}
+
+
+def tiny_pairs(model, batch_size: int = 8):
+    """A data module of random (source, target) pairs shaped for a tiny translation model: 32 training pairs, 16 for
+    validation and test, in a fixed order (the exact-resume tests need the same batches)."""
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    rng = torch.Generator().manual_seed(0)
+
+    def pairs(n: int) -> TensorDataset:
+        source = model.random_source(n, rng).cpu()
+        target = torch.rand(n, model.channels, model.image_size, model.image_size, generator=rng) * 2 - 1
+        return TensorDataset(source, target)
+
+    train, held = pairs(32), pairs(16)
+
+    class Pairs(L.LightningDataModule):
+        batch_kind = model.batch_kinds[0]
+        image_shape = (model.channels, model.image_size, model.image_size)
+
+        def train_dataloader(self):
+            return DataLoader(train, batch_size=batch_size)
+
+        def val_dataloader(self):
+            return DataLoader(held, batch_size=batch_size)
+
+        test_dataloader = val_dataloader
+
+    return Pairs()
+
+
+def tiny_data(model, data_dir: Path, batch_size: int = 8):
+    """The tiny data a registry test feeds ``model``: synthetic MNIST at 8x8, or random pairs for a translation
+    model."""
+    return tiny_pairs(model, batch_size) if is_translation(model) else tiny_datamodule(data_dir, batch_size)
 
 
 def quiet_trainer(root: Path, **kwargs):

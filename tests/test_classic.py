@@ -6,7 +6,17 @@ import math
 import lightning as L
 import pytest
 import torch
-from conftest import MLP_TINY, TINY, quiet_trainer, tiny_datamodule, tiny_kwargs, tiny_net, variant_classes
+from conftest import (
+    MLP_TINY,
+    TINY,
+    inputs_for,
+    quiet_trainer,
+    tiny_data,
+    tiny_datamodule,
+    tiny_kwargs,
+    tiny_net,
+    variant_classes,
+)
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
@@ -46,17 +56,18 @@ def test_variant_trains_and_reloads(name, synthetic_mnist, tmp_path):
     model = cls(**kwargs)
     g0, d0 = flat(model.generator), flat(model.discriminator)
     trainer = quiet_trainer(tmp_path, fast_dev_run=model.n_critic, enable_checkpointing=False)
-    trainer.fit(model, tiny_datamodule(synthetic_mnist))
+    trainer.fit(model, tiny_data(model, synthetic_mnist))
     assert trainer.global_step == 1 and model.batches_seen == model.n_critic
     assert not torch.equal(g0, flat(model.generator)) and not torch.equal(d0, flat(model.discriminator))
     assert all(torch.isfinite(v) for v in trainer.callback_metrics.values())
-    images = model.sample(4)
+    cond = inputs_for(model, 4)
+    images = model.sample(4, **cond)
     assert images.shape == (4, 1, 8, 8)
     trainer.save_checkpoint(tmp_path / "model.ckpt")
     loaded = load_gan(tmp_path / "model.ckpt")
     assert type(loaded) is cls
     z = model.sample_z(4, torch.Generator().manual_seed(0))
-    torch.testing.assert_close(loaded.sample(z=z), model.eval().sample(z=z))
+    torch.testing.assert_close(loaded.sample(z=z, **cond), model.eval().sample(z=z, **cond))
 
 
 # ---------------------------------------------------------------------------------------------------------------

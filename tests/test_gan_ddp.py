@@ -10,7 +10,16 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import TINY, quiet_trainer, tiny_datamodule, tiny_kwargs, use_every_layer, variant_classes
+from conftest import (
+    TINY,
+    inputs_for,
+    quiet_trainer,
+    same,
+    tiny_datamodule,
+    tiny_kwargs,
+    use_every_layer,
+    variant_classes,
+)
 from lightning.pytorch.strategies import DDPStrategy
 from test_ddp import clean_distributed_env  # noqa: F401 (fixture)
 from torch import nn
@@ -115,21 +124,22 @@ def test_every_variant_pickles_with_its_state(cls, kwargs):
     model.attach_ema()
     use_every_layer(model)
     model.batches_seen = 7
-    x = model.sample(4, generator=torch.Generator().manual_seed(1))
-    model.critic(x)  # the discriminator in training mode, whatever input it takes
+    cond = inputs_for(model, 4, torch.Generator().manual_seed(4))
+    x = model.sample(4, generator=torch.Generator().manual_seed(1), **cond)
+    model.critic(x, **cond)  # the discriminator in training mode, whatever input it takes
     copy = pickle.loads(pickle.dumps(model))
     assert type(copy) is cls and copy.batches_seen == 7 and copy.hparams == model.hparams
     ours, theirs = model.state_dict(), copy.state_dict()
     assert list(ours) == list(theirs)
     for name, tensor in ours.items():
-        assert torch.equal(tensor, theirs[name]), name
+        assert same(tensor, theirs[name]), name
     assert len(list(copy.parameters())) == len(list(model.parameters()))
     # The same networks: the same scores in training mode (one more power iteration each; the same dropout masks)
     # and the same samples.
-    scores = [torch.manual_seed(3) and model.critic(x, net) for net in (copy.discriminator, model.discriminator)]
+    scores = [torch.manual_seed(3) and model.critic(x, net, **cond) for net in (copy.discriminator, model.discriminator)]
     torch.testing.assert_close(scores[0], scores[1], rtol=0, atol=0)
     z = model.sample_z(4, torch.Generator().manual_seed(2))
-    torch.testing.assert_close(copy.sample(z=z), model.sample(z=z), rtol=0, atol=0)
+    torch.testing.assert_close(copy.sample(z=z, **cond), model.sample(z=z, **cond), rtol=0, atol=0)
     # The copy's parameters (the parametrizations' originals included) are the ones its forward pass uses.
     scores[0].sum().backward()
     assert all(p.grad is not None for p in copy.discriminator.parameters())

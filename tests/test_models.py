@@ -3,7 +3,7 @@
 import lightning as L
 import pytest
 import torch
-from conftest import TINY, quiet_trainer, tiny_datamodule, tiny_kwargs, variant_classes
+from conftest import TINY, inputs_for, quiet_trainer, tiny_data, tiny_datamodule, tiny_kwargs, variant_classes
 from lightning.pytorch.loggers import CSVLogger
 
 from callbacks import IterationCheckpoint, SampleGrid
@@ -24,17 +24,18 @@ def test_fast_dev_run_updates_both_networks(cls, synthetic_mnist, tmp_path):
     g0, d0 = parameters(model.generator), parameters(model.discriminator)
     # fast_dev_run=n_critic batches: exactly one iteration (n_critic D steps, one G step).
     trainer = quiet_trainer(tmp_path, fast_dev_run=model.n_critic)
-    trainer.fit(model, tiny_datamodule(synthetic_mnist))
+    trainer.fit(model, tiny_data(model, synthetic_mnist))
     assert trainer.global_step == 1 and model.batches_seen == model.n_critic
     assert not torch.equal(g0, parameters(model.generator))
     assert not torch.equal(d0, parameters(model.discriminator))
-    images = model.sample(6)
+    images = model.sample(6, **inputs_for(model, 6))
     assert images.shape == (6, 1, 8, 8) and images.min() >= -1 and images.max() <= 1
 
 
 @pytest.mark.parametrize("cls", VARIANTS)
 def test_validate_and_test(cls, synthetic_mnist, tmp_path):
-    model, data = cls(**tiny_kwargs(cls)), tiny_datamodule(synthetic_mnist)
+    model = cls(**tiny_kwargs(cls))
+    data = tiny_data(model, synthetic_mnist)
     trainer = quiet_trainer(tmp_path, limit_val_batches=2, limit_test_batches=2)
     (val,) = trainer.validate(model, data)
     (test,) = trainer.test(model, data)

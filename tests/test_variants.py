@@ -18,7 +18,7 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from conftest import quiet_trainer, tiny_datamodule, tiny_kwargs, use_every_layer, variant_classes
+from conftest import inputs_for, quiet_trainer, same, tiny_data, tiny_kwargs, use_every_layer, variant_classes
 
 import gans
 from callbacks import IterationCheckpoint
@@ -104,22 +104,26 @@ def test_every_variant_has_a_config():
 def test_generates_and_samples(cls):
     torch.manual_seed(0)
     model = tiny(cls)
-    fake = model.generate(BATCH).images
+    fake = model.generate(BATCH, **inputs_for(model, BATCH)).images
     assert fake.shape == (BATCH, 1, 8, 8) and fake.requires_grad and torch.isfinite(fake).all()
-    images = model.sample(4, generator=torch.Generator().manual_seed(0))
+    cond = inputs_for(model, 4)
+    images = model.sample(4, generator=torch.Generator().manual_seed(0), **cond)
     assert images.shape == (4, 1, 8, 8) and images.min() >= -1 and images.max() <= 1
     torch.manual_seed(1)  # sample() is seeded by its generator, whatever the global RNG did in between
-    assert torch.equal(images, model.sample(4, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(images, model.sample(4, generator=torch.Generator().manual_seed(0), **cond))
 
 
 @variants
 def test_critic_gives_one_finite_score_per_pack(cls):
-    """``GAN.critic``'s contract: the discriminator's scores, [N / pack]."""
+    """``GAN.critic``'s contract: the discriminator's scores, [N / pack] (a PatchGAN's: [N, 1, H', W'], a score per
+    patch)."""
     torch.manual_seed(0)
     model = tiny(cls)
-    for x in (model.sample(BATCH), torch.rand(BATCH, 1, 8, 8) * 2 - 1):
-        scores = model.critic(x)
-        assert scores.shape == (BATCH // model.pack,) and torch.isfinite(scores).all()
+    cond = inputs_for(model, BATCH)
+    for x in (model.sample(BATCH, **cond), torch.rand(BATCH, 1, 8, 8) * 2 - 1):
+        scores = model.critic(x, **cond)
+        assert scores.shape[0] == BATCH // model.pack and torch.isfinite(scores).all()
+        assert scores.dim() == 1 or scores.shape[1:-2] == (1,)
 
 
 class Gradients(L.Callback):
@@ -148,7 +152,7 @@ def test_trains_with_a_finite_gradient_for_every_parameter(cls, synthetic_mnist,
     use_every_layer(model)
     g0, d0 = parameters(model.generator), parameters(model.discriminator)
     trainer = quiet_trainer(tmp_path, fast_dev_run=model.n_critic, callbacks=[gradients])
-    trainer.fit(model, tiny_datamodule(synthetic_mnist))
+    trainer.fit(model, tiny_data(model, synthetic_mnist))
     assert gradients.steps == {"generator": 1, "discriminator": model.n_critic}
     assert gradients.problems == []
     assert trainer.global_step == 1 and model.batches_seen == model.n_critic
@@ -166,7 +170,7 @@ def fit(cls, data_dir, run_dir, max_steps, ckpt_path=None):
         torch.manual_seed(12345)
     checkpoint = IterationCheckpoint(dirpath=run_dir / "ckpt", every_n_train_steps=1000)  # saves when the run ends
     trainer = quiet_trainer(run_dir, max_steps=max_steps, enable_checkpointing=True, callbacks=[checkpoint])
-    trainer.fit(model, tiny_datamodule(data_dir), ckpt_path=ckpt_path)
+    trainer.fit(model, tiny_data(model, data_dir), ckpt_path=ckpt_path)
     assert trainer.global_step == max_steps and model.batches_seen == max_steps * model.n_critic
     return model
 
@@ -179,7 +183,7 @@ def test_resume_is_exact(cls, synthetic_mnist, tmp_path):
     fit(cls, synthetic_mnist, tmp_path / "part", 2)
     resumed = fit(cls, synthetic_mnist, tmp_path / "part", 4, ckpt_path=tmp_path / "part" / "ckpt" / "last.ckpt")
     for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items(), strict=True):
-        assert torch.equal(a, b), name
+        assert same(a, b), name
 
 
 @variants
@@ -187,17 +191,18 @@ def test_round_trips_through_load_gan_and_export(cls, synthetic_mnist, tmp_path)
     L.seed_everything(0, verbose=False)
     model = tiny(cls)
     trainer = quiet_trainer(tmp_path, max_steps=1)
-    trainer.fit(model, tiny_datamodule(synthetic_mnist))
+    trainer.fit(model, tiny_data(model, synthetic_mnist))
     z = model.sample_z(5, torch.Generator().manual_seed(0))
-    expected = model.sample(z=z)
+    cond = inputs_for(model, 5)
+    expected = model.sample(z=z, **cond)
 
     trainer.save_checkpoint(tmp_path / "model.ckpt")
     loaded = load_gan(tmp_path / "model.ckpt")
     assert type(loaded) is cls and loaded.batches_seen == model.batches_seen
-    assert torch.equal(loaded.sample(z=z), expected)
+    assert torch.equal(loaded.sample(z=z, **cond), expected)
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
-        assert torch.equal(a, b), name
+        assert same(a, b), name
 
     exported = load_gan(export_generator(model, tmp_path / "generator.safetensors"))
     assert type(exported) is cls and not exported.training
-    assert torch.equal(exported.sample(z=z), expected)
+    assert torch.equal(exported.sample(z=z, **cond), expected)

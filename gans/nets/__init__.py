@@ -8,6 +8,9 @@ sizes the variant derives from its own arguments, so that any network with the s
   PacGAN's ``pack``);
 - ``PyramidGenerator`` / ``PyramidDiscriminator``: ``factory(latent_dim, channels, image_size, levels)`` /
   ``factory(channels, image_size, levels)`` for LAPGAN's networks of every level of a Laplacian pyramid;
+- ``TranslationGenerator``: ``factory(source_channels, channels, image_size)`` -> sources [N, source_channels, H, W]
+  to images [N, channels, H, W] (the translation variants; a PatchGAN is an ``ImageDiscriminator`` of the source and
+  image channels together, its scores a map [N, 1, H', W']);
 - ``VectorGenerator`` / ``VectorDiscriminator``: ``factory(latent_dim, shape)`` / ``factory(shape)`` for the MLP
   networks of any sample shape (images or 2-D points).
 """
@@ -31,11 +34,13 @@ from gans.nets.lapgan import (
 from gans.nets.layers import MinibatchDiscrimination, MinibatchStdDev, pack
 from gans.nets.mlp import Maxout, MLPAutoencoder, MLPDiscriminator, MLPGenerator
 from gans.nets.msggan import MSGDiscriminator, MSGGenerator, ScaleCombine
+from gans.nets.patchgan import MultiscaleDiscriminator, PatchDiscriminator
 from gans.nets.progan import ProGANDiscriminator, ProGANGenerator
 from gans.nets.resnet import ResNetDiscriminator, ResNetGenerator
 
 ImageGenerator = Callable[[int, int, int], nn.Module]
 ImageDiscriminator = Callable[[int, int], nn.Module]
+TranslationGenerator = Callable[[int, int, int], nn.Module]
 VectorGenerator = Callable[[int, tuple[int, ...]], nn.Module]
 VectorDiscriminator = Callable[[tuple[int, ...]], nn.Module]
 
@@ -62,6 +67,8 @@ __all__ = [
     "Maxout",
     "MinibatchDiscrimination",
     "MinibatchStdDev",
+    "MultiscaleDiscriminator",
+    "PatchDiscriminator",
     "PixelNorm",
     "ProGANDiscriminator",
     "ProGANGenerator",
@@ -70,6 +77,7 @@ __all__ = [
     "ResNetDiscriminator",
     "ResNetGenerator",
     "ScaleCombine",
+    "TranslationGenerator",
     "VectorDiscriminator",
     "VectorGenerator",
     "pack",
