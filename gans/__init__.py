@@ -13,6 +13,7 @@ from gans.outputs import GeneratorOutput
 from gans.phases import Phase
 from gans.progan import ProGAN
 from gans.sngan import SNGAN
+from gans.srgan import SRGAN
 from gans.unrolled import UnrolledGAN
 from gans.wgan import WGAN
 from gans.wgan_gp import WGANGP
@@ -26,6 +27,7 @@ __all__ = [
     "MLPGAN",
     "MSGGAN",
     "SNGAN",
+    "SRGAN",
     "WGAN",
     "WGANGP",
     "GANDDPStrategy",
