@@ -1,5 +1,6 @@
 """Writes what ``trainer.predict`` generates to disk, so that ``gans predict`` leaves files behind."""
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,12 @@ class PredictionWriter(BasePredictionWriter):
     in [-1, 1] in the order of the predict data loader, plus a PNG grid of the first ``grid_size`` of rank 0 (the
     pixels of :func:`callbacks.samples.to_uint8`, as every logged sample grid). Rank 0 prints where they went.
 
-    The file is written to a temporary name and renamed, so an interrupted run never leaves a truncated tensor.
+    When the predict data set names its items (a ``names`` list, as the translation data modules' ``predict_dir``
+    sets: one name per input file), each prediction is also saved as ``<output_dir>/<name>.png``, found through the
+    loader's batch indices, so every process writes the files of its own share. Their sizes may then differ
+    (super-resolution keeps each input's size), so the tensor file holds them only when they are of one size.
+
+    Files are written to a temporary name and renamed, so an interrupted run never leaves a truncated one.
 
     Args:
         output_dir: folder of the files; ``<log_dir>/predictions`` (or ``<default_root_dir>/predictions``) when
@@ -43,13 +49,19 @@ class PredictionWriter(BasePredictionWriter):
     def write_on_epoch_end(
         self, trainer: L.Trainer, module: L.LightningModule, predictions: list[Any], batch_indices: list[Any]
     ) -> None:
-        # One dataloader gives a flat list of batches; several give one list per dataloader.
-        if predictions and isinstance(predictions[0], list):
-            predictions = [batch for dataloader in predictions for batch in dataloader]
+        # One dataloader gives a flat list of batches; several give one list per dataloader (batch_indices: always).
+        if predictions and not isinstance(predictions[0], list):
+            predictions = [predictions]
+        folder = self._folder(trainer)
+        named = self._write_named(trainer, folder, predictions, batch_indices)
+        predictions = [batch.detach().float().cpu() for dataloader in predictions for batch in dataloader]
         if not predictions:
             return
-        images = torch.cat([p.detach().float().cpu() for p in predictions])  # [N, C, H, W]
-        folder = self._folder(trainer)
+        if len({tuple(p.shape[1:]) for p in predictions}) > 1:
+            if trainer.is_global_zero:
+                tqdm.write(f"wrote {named} predictions of differing sizes to {folder}/<input name>.png")
+            return
+        images = torch.cat(predictions)  # [N, C, H, W]
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"predictions_rank{trainer.global_rank}.pt"
         atomic_save(images, path)
@@ -57,6 +69,8 @@ class PredictionWriter(BasePredictionWriter):
             return
         # The phrasing of gans.sample, so both tools report their files alike; through tqdm, below the progress bar.
         tqdm.write(f"wrote {images.shape[0]} samples {tuple(images.shape[1:])} to {path}")
+        if named:
+            tqdm.write(f"wrote {named} predictions to {folder}/<input name>.png")
         if trainer.world_size > 1:
             others = folder / "predictions_rank<r>.pt"
             tqdm.write(f"the other {trainer.world_size - 1} processes wrote theirs to {others}")
@@ -64,3 +78,24 @@ class PredictionWriter(BasePredictionWriter):
             grid = images[: self.grid_size]
             grid_path = save_png(to_grid(grid, max(1, round(len(grid) ** 0.5))), folder / "predictions_grid.png")
             tqdm.write(f"wrote a grid of the first {len(grid)} samples to {grid_path}")
+
+    @staticmethod
+    def _write_named(trainer: L.Trainer, folder: Path, predictions: list[list[Any]], batch_indices: list[Any]) -> int:
+        """Saves each prediction of a data set with ``names`` as ``<folder>/<name>.png``; returns how many."""
+        loaders = trainer.predict_dataloaders
+        loaders = loaders if isinstance(loaders, list | tuple) else [loaders]
+        written = 0
+        for loader, batches, indices in zip(loaders, predictions, batch_indices, strict=False):
+            names = getattr(getattr(loader, "dataset", None), "names", None)
+            if not names:
+                continue
+            for batch, batch_idx in zip(batches, indices, strict=True):
+                for image, index in zip(batch.detach().float().cpu(), batch_idx, strict=True):
+                    path = folder / f"{names[index]}.png"
+                    # A padded shard (DistributedSampler) may give a process an index another also writes: same
+                    # pixels, and the rename makes either file whole.
+                    temporary = path.with_name(f".{path.name}.rank{trainer.global_rank}.tmp.png")
+                    save_png((image + 1) / 2, temporary)
+                    os.replace(temporary, path)
+                    written += 1
+        return written

@@ -1,5 +1,6 @@
-"""Images from folders: any folder of images (CelebA's aligned crops, LSUN exports, your own), and paired translation
-sets in the pix2pix layout. Bad data is found before training where it can be, and reported with its path.
+"""Images from folders: any folder of images (CelebA's aligned crops, LSUN exports, your own); the translation sets
+(``datamodules.paired``, ``unpaired``, ``superres``) build on the pieces here. Bad data is found before training
+where it can be, and reported with its path.
 
 Before training, ``setup`` reads every file's header (cheap: no pixel data is decoded) and stops with a message for
 an empty folder, a data set smaller than one batch, images of mixed channel counts, and (paired sets) images whose
@@ -61,12 +62,14 @@ def to_tensor(image: Image.Image, channels: int) -> Tensor:
     return pixels.float() / 127.5 - 1.0
 
 
-def resize(image: Tensor, size: tuple[int, int]) -> Tensor:
-    """[C, H, W] in [-1, 1] resized to ``size`` (bilinear, antialiased), still in [-1, 1]."""
+def resize(image: Tensor, size: tuple[int, int], mode: Literal["bilinear", "bicubic"] = "bilinear") -> Tensor:
+    """[C, H, W] in [-1, 1] resized to ``size`` (antialiased, so that it matches PIL's resampling), still in
+    [-1, 1]."""
     if tuple(image.shape[-2:]) == size:
         return image
-    resized = F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
-    return resized.clamp_(-1.0, 1.0)  # the filter's weights sum to 1 only up to rounding: -1.0000004 happens
+    resized = F.interpolate(image[None], size=size, mode=mode, antialias=True, align_corners=False)[0]
+    # The bilinear filter's weights sum to 1 only up to rounding (-1.0000004 happens); the bicubic one overshoots.
+    return resized.clamp_(-1.0, 1.0)
 
 
 def center_crop_resize(image: Tensor, size: int) -> Tensor:
@@ -90,16 +93,23 @@ class _ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def load(self, index: int) -> tuple[int, Tensor]:
-        """The first decodable image at or after ``index`` (cyclically), with the index it came from."""
+    def decode(self, i: int) -> Any:
+        """File ``i``'s pixels: float32 [channels, H, W] in [-1, 1] here; a subclass may read several files (a pair)
+        and return what it needs. Raises one of ``DECODE_ERRORS`` for a file that cannot be decoded."""
+        with Image.open(self.files[i]) as image:
+            return to_tensor(image, self.channels)
+
+    def load(self, index: int) -> tuple[int, Any]:
+        """The first decodable item at or after ``index`` (cyclically), with the index it came from."""
         for offset in range(len(self.files)):
             i = (index + offset) % len(self.files)
             if self.bad[i]:
                 continue
             try:
-                with Image.open(self.files[i]) as image:
-                    return i, to_tensor(image, self.channels)
+                return i, self.decode(i)
             except DECODE_ERRORS as err:
+                if isinstance(err, ConfigurationError):  # a value the user set does not fit the file: no bad file
+                    raise
                 if self.bad_files == "stop":
                     raise BadImageError(
                         f"cannot decode {self.files[i]}: {err}; remove or replace it, or pass bad_files='skip'"
@@ -132,33 +142,6 @@ class ImageFolder(_ImageFiles):
         if self.flip and torch.rand((), generator=self.rng(index)) < 0.5:
             image = image.flip(-1)
         return i, image
-
-
-class PairedImages(_ImageFiles):
-    """Items are ``(source, target)`` pairs, each float32 [channels, crop, crop] in [-1, 1], cut from one image that
-    holds A on the left and B on the right. With ``jitter`` (pix2pix's training augmentation) both halves are
-    resized to ``load_size``, cropped at the same random place to ``crop_size`` and mirrored together with
-    probability 1/2; without, they are resized to ``crop_size``."""
-
-    def __init__(self, files, channels, bad_files, seed, direction: str, load_size: int, crop_size: int,
-                 jitter: bool) -> None:
-        super().__init__(files, channels, bad_files, seed)
-        self.direction, self.load_size, self.crop_size, self.jitter = direction, load_size, crop_size, jitter
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        _, ab = self.load(index % len(self))
-        half = ab.shape[-1] // 2
-        a, b = ab[..., :half], ab[..., half : 2 * half]
-        if not self.jitter:
-            a, b = (resize(x, (self.crop_size, self.crop_size)) for x in (a, b))
-        else:
-            rng = self.rng(index)
-            a, b = (resize(x, (self.load_size, self.load_size)) for x in (a, b))
-            top, left = torch.randint(self.load_size - self.crop_size + 1, (2,), generator=rng).tolist()
-            a, b = (x[:, top : top + self.crop_size, left : left + self.crop_size] for x in (a, b))
-            if torch.rand((), generator=rng) < 0.5:
-                a, b = a.flip(-1), b.flip(-1)
-        return (a, b) if self.direction == "AtoB" else (b, a)
 
 
 class _FolderDataModule(ImageDataModule):
@@ -200,6 +183,8 @@ class _FolderDataModule(ImageDataModule):
             try:
                 mode, size = read_header(path)
             except DECODE_ERRORS as err:
+                if isinstance(err, ConfigurationError):  # a value the user set does not fit the file: no bad file
+                    raise
                 if self.bad_files == "stop":
                     raise BadImageError(
                         f"cannot read {path}: {err}; remove or replace it, or pass --data.init_args.bad_files=skip"
@@ -308,79 +293,3 @@ class ImageFolderDataModule(_FolderDataModule):
         # The metrics read epoch 0's items: which of them are mirrored depends on the seed.
         flip_seed = getattr(self.train_set, "seed", None) if self.flip else None
         return {"image_size": self.image_size, "flip_seed": flip_seed, **(AUGMENTATION_SEEDING if self.flip else {})}
-
-
-class PairedImageDataModule(_FolderDataModule):
-    """A paired translation set in the pix2pix layout: ``<data_dir>/train/``, ``val/`` (and ``test/``) of images that
-    each hold A on the left half and B on the right. Batches are ``(source, target)`` float32
-    [B, channels, crop_size, crop_size] in [-1, 1], A -> B or B -> A. Training uses pix2pix's jitter (resize to
-    ``load_size``, random crop to ``crop_size``, random mirror); validation and test are resized to ``crop_size``.
-
-    Args:
-        data_dir: the folder holding ``train/`` and ``val/``.
-        direction: ``"AtoB"`` (left half is the source) or ``"BtoA"``.
-        load_size: side the halves are resized to before the random crop (286 in pix2pix).
-        crop_size: side of the training crops and of every output image (256 in pix2pix).
-        jitter: pix2pix's random resize-crop and mirror on training pairs.
-        batch_size: pairs per batch, per process (1 in pix2pix).
-        **kwargs: ``to_channels``, ``bad_files``, ``seed`` (of the order and the jitter), ``num_workers``,
-            ``pin_memory``: the arguments every folder data module takes.
-    """
-
-    #: What a batch holds, for models to check that they can use it (see ``gans.base.GAN.batch_kinds``).
-    batch_kind = "paired"
-
-    def __init__(
-        self,
-        data_dir: str = "data/facades",
-        direction: Literal["AtoB", "BtoA"] = "AtoB",
-        load_size: int = 286,
-        crop_size: int = 256,
-        jitter: bool = True,
-        batch_size: int = 1,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(batch_size=batch_size, **kwargs)
-        if direction not in ("AtoB", "BtoA"):
-            raise ConfigurationError(f"direction={direction!r}; expected 'AtoB' or 'BtoA'")
-        if not 1 <= crop_size <= load_size:
-            raise ConfigurationError(f"crop_size={crop_size} must be between 1 and load_size={load_size}")
-        self.data_dir, self.direction = Path(data_dir), direction
-        self.load_size, self.crop_size, self.jitter = load_size, crop_size, jitter
-        self.splits: dict[str, PairedImages] = {}
-
-    def _split(self, name: str, jitter: bool) -> PairedImages:
-        folder = self.data_dir / name
-        files, channels, sizes = self.check_files(scan_folder(folder), folder)
-        for path, (width, height) in zip(files, sizes, strict=True):
-            if width % 2 or width < 2:
-                raise ConfigurationError(
-                    f"{path} is {width} pixels wide: a paired image holds A and B side by side, so its width must be "
-                    "even (two halves of the same size)"
-                )
-        self.image_shape = (channels, self.crop_size, self.crop_size)
-        seed = default_data_seed() if self.seed is None else self.seed
-        return PairedImages(files, channels, self.bad_files, seed, self.direction, self.load_size, self.crop_size,
-                            jitter)
-
-    def setup(self, stage: str | None = None) -> None:
-        if stage in (None, "fit") and self.train_set is None:
-            self.train_set = self._split("train", self.jitter)
-            self.check_batch(self.train_set, self.data_dir / "train")
-        for name, stages in (("val", (None, "fit", "validate")), ("test", (None, "test"))):
-            if stage in stages and name not in self.splits and (self.data_dir / name).is_dir():
-                self.splits[name] = self._split(name, jitter=False)
-
-    def val_dataloader(self) -> DataLoader | list:
-        return self._loader(self.splits["val"]) if "val" in self.splits else []
-
-    def test_dataloader(self) -> DataLoader:
-        if "test" not in self.splits:
-            raise MissingFileError(f"no test split: {self.data_dir / 'test'} does not exist", "data_dir")
-        return self._loader(self.splits["test"])
-
-    def _data_settings(self) -> dict:
-        jitter = None
-        if self.jitter:
-            jitter = {"load_size": self.load_size, "seed": getattr(self.train_set, "seed", None), **AUGMENTATION_SEEDING}
-        return {"direction": self.direction, "crop_size": self.crop_size, "jitter": jitter}

@@ -80,6 +80,58 @@ def synthetic_celeba(tmp_path: Path):
     return write_celeba(tmp_path / "data")
 
 
+@pytest.fixture
+def aligned_pairs(tmp_path: Path):
+    """A paired set in pix2pix's AB layout under ``tmp_path / "pairs"``: 6 train and 3 val JPEGs 24 wide (12 x 12
+    halves), heights 11, 13, 9; a ``tests.translation_data.AlignedPairs``."""
+    from translation_data import write_aligned_pairs
+
+    return write_aligned_pairs(tmp_path / "pairs")
+
+
+@pytest.fixture
+def unpaired_set(tmp_path: Path) -> Path:
+    """An unpaired set in CycleGAN's layout under ``tmp_path / "unpaired"``: trainA (5), trainB (3), testA and testB
+    (2 each), 12 x 12 PNGs; its ``data_dir``."""
+    from translation_data import write_unpaired
+
+    return write_unpaired(tmp_path / "unpaired")
+
+
+@pytest.fixture
+def two_folder_pairs(tmp_path: Path) -> Path:
+    """A paired set as two folders matched by stem under ``tmp_path / "two"``: ``A/train``, ``B/train``, ``A/val``,
+    ``B/val`` (4 and 2 pairs, 16 x 12); its ``data_dir``."""
+    from translation_data import write_two_folders
+
+    root = tmp_path / "two"
+    write_two_folders(root, split="train")
+    write_two_folders(root, names=("v1", "v2"), split="val", seed=1)
+    return root
+
+
+@pytest.fixture
+def label_map_pairs(tmp_path: Path) -> Path:
+    """A label-map set in pix2pixHD's layout under ``tmp_path / "labels"``: ``train_label`` (one-channel class
+    indices, 4 classes), ``train_img``, ``train_inst`` and the same for ``val`` (4 and 2 pairs, 16 x 12)."""
+    from translation_data import write_two_folders
+
+    root = tmp_path / "labels"
+    folders = {"source_folder": "{split}_label", "target_folder": "{split}_img", "instance_folder": "{split}_inst"}
+    write_two_folders(root, split="train", source_type="labels", **folders)
+    write_two_folders(root, names=("v1", "v2"), split="val", source_type="labels", seed=1, **folders)
+    return root
+
+
+@pytest.fixture
+def hr_images(tmp_path: Path) -> Path:
+    """High-resolution PNGs in DIV2K's layout under ``tmp_path / "div2k"``: ``DIV2K_train_HR`` and ``DIV2K_valid_HR``,
+    4 each, about 40 x 40; its ``data_dir``."""
+    from translation_data import write_hr_folder
+
+    return write_hr_folder(tmp_path / "div2k")
+
+
 def tiny_net(**init_args) -> dict:
     """A network spec without class_path: the variant's default network, 4 channels wide, with ``init_args``."""
     return {"init_args": {"features": 4, **init_args}}

@@ -1,4 +1,4 @@
-"""Folder data modules: images and pix2pix pairs, and every kind of bad data reported with its path."""
+"""Folder data modules: images, and every kind of bad data reported with its path (pairs: test_paired_datamodule)."""
 
 import os
 from pathlib import Path
@@ -9,7 +9,7 @@ from conftest import TINY, quiet_trainer
 from lightning.pytorch.loggers import CSVLogger
 from PIL import Image
 
-from datamodules import ImageFolderDataModule, PairedImageDataModule
+from datamodules import ImageFolderDataModule
 from datamodules.folder import BadImageError
 from gans import DCGAN
 
@@ -97,55 +97,6 @@ def test_file_that_fails_to_decode_in_training(tmp_path):
     assert {r.split(",")[column] for r in rows[1:]} >= {"1.0"}
     # The next good image stands in, so batches keep their size.
     assert skip.train_set[3].shape == skip.train_set[4].shape and torch.equal(skip.train_set[3], skip.train_set[4])
-
-
-def write_pairs(folder: Path, n: int, width: int = 24, height: int = 10) -> list[Path]:
-    folder.mkdir(parents=True)
-    paths = []
-    for i in range(n):
-        image = Image.new("RGB", (width, height), (255, 0, 0))  # A: red
-        image.paste((0, 0, 255), (width // 2, 0, width, height))  # B: blue
-        image.save(folder / f"{i}.jpg", quality=100)
-        paths.append(folder / f"{i}.jpg")
-    return paths
-
-
-def test_paired_layout_direction_and_jitter(tmp_path):
-    write_pairs(tmp_path / "train", 4)
-    write_pairs(tmp_path / "val", 2)
-    dm = PairedImageDataModule(data_dir=str(tmp_path), load_size=10, crop_size=8, batch_size=2, seed=0)
-    dm.setup("fit")
-    source, target = next(iter(dm.train_dataloader()))
-    assert source.shape == target.shape == (2, 3, 8, 8)
-    assert source[:, 0].mean() > 0.9 and target[:, 2].mean() > 0.9  # A (red) -> B (blue)
-    # Jitter is a function of the (epoch-tagged) index: the same item gives the same crop and flip.
-    assert all(torch.equal(a, b) for a, b in zip(dm.train_set[7], dm.train_set[7], strict=True))
-    val_source, _ = next(iter(dm.val_dataloader()))
-    assert val_source.shape == (2, 3, 8, 8)
-    flipped = PairedImageDataModule(data_dir=str(tmp_path), direction="BtoA", load_size=10, crop_size=8)
-    flipped.setup("fit")
-    assert flipped.train_set[0][0][2].mean() > 0.9  # the source is now B (blue)
-
-
-def test_paired_image_that_cannot_be_split(tmp_path):
-    write_pairs(tmp_path / "train", 3)
-    odd = write_pairs(tmp_path / "odd", 1, width=25)[0]
-    os.replace(odd, tmp_path / "train" / "odd.jpg")
-    with pytest.raises(ValueError, match=r"odd.jpg is 25 pixels wide: a paired image holds A and B side by side"):
-        PairedImageDataModule(data_dir=str(tmp_path)).setup("fit")
-
-
-@pytest.mark.skipif(not os.environ.get("GANS_DATA_DIR"), reason="GANS_DATA_DIR is not set (the shared real-data folder)")
-def test_real_silhouettes_pairs():
-    root = Path(os.environ["GANS_DATA_DIR"]) / "silhouettes"
-    dm = PairedImageDataModule(data_dir=str(root), batch_size=4, seed=0)
-    dm.setup("fit")
-    assert len(dm.train_set) == 100 and len(dm.splits["val"]) == 55
-    photo, outline = next(iter(dm.train_dataloader()))
-    assert photo.shape == outline.shape == (4, 3, 256, 256)
-    # B is a black outline on white: mostly white, grey (equal channels); A is a colour photo on white.
-    assert outline.mean() > 0.5 and (outline[:, 0] - outline[:, 2]).abs().mean() < 0.05
-    assert (photo[:, 0] - photo[:, 2]).abs().mean() > (outline[:, 0] - outline[:, 2]).abs().mean()
 
 
 def test_fingerprint_names_the_settings_and_notices_a_replaced_file(tmp_path):

@@ -1,0 +1,165 @@
+"""Unpaired translation sets in CycleGAN's layout: two domains, A and B, in separate folders, no image matched to
+another. Each item draws an A image and a B image independently (B at random or, with ``serial_batches``, at A's
+index), each with its own jitter, as the reference code's ``UnalignedDataset``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.base import AUGMENTATION_SEEDING
+from datamodules.folder import _FolderDataModule, _ImageFiles, scan_folder
+from datamodules.paired import PREPROCESS, Preprocess
+from datamodules.resumable import default_data_seed
+from gans.errors import ConfigurationError, MissingFileError, check_at_least
+from gans.seeding import step_seed
+
+
+class UnpairedImages(Dataset):
+    """Items ``(a, b)``, float32 [C, crop, crop] in [-1, 1]: item ``i`` is A image ``i % len(A)`` and B image
+    ``i % len(B)`` (``serial``) or one drawn at random, so that an epoch of ``max(len(A), len(B))`` items shows every
+    image of the larger domain once. The random B and the jitter are seeded by the (epoch-tagged) index: the same
+    after a resume, different from epoch to epoch; A's and B's jitter are separate draws.
+
+    Args:
+        a: the images of the source domain.
+        b: the images of the target domain.
+        preprocess: how items are cut.
+        jitter: random cuts (training) or deterministic ones.
+        serial: B at A's index (modulo its length) instead of at random.
+    """
+
+    def __init__(self, a: _ImageFiles, b: _ImageFiles, preprocess: Preprocess, jitter: bool, serial: bool) -> None:
+        self.a, self.b, self.preprocess, self.jitter, self.serial = a, b, preprocess, jitter, serial
+
+    def __len__(self) -> int:
+        return max(len(self.a), len(self.b))
+
+    def indices(self, index: int) -> tuple[int, int]:
+        """The A and B images of item ``index`` (before any bad file is skipped)."""
+        i = index % len(self)
+        if self.serial:
+            return i % len(self.a), i % len(self.b)
+        # Its own stream, not the jitter's: the pairing does not depend on whether items are jittered.
+        draw = torch.Generator().manual_seed(step_seed(self.a.seed, index, 1))
+        return i % len(self.a), int(torch.randint(len(self.b), (), generator=draw))
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        i, j = self.indices(index)
+        rng = self.a.rng(index) if self.jitter else None
+        items = []
+        for files, k in ((self.a, i), (self.b, j)):
+            _, image = files.load(k)
+            items.append(self.preprocess.geometry(tuple(image.shape[-2:]), rng).apply(image))
+        return items[0], items[1]
+
+
+class UnpairedImageDataModule(_FolderDataModule):
+    """An unpaired translation set in CycleGAN's layout: ``<data_dir>/trainA/``, ``trainB/``, ``testA/``, ``testB/``
+    (and optionally ``valA/``, ``valB/``; validation uses the test folders when they are absent). Batches are
+    ``(a, b)`` float32 [B, C, crop_size, crop_size] in [-1, 1], a from the source domain (A, or B with
+    ``direction="BtoA"``), b drawn from the other independently. An epoch has as many items as the larger domain;
+    its order is resumable part-way through, as every training loader of the library. ``image_shape`` is the target
+    domain's [C, H, W], ``source_shape`` the source domain's.
+
+    Args:
+        data_dir: the folder holding ``trainA/``, ``trainB/``, ...
+        direction: ``"AtoB"`` (A is the source domain) or ``"BtoA"``.
+        load_size: side the images are resized to before the random crop (286 in CycleGAN).
+        crop_size: side of the crops, the size of every item (256 in CycleGAN).
+        preprocess: pix2pix/CycleGAN's ``--preprocess``: ``"resize_and_crop"``, ``"crop"``, ``"scale_width_and_crop"``
+            or ``"none"`` (see :class:`datamodules.paired.Preprocess`).
+        jitter: random crops and mirrors on training items (off: the deterministic cut of validation).
+        flip: mirror jittered images with probability 1/2 (``--no_flip`` turns it off).
+        serial_batches: the reference's option: item i pairs A image i with B image i (modulo the size of B);
+            otherwise each item draws its B image at random (seeded, the same after a resume).
+        batch_size: pairs per batch, per process (1 in CycleGAN).
+        **kwargs: ``to_channels``, ``bad_files``, ``seed`` (of the order, the pairing and the jitter),
+            ``num_workers``, ``pin_memory``: the arguments every folder data module takes.
+    """
+
+    #: What a batch holds, for models to check that they can use it (see ``gans.base.GAN.batch_kinds``).
+    batch_kind = "unpaired"
+
+    def __init__(
+        self,
+        data_dir: str = "data/horse2zebra",
+        direction: Literal["AtoB", "BtoA"] = "AtoB",
+        load_size: int = 286,
+        crop_size: int = 256,
+        preprocess: Literal["resize_and_crop", "crop", "scale_width_and_crop", "none"] = "resize_and_crop",
+        jitter: bool = True,
+        flip: bool = True,
+        serial_batches: bool = False,
+        batch_size: int = 1,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(batch_size=batch_size, **kwargs)
+        for name, value, accepted in (("direction", direction, ("AtoB", "BtoA")), ("preprocess", preprocess, PREPROCESS)):
+            if value not in accepted:
+                raise ConfigurationError(f"{name}={value!r}; expected one of {', '.join(map(repr, accepted))}")
+        check_at_least(1, load_size=load_size, crop_size=crop_size)
+        if preprocess in ("resize_and_crop", "scale_width_and_crop") and crop_size > load_size:
+            raise ConfigurationError(f"crop_size={crop_size} must be between 1 and load_size={load_size}")
+        self.data_dir, self.direction, self.serial_batches = Path(data_dir), direction, serial_batches
+        self.preprocess = Preprocess(preprocess, load_size, crop_size, flip)
+        self.load_size, self.crop_size, self.jitter = load_size, crop_size, jitter
+        self.splits: dict[str, UnpairedImages] = {}
+        self.source_shape: tuple[int, ...] | None = None
+
+    def _domain(self, folder: Path) -> tuple[_ImageFiles, tuple[int, int, int]]:
+        """The images of one domain and the shape of its items."""
+        files, channels, sizes = self.check_files(scan_folder(folder), folder)
+        for path, (width, height) in zip(files, sizes, strict=True):
+            self.preprocess.check_size(path, (height, width))
+        seed = default_data_seed() if self.seed is None else self.seed
+        return _ImageFiles(files, channels, self.bad_files, seed), (channels, *self.preprocess.output_size(sizes[0][::-1]))
+
+    def _split(self, prefix: str, training: bool) -> UnpairedImages:
+        (a, self.source_shape), (b, self.image_shape) = (
+            self._domain(self.data_dir / f"{prefix}{d}") for d in ("AB" if self.direction == "AtoB" else "BA")
+        )
+        # Held-out items pair serially: every B image is shown, the same ones every time.
+        return UnpairedImages(a, b, self.preprocess, self.jitter and training, self.serial_batches or not training)
+
+    def _held_out(self, stage: str) -> str | None:
+        """The folders' prefix of validation (``val``, else ``test``) or test, or ``None`` when absent."""
+        names = ("val", "test") if stage == "val" else ("test",)
+        return next((n for n in names if all((self.data_dir / f"{n}{d}").is_dir() for d in "AB")), None)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_set is None:
+            self.train_set = self._split("train", training=True)
+            self.check_batch(self.train_set, self.data_dir / "trainA")
+        for name, stages in (("val", (None, "fit", "validate")), ("test", (None, "test"))):
+            if stage in stages and name not in self.splits and (prefix := self._held_out(name)) is not None:
+                self.splits[name] = self._split(prefix, training=False)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.splits["val"]) if "val" in self.splits else []
+
+    def test_dataloader(self) -> DataLoader:
+        if "test" not in self.splits:
+            raise MissingFileError(f"no test split: {self.data_dir / 'testA'} or {self.data_dir / 'testB'} does not "
+                                   "exist", "data_dir")
+        return self._loader(self.splits["test"])
+
+    def _training_files(self) -> list[Path]:
+        return [*self.train_set.a.files, *self.train_set.b.files] if self.train_set is not None else []
+
+    def skipped_files(self) -> int:
+        decoded = int(self.train_set.a.bad.sum() + self.train_set.b.bad.sum()) if self.train_set is not None else 0
+        return self._header_skips + decoded
+
+    def _data_settings(self) -> dict:
+        jitter = None
+        if self.jitter:
+            jitter = {"load_size": self.load_size, "preprocess": self.preprocess.mode, "flip": self.preprocess.flip,
+                      "seed": getattr(self.train_set.a, "seed", None) if self.train_set else None,
+                      **AUGMENTATION_SEEDING}
+        return {"direction": self.direction, "crop_size": self.crop_size, "serial_batches": self.serial_batches,
+                "jitter": jitter}
