@@ -48,6 +48,20 @@ def scan_folder(folder: Path) -> list[Path]:
     return files
 
 
+def peek_header(folder: Path) -> tuple[int, tuple[int, int]] | None:
+    """The channel count (1 or 3, as ``check_files`` counts) and (width, height) of one image under ``folder`` (the
+    first found, not decoded), or ``None`` when there is none that can be read: enough to size a model before
+    ``setup`` reads every file."""
+    if not folder.is_dir():
+        return None
+    path = next((p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()), None)
+    try:
+        mode, size = read_header(path) if path is not None else (None, None)
+    except DECODE_ERRORS:
+        return None
+    return None if mode is None else (1 if CHANNELS.get(mode, 3) == 1 else 3, size)
+
+
 def read_header(path: Path) -> tuple[str, tuple[int, int]]:
     """The PIL mode and (width, height) of an image file, from its header only."""
     with Image.open(path) as image:

@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from datamodules.base import AUGMENTATION_SEEDING
-from datamodules.folder import CHANNELS, _FolderDataModule, _ImageFiles, resize, scan_folder, to_tensor
+from datamodules.folder import CHANNELS, _FolderDataModule, _ImageFiles, peek_header, resize, scan_folder, to_tensor
 from datamodules.resumable import default_data_seed
 from gans.errors import ConfigurationError, MissingFileError, check_at_least
 
@@ -351,7 +351,7 @@ class PairedImageDataModule(_FolderDataModule):
         self.folders = {"a": folder_a, "b": folder_b, "instance": instance_folder}
         self.predict_dir = Path(predict_dir) if predict_dir is not None else None
         self.splits: dict[str, PairedImages] = {}
-        self.source_shape: tuple[int, ...] | None = None
+        self._peek()
 
     @staticmethod
     def _label_maps(source_type: str, num_classes: int | None, palette: list[list[int]] | None) -> LabelMaps | None:
@@ -392,15 +392,8 @@ class PairedImageDataModule(_FolderDataModule):
                 for c, f in zip(checked, folders, strict=True)]  # a pair whose partner cannot be read goes too
         files = [[c[0][i] for i in k] for c, k in zip(checked, keep, strict=True)]
         sizes = [[c[2][i] for i in k] for c, k in zip(checked, keep, strict=True)]
-        if self.labels is None:  # a grey A with an RGB B: both RGB (to_channels decides otherwise)
-            channels = max(c[1] for c in checked[:2])
-        else:  # the target's, whatever the label maps hold
-            channels = checked[1 if self.layout == "folders" and self.direction == "AtoB" else 0][1]
         self._check_sizes(files, sizes)
-        width, height = sizes[0][0]
-        out = self.preprocess.output_size((height, width // 2 if self.layout == "aligned" else width))
-        self.image_shape = (channels, *out)
-        self.source_shape = (self.labels.num_classes if self.labels is not None else channels, *out)
+        channels = self._set_shapes([c[1] for c in checked[:2]], sizes[0][0])
         seed = default_data_seed() if self.seed is None else self.seed
         dataset = PairedImages(
             files[0], channels, self.bad_files, seed, self.preprocess, jitter, self.direction,
@@ -409,6 +402,27 @@ class PairedImageDataModule(_FolderDataModule):
         )
         dataset.names = [p.relative_to(folders[0]).with_suffix("").as_posix() for p in files[0]]
         return dataset
+
+    def _set_shapes(self, channels: list[int], size: tuple[int, int]) -> int:
+        """Sets ``image_shape`` and ``source_shape`` from the channel counts of the A and the B files (one count for
+        aligned files) and the (width, height) of a file; returns the channels the images are read with."""
+        if self.labels is None:  # a grey A with an RGB B: both RGB (to_channels decides otherwise)
+            channels = max(channels)
+        else:  # the target's, whatever the label maps hold
+            channels = channels[1 if self.layout == "folders" and self.direction == "AtoB" else 0]
+        width, height = size
+        out = self.preprocess.output_size((height, width // 2 if self.layout == "aligned" else width))
+        self.image_shape = (channels, *out)
+        self.source_shape = (self.labels.num_classes if self.labels is not None else channels, *out)
+        return channels
+
+    def _peek(self) -> None:
+        """Sets the shapes from one file of each training folder, when they are there, so that the command line
+        sizes the model by them when it builds it (``setup`` reads every file and sets them again)."""
+        headers = [peek_header(self._folder(k, "train")) for k in ("a", "b")[: 1 if self.layout == "aligned" else 2]]
+        if all(headers):
+            channels = [self.to_channels or c for c, _ in headers]
+            self._set_shapes(channels, headers[0][1])
 
     def _check_sizes(self, files: list[list[Path]], sizes: list[list[tuple[int, int]]]) -> None:
         """Aligned files must split into two halves; the images of a pair must be of one size; a ``crop`` crop must
@@ -448,8 +462,8 @@ class PairedImageDataModule(_FolderDataModule):
         files, channels, sizes = self.check_files(scan_folder(self.predict_dir), self.predict_dir)
         for path, (width, height) in zip(files, sizes, strict=True):
             self.preprocess.check_size(path, (height, width))
-        if self.to_channels is None and self.labels is None and self.source_shape is not None:
-            channels = self.source_shape[0]  # as the model was trained (fit in this process), whatever the files hold
+        if self.to_channels is None and self.labels is None and hasattr(self, "source_shape"):
+            channels = self.source_shape[0]  # as the model takes them (the training files'), whatever these hold
         seed = default_data_seed() if self.seed is None else self.seed
         dataset = PairedImages(files, channels, self.bad_files, seed, self.preprocess, jitter=False,
                                labels=self.labels, sources_only=True)

@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from datamodules.base import AUGMENTATION_SEEDING
-from datamodules.folder import _FolderDataModule, _ImageFiles, scan_folder
+from datamodules.folder import _FolderDataModule, _ImageFiles, peek_header, scan_folder
 from datamodules.resumable import default_data_seed
 from gans.errors import ConfigurationError, MissingFileError, check_at_least
 
@@ -120,7 +120,12 @@ class SuperResolutionDataModule(_FolderDataModule):
         self.folders = {"train": train_folder, "val": val_folder, "test": test_folder}
         self.predict_dir = Path(predict_dir) if predict_dir is not None else None
         self.splits: dict[str, SuperResolutionImages] = {}
-        self.source_shape: tuple[int, ...] | None = None
+        if (header := peek_header(self.data_dir / train_folder)) is not None:  # the CLI sizes the model by them
+            self._set_shapes(self.to_channels or header[0])
+
+    def _set_shapes(self, channels: int) -> None:
+        self.image_shape = (channels, self.crop_size, self.crop_size)
+        self.source_shape = (channels, self.crop_size // self.scale, self.crop_size // self.scale)
 
     def _images(self, folder: Path, crop_size: int | None, jitter: bool) -> SuperResolutionImages:
         files, channels, sizes = self.check_files(scan_folder(folder), folder)
@@ -131,10 +136,9 @@ class SuperResolutionDataModule(_FolderDataModule):
                     "crop_size or leave the image out"
                 )
         if crop_size is not None:
-            self.image_shape = (channels, crop_size, crop_size)
-            self.source_shape = (channels, crop_size // self.scale, crop_size // self.scale)
-        elif self.to_channels is None and self.source_shape is not None:
-            channels = self.source_shape[0]  # as the model was trained (fit in this process), whatever the files hold
+            self._set_shapes(channels)
+        elif self.to_channels is None and hasattr(self, "source_shape"):
+            channels = self.source_shape[0]  # as the model takes them (the training files'), whatever these hold
         seed = default_data_seed() if self.seed is None else self.seed
         images = SuperResolutionImages(files, channels, self.bad_files, seed, crop_size, self.scale, jitter)
         images.names = [p.relative_to(folder).with_suffix("").as_posix() for p in files]

@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.base import AUGMENTATION_SEEDING
-from datamodules.folder import _FolderDataModule, _ImageFiles, scan_folder
+from datamodules.folder import _FolderDataModule, _ImageFiles, peek_header, scan_folder
 from datamodules.paired import PREPROCESS, Preprocess
 from datamodules.resumable import default_data_seed
 from gans.errors import ConfigurationError, MissingFileError, check_at_least
@@ -109,7 +109,13 @@ class UnpairedImageDataModule(_FolderDataModule):
         self.preprocess = Preprocess(preprocess, load_size, crop_size, flip)
         self.load_size, self.crop_size, self.jitter = load_size, crop_size, jitter
         self.splits: dict[str, UnpairedImages] = {}
-        self.source_shape: tuple[int, ...] | None = None
+        # One file of each domain, when they are there, so that the command line sizes the model by them when it
+        # builds it (setup reads every file and sets the shapes again).
+        headers = [peek_header(self.data_dir / f"train{d}") for d in ("AB" if direction == "AtoB" else "BA")]
+        if all(headers):
+            self.source_shape, self.image_shape = (
+                (self.to_channels or c, *self.preprocess.output_size(size[::-1])) for c, size in headers
+            )
 
     def _domain(self, folder: Path) -> tuple[_ImageFiles, tuple[int, int, int]]:
         """The images of one domain and the shape of its items."""

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from test_ddp import clean_distributed_env  # noqa: F401 (a fixture: a free port, the environment restored)
 from translation_data import PALETTE, write_aligned_pairs, write_two_folders
 
 from datamodules import PairedImageDataModule
@@ -247,3 +248,51 @@ def test_real_silhouettes_of_varying_height():
         person, outline = (a.mean(0) < 0.8).nonzero().float(), (b.mean(0) < 0).nonzero().float()
         offsets.append(abs(float(person[:, 1].mean() - outline[:, 1].mean())))
     assert max(offsets) < 5 and sum(offsets) / len(offsets) < 2.5, offsets
+
+
+def write_inputs(folder: Path, n: int) -> list[Path]:
+    """``n`` grey source images of varying size, named ``in<i>.png``."""
+    folder.mkdir(parents=True)
+    paths = []
+    for i in range(n):
+        pixels = torch.randint(0, 256, (9 + i, 11), generator=torch.Generator().manual_seed(i), dtype=torch.uint8)
+        Image.fromarray(pixels.numpy()).save(folder / f"in{i}.png")
+        paths.append(folder / f"in{i}.png")
+    return paths
+
+
+def translated(model, source: torch.Tensor) -> np.ndarray:
+    """The pixels a PNG of ``model``'s translation of ``source`` [1, 8, 8] holds, [8, 8] uint8."""
+    from callbacks.samples import to_uint8
+
+    with torch.no_grad():
+        return to_uint8((model.generator(source[None])[0] + 1) / 2)[0].numpy()
+
+
+@pytest.mark.usefixtures("clean_distributed_env")
+@pytest.mark.parametrize("devices", [1, 2], ids=["one_process", "two_processes"])
+def test_predict_writes_one_image_per_input_under_its_name(tmp_path, devices):
+    from conftest import quiet_trainer
+    from lightning.pytorch.strategies import DDPStrategy
+    from testdoubles import TinyTranslation
+
+    from callbacks import PredictionWriter
+
+    write_aligned_pairs(tmp_path / "pairs", n_train=2, n_val=0, suffix=".png")
+    write_inputs(tmp_path / "inputs", 5)
+    dm = PairedImageDataModule(data_dir=str(tmp_path / "pairs"), predict_dir=str(tmp_path / "inputs"), load_size=8,
+                               crop_size=8, to_channels=1, batch_size=2)
+    torch.manual_seed(0)
+    model = TinyTranslation()
+    out = tmp_path / "out"
+    options = {}
+    if devices == 2:  # each process writes the files of its share of the inputs
+        options = {"devices": 2, "strategy": DDPStrategy(start_method="spawn")}
+    trainer = quiet_trainer(tmp_path, callbacks=[PredictionWriter(output_dir=str(out), grid_size=0)], **options)
+    trainer.predict(model, datamodule=dm, return_predictions=devices == 1)
+    assert sorted(p.name for p in out.glob("*.png")) == [f"in{i}.png" for i in range(5)]
+    dm.setup("predict")
+    for i in range(5):
+        source = dm.splits["predict"][i][0]  # resized to 8 x 8, as validation
+        np.testing.assert_array_equal(np.asarray(Image.open(out / f"in{i}.png").convert("L")), translated(model, source))
+    assert len(list(out.glob("predictions_rank*.pt"))) == devices
