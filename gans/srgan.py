@@ -75,12 +75,16 @@ class SRGAN(Translation):
         g_optimizer: generator optimizer (Adam 1e-4, betas (0.9, 0.999), in both stages).
         d_optimizer: discriminator optimizer (the same). The paper's drop to 1e-5 for the second half of the
             adversarial stage is a ``MultiStepLR`` scheduler in ``configs/srgan_div2k.yaml``.
+        latent_dim: 0, the only value a translation model takes (it has no z); in the signature so that the command
+            line, which reads the base's arguments through ``**kwargs``, does not fill in the base's default of 100.
+        pack: 1, the only value a translation model takes (images are judged one by one); likewise.
         **kwargs: the rest of :class:`gans.translation.Translation`'s and :class:`gans.base.GAN`'s arguments
             (``num_fixed``, ``loss`` (``non_saturating``), ``n_critic`` (1), schedulers, ...).
 
     Raises:
         ConfigurationError: an unknown content loss, a negative weight or stage length, a scale that is not a power
-            of two or does not divide ``image_size``, or ``y_metrics`` on images too small for the border crop.
+            of two or does not divide ``image_size``, ``y_metrics`` on images too small for the border crop, or
+            ``latent_dim`` other than 0 or ``pack`` other than 1.
     """
 
     def __init__(
@@ -98,6 +102,8 @@ class SRGAN(Translation):
         discriminator: ImageDiscriminator = SRGAN_DISCRIMINATOR,
         g_optimizer: OptimizerCallable = SRGAN_ADAM,
         d_optimizer: OptimizerCallable = SRGAN_ADAM,
+        latent_dim: int = 0,
+        pack: int = 1,
         **kwargs: Any,
     ) -> None:
         if content_loss not in ("mse", *VGG_LAYERS):
@@ -114,7 +120,7 @@ class SRGAN(Translation):
                 f"image_size={image_size}"
             )
         super().__init__(channels=channels, source_channels=source_channels, image_size=image_size,
-                         g_optimizer=g_optimizer, d_optimizer=d_optimizer, **kwargs)
+                         g_optimizer=g_optimizer, d_optimizer=d_optimizer, latent_dim=latent_dim, pack=pack, **kwargs)
         self.scale, self.content_loss, self.adversarial_weight = scale, content_loss, adversarial_weight
         self.pretrain_steps, self.y_metrics = pretrain_steps, y_metrics
         self.generator = self.build_network(

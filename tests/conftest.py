@@ -188,7 +188,11 @@ def tiny_kwargs(cls: type, **overrides) -> dict:
         # The variants' own signatures: GAN's latent_dim is no size of a model without z (Translation refuses it).
         if isinstance(c, type) and issubclass(c, GAN) and c is not GAN:
             params.update(inspect.signature(c.__init__).parameters)
-    kwargs = {name: value for name, value in {**TINY_SIZES, **TINY_STAGES}.items() if name in params}
+    # A size whose default is 0 is off for good (a translation model's latent_dim, in its signature for the CLI).
+    kwargs = {
+        name: value for name, value in {**TINY_SIZES, **TINY_STAGES}.items()
+        if name in params and params[name].default != 0
+    }
     for name, param in params.items():
         default = param.default
         if isinstance(default, dict) and "class_path" in default and name in ("generator", "discriminator"):
