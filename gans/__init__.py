@@ -16,6 +16,7 @@ from gans.pix2pix import Pix2Pix
 from gans.progan import ProGAN
 from gans.sngan import SNGAN
 from gans.spade import GauGAN
+from gans.srgan import SRGAN
 from gans.unrolled import UnrolledGAN
 from gans.wgan import WGAN
 from gans.wgan_gp import WGANGP
@@ -29,6 +30,7 @@ __all__ = [
     "MLPGAN",
     "MSGGAN",
     "SNGAN",
+    "SRGAN",
     "WGAN",
     "WGANGP",
     "CycleGAN",

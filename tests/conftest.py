@@ -146,6 +146,8 @@ MLP_TINY = {"latent_dim": 8, "data_shape": (1, 8, 8), "generator": {"init_args":
 #: Tiny values by argument name, for the variants found automatically: the model's sizes, then its networks'.
 TINY_SIZES = {"latent_dim": 8, "channels": 1, "source_channels": 1, "image_size": 8, "data_shape": (1, 8, 8)}
 TINY_NET_ARGS = {"features": 4, "hidden": (16,), "embedding": 8, "fmap_max": 8, "n_layers": 1}
+#: Stages that come before the adversarial phases (SRGAN's pre-training), off: the registry counts D and G steps.
+TINY_STAGES = {"pretrain_steps": 0}
 
 
 def variant_classes() -> list[type]:
@@ -189,7 +191,8 @@ def tiny_kwargs(cls: type, **overrides) -> dict:
     from gans.translation import Translation
 
     fixed = {"latent_dim"} if issubclass(cls, Translation) else set()  # a translation model has no z (refuses one)
-    kwargs = {name: value for name, value in TINY_SIZES.items() if name in params and name not in fixed}
+    kwargs = {name: value for name, value in {**TINY_SIZES, **TINY_STAGES}.items()
+              if name in params and name not in fixed}
     for name, param in params.items():
         default = param.default
         if isinstance(default, dict) and "class_path" in default and name in ("generator", "discriminator"):
