@@ -13,6 +13,7 @@ from gans.msggan import MSGGAN
 from gans.outputs import GeneratorOutput
 from gans.phases import Phase
 from gans.pix2pix import Pix2Pix
+from gans.pix2pixhd import Pix2PixHD
 from gans.progan import ProGAN
 from gans.sngan import SNGAN
 from gans.spade import GauGAN
@@ -39,6 +40,7 @@ __all__ = [
     "GeneratorOutput",
     "Phase",
     "Pix2Pix",
+    "Pix2PixHD",
     "ProGAN",
     "UnrolledGAN",
     "load_gan",

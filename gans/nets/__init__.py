@@ -38,6 +38,7 @@ from gans.nets.layers import MinibatchDiscrimination, MinibatchStdDev, pack
 from gans.nets.mlp import Maxout, MLPAutoencoder, MLPDiscriminator, MLPGenerator
 from gans.nets.msggan import MSGDiscriminator, MSGGenerator, ScaleCombine
 from gans.nets.patchgan import MultiscaleDiscriminator, PatchDiscriminator
+from gans.nets.pix2pixhd import GlobalGenerator, LocalEnhancer
 from gans.nets.progan import ProGANDiscriminator, ProGANGenerator
 from gans.nets.resnet import ResNetDiscriminator, ResNetGenerator
 from gans.nets.spade import SPADE, SPADEGenerator, SPADEResnetBlock
@@ -63,10 +64,12 @@ __all__ = [
     "DCGANGenerator",
     "EqualizedConv2d",
     "EqualizedLinear",
+    "GlobalGenerator",
     "ImageDiscriminator",
     "ImageGenerator",
     "LaplacianDiscriminator",
     "LaplacianGenerator",
+    "LocalEnhancer",
     "MLPAutoencoder",
     "MLPDiscriminator",
     "MLPGenerator",
