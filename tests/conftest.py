@@ -146,8 +146,9 @@ MLP_TINY = {"latent_dim": 8, "data_shape": (1, 8, 8), "generator": {"init_args":
 #: Tiny values by argument name, for the variants found automatically: the model's sizes, then its networks'.
 TINY_SIZES = {"latent_dim": 8, "channels": 1, "source_channels": 1, "image_size": 8, "data_shape": (1, 8, 8)}
 TINY_NET_ARGS = {"features": 4, "hidden": (16,), "embedding": 8, "fmap_max": 8, "n_layers": 1}
-#: Stages that come before the adversarial phases (SRGAN's pre-training), off: the registry counts D and G steps.
-TINY_STAGES = {"pretrain_steps": 0}
+#: Off for the registry: stages that come before the adversarial phases (SRGAN's pre-training; the registry counts D
+#: and G steps), and the VGG perceptual terms (no pretrained weights offline, and VGG19 needs inputs of 16 pixels).
+TINY_STAGES = {"pretrain_steps": 0, "lambda_vgg": 0.0}
 
 
 def variant_classes() -> list[type]:
@@ -238,9 +239,9 @@ def inputs_for(model, n: int, generator=None) -> dict:
 
 
 def tiny_pairs(model, batch_size: int = 8):
-    """A data module of random (source, target) pairs shaped for a tiny translation model: 16 training pairs, 16 for
-    validation and test, in a fixed order (the exact-resume tests need the same batches; a plain DataLoader cannot
-    resume mid-epoch, so an epoch is 2 batches of 8 and the resume after 2 iterations starts a new one)."""
+    """A data module of random (source, target) pairs shaped for a tiny translation model: 32 training pairs, 16 for
+    validation and test, in a fixed order, resumable mid-epoch as every data module of the library (the exact-resume
+    tests stop after 2 of the 4 batches of an epoch)."""
     import lightning as L
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -251,7 +252,7 @@ def tiny_pairs(model, batch_size: int = 8):
         target = torch.rand(n, model.channels, model.image_size, model.image_size, generator=rng) * 2 - 1
         return TensorDataset(source, target)
 
-    train, held = pairs(16), pairs(16)
+    train, held = pairs(32), pairs(16)
 
     class Pairs(L.LightningDataModule):
         batch_kind = model.batch_kinds[0]
