@@ -146,6 +146,9 @@ MLP_TINY = {"latent_dim": 8, "data_shape": (1, 8, 8), "generator": {"init_args":
 #: Tiny values by argument name, for the variants found automatically: the model's sizes, then its networks'.
 TINY_SIZES = {"latent_dim": 8, "channels": 1, "source_channels": 1, "image_size": 8, "data_shape": (1, 8, 8)}
 TINY_NET_ARGS = {"features": 4, "hidden": (16,), "embedding": 8, "fmap_max": 8, "n_layers": 1}
+#: Off for the registry: stages that come before the adversarial phases (SRGAN's pre-training; the registry counts D
+#: and G steps), and the VGG perceptual terms (no pretrained weights offline, and VGG19 needs inputs of 16 pixels).
+TINY_STAGES = {"pretrain_steps": 0, "lambda_vgg": 0.0}
 
 
 def variant_classes() -> list[type]:
@@ -183,11 +186,14 @@ def tiny_kwargs(cls: type, **overrides) -> dict:
 
     params = {}
     for c in reversed(cls.__mro__):
-        # The variants' own signatures: GAN's latent_dim is no size of a model without z (Translation refuses it).
+        # The variants' own signatures: GAN's latent_dim is no size of a translation model (Translation refuses it).
         if isinstance(c, type) and issubclass(c, GAN) and c is not GAN:
             params.update(inspect.signature(c.__init__).parameters)
-    # A size whose default is 0 is absent from the model (a translation model's latent_dim): it stays 0.
-    kwargs = {name: value for name, value in TINY_SIZES.items() if name in params and params[name].default != 0}
+    from gans.translation import Translation
+
+    fixed = {"latent_dim"} if issubclass(cls, Translation) else set()  # a translation model has no z (refuses one)
+    kwargs = {name: value for name, value in {**TINY_SIZES, **TINY_STAGES}.items()
+              if name in params and name not in fixed}
     for name, param in params.items():
         default = param.default
         if isinstance(default, dict) and "class_path" in default and name in ("generator", "discriminator"):
@@ -234,7 +240,8 @@ def inputs_for(model, n: int, generator=None) -> dict:
 
 def tiny_pairs(model, batch_size: int = 8):
     """A data module of random (source, target) pairs shaped for a tiny translation model: 32 training pairs, 16 for
-    validation and test, in a fixed order (the exact-resume tests need the same batches)."""
+    validation and test, in a fixed order, resumable mid-epoch as every data module of the library (the exact-resume
+    tests stop after 2 of the 4 batches of an epoch)."""
     import lightning as L
     from torch.utils.data import DataLoader, TensorDataset
 

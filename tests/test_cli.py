@@ -39,6 +39,7 @@ PAPERS = {
     "gan_ring": (ADAM, 1e-3, (0.5, 0.999), 1),
     "msggan_fashion_mnist": (ADAM, 3e-3, (0.0, 0.99), 1),
     "lapgan_fashion_mnist": (SGD, 0.02, None, 1),
+    "srgan_div2k": (ADAM, 1e-4, (0.9, 0.999), 1),
 }
 TINY_ARGS = [  # the model's image size follows --data.init_args.image_size
     "--model.init_args.generator.init_args.features=4", "--model.init_args.discriminator.init_args.features=4",
