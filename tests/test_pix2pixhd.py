@@ -246,7 +246,7 @@ def test_generator_loss_is_the_references():
 
 
 def test_vgg_loss_joins_the_generator_loss():
-    model = tiny_model()
+    model = tiny_model(lambda_vgg=10.0)  # the registry's tiny models have it off
     # A stand-in for VGG19 (whose 140M parameters take seconds to build): the wiring, not the features.
     model.vgg = lambda fake, real: (fake - real).square().mean()
     real, source = torch.rand(1, 1, 8, 8) * 2 - 1, model.random_source(1)
@@ -257,11 +257,11 @@ def test_vgg_loss_joins_the_generator_loss():
 
 
 def test_vgg_weights_off_missing_or_given(tmp_path):
-    assert tiny_model().vgg is None and tiny_model(vgg_weights="x.pth", lambda_vgg=0).vgg is None
-    model = tiny_model(vgg_weights=str(tmp_path / "vgg19.pth"))
+    assert tiny_model(lambda_vgg=10.0).vgg is None and tiny_model(vgg_weights="x.pth", lambda_vgg=0).vgg is None
+    model = tiny_model(vgg_weights=str(tmp_path / "vgg19.pth"), lambda_vgg=10.0)
     with pytest.raises(MissingFileError, match=r"^vgg_weights='.*vgg19.pth' does not exist"):
         quiet_trainer(tmp_path, fast_dev_run=1).fit(model, tiny_pairs(model))
-    model = tiny_model()
+    model = tiny_model(lambda_vgg=10.0)
     with pytest.warns(UserWarning, match=r"the VGG perceptual loss is off \(vgg_weights=None\)"):
         quiet_trainer(tmp_path, fast_dev_run=1).fit(model, tiny_pairs(model))
 
