@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
+from torch.utils.data import default_collate
 
 from gans.errors import ConfigurationError, MissingFileError
 from gans.loading import load_gan
@@ -294,6 +295,18 @@ class Pix2PixHD(Translation):
         if self.instance_maps:
             planes.append(instance_edges(torch.randint(2, size, generator=generator)))
         return torch.cat(planes, dim=1).to(self.device)
+
+    def sample_inputs(self, n: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """As :meth:`gans.translation.Translation.sample_inputs`; with ``instance_maps``, sources drawn from the
+        training set carry the boundary maps of their items' instance maps (the base takes the sources alone)."""
+        if not self.instance_maps or n <= len(self.fixed) or self.attached_trainer is None:
+            return super().sample_inputs(n, generator)
+        datamodule = self.attached_trainer.datamodule
+        datamodule.setup("fit")
+        dataset = datamodule.train_dataloader().dataset
+        order = torch.randint(len(dataset), (n,), generator=generator).tolist()
+        source = self.source_of(default_collate([dataset[i] for i in order]))
+        return {"z": self.sample_z(n), "source": source.to(self.device)}
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         """The translations of a batch of sources ((source, empty) items of a folder of sources, or (source,

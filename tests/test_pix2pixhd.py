@@ -282,6 +282,10 @@ def test_fast_dev_run_on_label_maps_with_instances(label_map_pairs, tmp_path):
     assert model.fixed.source.shape == (2, 2, 8, 8)
     grid, per_row = model.sample_grid({"source": model.fixed.source}, model.sample(source=model.fixed.source), 2)
     assert grid.shape == (6, 3, 8, 8) and per_row == 3
+    # More sources than are kept (the metrics' sets): drawn from the training items, with their boundary maps.
+    drawn = model.sample_inputs(5, torch.Generator().manual_seed(0))["source"]
+    assert drawn.shape == (5, 2, 8, 8) and set(drawn[:, 1].unique().tolist()) <= {0.0, 1.0}
+    assert model.sample(source=drawn).shape == (5, 3, 8, 8)
     batch = next(iter(data.val_dataloader()))
     assert model.predict_step(batch, 0).shape == (2, 3, 8, 8)
     with pytest.raises(ConfigurationError, match="instance_maps=True: the batches hold no instance maps"):
