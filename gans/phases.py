@@ -9,8 +9,7 @@ interval), with the classic GAN schedules as instances:
 - lazy regularisation (Karras et al. 2020): ``D_reg`` (R1/R2 alone) every c-th discriminator step and ``G_reg`` (path
   length) every c-th iteration, each with its own optimizer step, the network's optimizer corrected by
   lr * c/(c+1) and beta ** (c/(c+1)) because it takes (c+1)/c steps per main step;
-- extra networks (InfoGAN's Q head, CycleGAN's two pairs): more phases over other optimizers.
-
+- extra networks (InfoGAN's Q head, CycleGAN's two pairs): more phases over other optimizers;
 - stages: a phase runs only inside its window of iterations (``start``, ``end``), e.g. SRGAN's MSE pre-training of G
   alone for the first N iterations, then the adversarial phases.
 

@@ -195,6 +195,7 @@ class SRGAN(Translation):
         pixels cut from each border (the paper's measure) as ``psnr_y`` and ``ssim_y``."""
         terms = super().evaluation_terms(real, **cond)
         if self.y_metrics:
+            # Sampled again (the base keeps its translations to itself): in eval mode SRResNet is deterministic.
             crop = (..., slice(self.scale, -self.scale), slice(self.scale, -self.scale))
             fake_y, real_y = luma(to_unit(self.sample(**cond)))[crop], luma(to_unit(real))[crop]
             terms["psnr_y"] = peak_signal_noise_ratio(fake_y, real_y, data_range=1.0)

@@ -1,6 +1,8 @@
 """SRGAN (Ledig et al. 2017): the SRResNet generator and its sub-pixel upsampling, the discriminator, the content
 losses, the MSE pre-training stage before the adversarial one, and resuming across the switch."""
 
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
@@ -17,6 +19,17 @@ from gans.errors import ConfigurationError
 from gans.nets import SRDiscriminator, SRResNet
 from gans.nets.srgan import SubPixelBlock
 from gans.srgan import luma
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny networks gain nothing from intra-op threads, whose spin-waits slow them down on a busy machine (see
+    tests/test_variants.py)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 TINY_NETS = {
     "generator": {"init_args": {"features": 4, "n_blocks": 2}},
@@ -271,3 +284,30 @@ def test_a_data_module_of_another_scale_is_refused(tmp_path):
     model = tiny_srgan()
     with pytest.raises(ConfigurationError, match="scale=4: the data module makes 8-pixel sources of 16-pixel images"):
         quiet_trainer(tmp_path, max_steps=1).fit(model, SRPairs(scale=2))
+
+
+def test_the_cpu_config_trains_on_a_folder_and_upscales_a_folder_of_inputs(hr_images, tmp_path):
+    """configs/srgan_silhouettes.yaml end to end on DIV2K-layout files: the model sized from the crops, both stages,
+    the paper's measures on validation, then predict writes each input's upscaling under its name, 4x its size."""
+    from PIL import Image
+
+    from gans.cli import main
+
+    config = [
+        "--config", str(Path(__file__).parents[1] / "configs/srgan_silhouettes.yaml"), f"--data.init_args.data_dir={hr_images}",
+        "--data.init_args.train_folder=DIV2K_train_HR", "--data.init_args.val_folder=DIV2K_valid_HR",
+        "--data.init_args.crop_size=16", "--data.init_args.batch_size=2", "--metrics=false",
+        "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}",
+    ]
+    cli = main(["fit", *config, "--trainer.max_steps=2", "--model.init_args.pretrain_steps=1",
+                "--trainer.val_check_interval=2"])
+    assert (cli.model.image_size, cli.model.source_channels, cli.trainer.global_step) == (16, 3, 2)
+    assert [p.name for p in cli.model.schedule.phases] == ["G_pre", "D", "G"]
+    assert {"val/psnr_y", "val/ssim_y", "train/content", "train/d_loss"} <= set(cli.trainer.callback_metrics)
+    inputs = tmp_path / "lr"
+    inputs.mkdir()
+    Image.new("RGB", (7, 5), (200, 30, 90)).save(inputs / "small.png")
+    cli = main(["predict", *config, f"--data.init_args.predict_dir={inputs}",
+                f"--ckpt_path={next(tmp_path.rglob('last.ckpt'))}"])
+    (written,) = Path(cli.trainer.log_dir).rglob("small.png")
+    assert Image.open(written).size == (28, 20)
