@@ -130,9 +130,10 @@ class Pix2PixHD(Translation):
             ``features`` 64, ``n_layers`` 3, instance norm, padding 2).
         lambda_feat: weight of the discriminator feature-matching loss (10); 0 is off.
         lambda_vgg: weight of the VGG perceptual loss (10); 0 is off.
-        vgg_weights: VGG19's weights for the perceptual loss: ``"imagenet"`` (torchvision's, downloaded once into
-            torch's hub cache) or a path to a saved state dict; ``None`` leaves the perceptual loss off (the run says
-            so when it starts). Weights that cannot be found stop the run when it starts, with what to do.
+        vgg_weights: VGG19's weights for the perceptual loss (:class:`gans.perceptual.VGGFeatures`): ``"imagenet"``
+            (torchvision's, downloaded once into torch's hub cache), a path to a saved state dict, or ``None`` for
+            random weights (tests only). Loaded when fitting starts: weights that cannot be found stop the run then,
+            with what to do; ``lambda_vgg=0`` needs none.
         stage: ``"global"`` trains the generator whole (the global generator, on images of half the final side);
             ``"local"`` trains a local enhancer whose G1 comes from ``global_checkpoint``.
         global_checkpoint: with ``stage="local"``: the global stage's checkpoint (``.ckpt``) or exported generator
@@ -167,7 +168,7 @@ class Pix2PixHD(Translation):
         discriminator: ImageDiscriminator = MULTISCALE_DISCRIMINATOR,
         lambda_feat: float = 10.0,
         lambda_vgg: float = 10.0,
-        vgg_weights: str | None = None,
+        vgg_weights: str | None = "imagenet",
         stage: Literal["global", "local"] = "global",
         global_checkpoint: str | None = None,
         fix_global_epochs: int = 0,
@@ -215,7 +216,7 @@ class Pix2PixHD(Translation):
                 "generator: {class_path: gans.nets.LocalEnhancer}", "stage",
             )
         # A plain object, not a submodule: VGG19's 80 MB stay out of checkpoints (gans.perceptual).
-        self.vgg = VGGLoss.pix2pixhd(vgg_weights) if vgg_weights is not None and lambda_vgg > 0 else None
+        self.vgg = VGGLoss.pix2pixhd(vgg_weights) if lambda_vgg > 0 else None
         self.g_gain = _REFERENCE_G_GAIN.get(loss, 1.0)
 
     # ----------------------------------------------------------------------------------------------------------
@@ -392,12 +393,6 @@ class Pix2PixHD(Translation):
             return
         if self.vgg is not None:
             self.vgg.build()  # missing weights stop the run now, not at the first generator step
-        elif self.lambda_vgg > 0:
-            rank_zero_warn(
-                f"Pix2PixHD: the VGG perceptual loss is off (vgg_weights=None), which the paper uses: give vgg_weights "
-                f"('imagenet' for torchvision's, or a path to a saved VGG19 state dict) to add lambda_vgg="
-                f"{self.lambda_vgg} times it, or set lambda_vgg=0 to silence this"
-            )
 
     def on_fit_start(self) -> None:
         super().on_fit_start()

@@ -257,12 +257,12 @@ def test_vgg_loss_joins_the_generator_loss():
 
 
 def test_vgg_weights_off_missing_or_given(tmp_path):
-    assert tiny_model(lambda_vgg=10.0).vgg is None and tiny_model(vgg_weights="x.pth", lambda_vgg=0).vgg is None
+    # On by default with torchvision's weights, loaded lazily (building the model or loading it to sample needs none).
+    default = tiny_model(lambda_vgg=10.0)
+    assert default.vgg is not None and default.vgg.weights == "imagenet" and default.vgg.network is None
+    assert tiny_model(vgg_weights="x.pth", lambda_vgg=0).vgg is None
     model = tiny_model(vgg_weights=str(tmp_path / "vgg19.pth"), lambda_vgg=10.0)
     with pytest.raises(MissingFileError, match=r"^vgg_weights='.*vgg19.pth' does not exist"):
-        quiet_trainer(tmp_path, fast_dev_run=1).fit(model, tiny_pairs(model))
-    model = tiny_model(lambda_vgg=10.0)
-    with pytest.warns(UserWarning, match=r"the VGG perceptual loss is off \(vgg_weights=None\)"):
         quiet_trainer(tmp_path, fast_dev_run=1).fit(model, tiny_pairs(model))
 
 
