@@ -206,7 +206,8 @@ class CycleGAN(Translation):
 
     def sample_grid(self, inputs: dict[str, Tensor], images: Tensor, nrow: int) -> tuple[Tensor, int]:
         """Rows of both cycles, a | G(a) | F(G(a)) | b | F(b) | G(F(b)), as images in [-1, 1], and the images per
-        row; the B half only for the kept sources (whose b is known)."""
+        row; the B half only for the kept sources (whose b is known). G(a) are the ``images`` given (the EMA's or the
+        trained generator's), G(F(b)) the generator's that ``sample`` uses."""
         source = inputs["source"].to(images.device)
         columns = [source, images, self.translate(images, "BtoA")]
         kept = self.fixed.source
