@@ -64,8 +64,8 @@ class CycleGAN(Translation):
         **kwargs: the rest of :class:`gans.translation.Translation`'s arguments (``channels``, ``source_channels``,
             ``image_size``; ``g_optimizer``, the optimizer of both generators, and ``d_optimizer``, of both
             discriminators, by default the paper's Adam(2e-4, betas (0.5, 0.999)); the schedulers: the paper's linear
-            decay is ``gans.optim.LinearDecay``); the schedule is one step of
-            each pair per batch, so ``n_critic`` and the R1/R2 penalties are not taken.
+            decay is ``gans.optim.LinearDecay``); the schedule is one step of each pair per batch, so ``n_critic`` and
+            the R1/R2 penalties are not taken.
 
     Raises:
         ConfigurationError: a negative weight or pool size, an identity loss between domains of different channel
@@ -95,8 +95,9 @@ class CycleGAN(Translation):
                     "step of both generators then one of both discriminators per batch)"
                 )
         super().__init__(loss="least_squares", latent_dim=latent_dim, **kwargs)
-        if lambda_cycle < 0 or lambda_identity < 0:
-            raise ConfigurationError(f"lambda_cycle={lambda_cycle} and lambda_identity={lambda_identity} must be >= 0")
+        for name, value in (("lambda_cycle", lambda_cycle), ("lambda_identity", lambda_identity)):
+            if value < 0:
+                raise ConfigurationError(f"{name}={value} is invalid; expected a weight >= 0")
         if lambda_identity > 0 and self.source_channels != self.channels:
             raise ConfigurationError(
                 f"lambda_identity={lambda_identity}: the identity loss feeds each generator images of its own output "

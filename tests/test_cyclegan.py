@@ -228,7 +228,8 @@ def test_identity_terms_weigh_half_lambda():
 
 @pytest.mark.parametrize("kwargs,name", [
     ({"loss": "hinge"}, "loss"), ({"n_critic": 5}, "n_critic"), ({"r1_gamma": 1.0}, "r1_gamma"),
-    ({"lambda_cycle": -1.0}, "lambda_cycle"), ({"pool_size": -1}, "pool_size"),
+    ({"lambda_cycle": -1.0}, "lambda_cycle"), ({"lambda_identity": -0.5}, "lambda_identity"),
+    ({"pool_size": -1}, "pool_size"),
     ({"source_channels": 1}, "lambda_identity"), ({"predict_direction": "AtoA"}, "predict_direction"),
 ])
 def test_refuses_what_it_does_not_take(kwargs, name):
