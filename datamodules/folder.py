@@ -94,7 +94,7 @@ def center_crop_resize(image: Tensor, size: int) -> Tensor:
     return resize(image[:, top : top + side, left : left + side], (size, size))
 
 
-class _ImageFiles(Dataset):
+class ImageFiles(Dataset):
     """Files decoded on access; a file that fails is skipped (the next good one stands in) or raises. ``index`` may
     exceed the length (an epoch-tagged index from the training sampler): it then also seeds the item's augmentation,
     so that the same epoch and position give the same crop and flip after a resume."""
@@ -137,7 +137,7 @@ class _ImageFiles(Dataset):
         return torch.Generator().manual_seed(step_seed(self.seed, index))
 
 
-class ImageFolder(_ImageFiles):
+class ImageFolder(ImageFiles):
     """Items are images float32 [channels, size, size] in [-1, 1]: the centred square, resized; with ``flip``,
     mirrored with probability 1/2."""
 
@@ -158,7 +158,7 @@ class ImageFolder(_ImageFiles):
         return i, image
 
 
-class _FolderDataModule(ImageDataModule):
+class FolderDataModule(ImageDataModule):
     """What the folder data modules share: header checks and bad-file accounting.
 
     Args:
@@ -184,7 +184,7 @@ class _FolderDataModule(ImageDataModule):
                 f"to_channels={to_channels}; expected 1 (grey), 3 (RGB) or None (as the files are)"
             )
         self.to_channels, self.bad_files, self.seed = to_channels, bad_files, seed
-        self.train_set: _ImageFiles | None = None
+        self.train_set: ImageFiles | None = None
         self._header_skips = 0  # files whose header could not be read at setup (bad_files="skip")
         self._logged_skips = 0
 
@@ -254,7 +254,7 @@ class _FolderDataModule(ImageDataModule):
         return batch
 
 
-class ImageFolderDataModule(_FolderDataModule):
+class ImageFolderDataModule(FolderDataModule):
     """Every image under ``data_dir`` (recursively), for unconditional GANs: batches of images float32
     [B, channels, image_size, image_size] in [-1, 1], the centred square of each file resized. All images train;
     ``val_fraction`` holds a seeded share out for validation.

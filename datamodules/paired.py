@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from datamodules.base import AUGMENTATION_SEEDING
-from datamodules.folder import CHANNELS, _FolderDataModule, _ImageFiles, peek_header, resize, scan_folder, to_tensor
+from datamodules.folder import CHANNELS, FolderDataModule, ImageFiles, peek_header, resize, scan_folder, to_tensor
 from datamodules.resumable import default_data_seed
 from gans.errors import ConfigurationError, MissingFileError, check_at_least
 
@@ -169,7 +169,7 @@ def read_map(image: Image.Image) -> Tensor:
                             .astype(np.int64))[None]
 
 
-class PairedImages(_ImageFiles):
+class PairedImages(ImageFiles):
     """Paired items: ``(source, target)``, or ``(source, target, instance)`` with instance maps; ``(source, empty)``
     for a folder of sources alone (predict: the target is an empty tensor [0], as no target exists).
 
@@ -264,7 +264,7 @@ def match_by_name(folders: Sequence[Path]) -> list[list[Path]]:
     return [[files[name] for name in names] for files in named]
 
 
-class PairedImageDataModule(_FolderDataModule):
+class PairedImageDataModule(FolderDataModule):
     """A paired translation set, batches ``(source, target)`` (``(source, target, instance)`` with
     ``instance_folder``), A -> B or B -> A.
 

@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from datamodules.base import AUGMENTATION_SEEDING
-from datamodules.folder import _FolderDataModule, _ImageFiles, peek_header, scan_folder
+from datamodules.folder import FolderDataModule, ImageFiles, peek_header, scan_folder
 from datamodules.resumable import default_data_seed
 from gans.errors import ConfigurationError, MissingFileError, check_at_least
 
@@ -33,7 +33,7 @@ def downsample(hr: Tensor, scale: int) -> Tensor:
     return lr if hr.dim() == 4 else lr[0]
 
 
-class SuperResolutionImages(_ImageFiles):
+class SuperResolutionImages(ImageFiles):
     """Items ``(lr, hr)``: a ``crop_size`` square of a high-resolution image (float32 [C, crop, crop] in [-1, 1]) and
     its downsample by ``scale``. Training crops are placed at random and mirrored horizontally and vertically with
     probability 1/2 each (seeded by the epoch-tagged index); held-out crops are centred. With ``crop_size=None``
@@ -73,7 +73,7 @@ class SuperResolutionImages(_ImageFiles):
         return downsample(hr, self.scale), hr
 
 
-class SuperResolutionDataModule(_FolderDataModule):
+class SuperResolutionDataModule(FolderDataModule):
     """Super-resolution pairs from folders of high-resolution images (any images: DIV2K's ``DIV2K_train_HR/`` and
     ``DIV2K_valid_HR/``, or ``train/`` and ``val/``, or a photo collection): batches ``(lr, hr)``, ``hr`` a
     ``crop_size`` crop float32 [B, C, crop_size, crop_size] in [-1, 1], ``lr`` its bicubic downsample by ``scale``
@@ -120,7 +120,8 @@ class SuperResolutionDataModule(_FolderDataModule):
         self.folders = {"train": train_folder, "val": val_folder, "test": test_folder}
         self.predict_dir = Path(predict_dir) if predict_dir is not None else None
         self.splits: dict[str, SuperResolutionImages] = {}
-        if (header := peek_header(self.data_dir / train_folder)) is not None:  # the CLI sizes the model by them
+        # The CLI sizes the model by them: known from to_channels, or else the training files' first header.
+        if self.to_channels or (header := peek_header(self.data_dir / train_folder)) is not None:
             self._set_shapes(self.to_channels or header[0])
 
     def _set_shapes(self, channels: int) -> None:

@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.base import AUGMENTATION_SEEDING
-from datamodules.folder import _FolderDataModule, _ImageFiles, peek_header, scan_folder
+from datamodules.folder import FolderDataModule, ImageFiles, peek_header, scan_folder
 from datamodules.paired import PREPROCESS, Preprocess
 from datamodules.resumable import default_data_seed
 from gans.errors import ConfigurationError, MissingFileError, check_at_least
@@ -33,7 +33,7 @@ class UnpairedImages(Dataset):
         serial: B at A's index (modulo its length) instead of at random.
     """
 
-    def __init__(self, a: _ImageFiles, b: _ImageFiles, preprocess: Preprocess, jitter: bool, serial: bool) -> None:
+    def __init__(self, a: ImageFiles, b: ImageFiles, preprocess: Preprocess, jitter: bool, serial: bool) -> None:
         self.a, self.b, self.preprocess, self.jitter, self.serial = a, b, preprocess, jitter, serial
 
     def __len__(self) -> int:
@@ -58,7 +58,7 @@ class UnpairedImages(Dataset):
         return items[0], items[1]
 
 
-class UnpairedImageDataModule(_FolderDataModule):
+class UnpairedImageDataModule(FolderDataModule):
     """An unpaired translation set in CycleGAN's layout: ``<data_dir>/trainA/``, ``trainB/``, ``testA/``, ``testB/``
     (and optionally ``valA/``, ``valB/``; validation uses the test folders when they are absent). Batches are
     ``(a, b)`` float32 [B, C, crop_size, crop_size] in [-1, 1], a from the source domain (A, or B with
@@ -117,13 +117,13 @@ class UnpairedImageDataModule(_FolderDataModule):
                 (self.to_channels or c, *self.preprocess.output_size(size[::-1])) for c, size in headers
             )
 
-    def _domain(self, folder: Path) -> tuple[_ImageFiles, tuple[int, int, int]]:
+    def _domain(self, folder: Path) -> tuple[ImageFiles, tuple[int, int, int]]:
         """The images of one domain and the shape of its items."""
         files, channels, sizes = self.check_files(scan_folder(folder), folder)
         for path, (width, height) in zip(files, sizes, strict=True):
             self.preprocess.check_size(path, (height, width))
         seed = default_data_seed() if self.seed is None else self.seed
-        return _ImageFiles(files, channels, self.bad_files, seed), (channels, *self.preprocess.output_size(sizes[0][::-1]))
+        return ImageFiles(files, channels, self.bad_files, seed), (channels, *self.preprocess.output_size(sizes[0][::-1]))
 
     def _split(self, prefix: str, training: bool) -> UnpairedImages:
         (a, self.source_shape), (b, self.image_shape) = (

@@ -408,8 +408,7 @@ class GAN(L.LightningModule):
             optimizer = fused_where_supported(self.optimizer_factories[name](params))
             if name in self.schedule.lazy_ratios:
                 correct_for_lazy_regularization(optimizer, self.schedule.lazy_ratios[name])
-            per_iteration = self.schedule.batches_per_iteration
-            scheduler = self.schedules.build(name, optimizer, self.attached_trainer, per_iteration)
+            scheduler = self.schedules.build(name, optimizer)
             if scheduler is None:
                 configs.append({"optimizer": optimizer})
                 continue
@@ -527,6 +526,8 @@ class GAN(L.LightningModule):
             self.to(memory_format=torch.channels_last)
 
     def on_train_start(self) -> None:
+        # Before the first step, once the data loaders (and a resumed run's loader state) are set up.
+        self.schedules.check_lengths(self.trainer, self._schedulers, self.schedule.batches_per_iteration)
         restore_configured_steps(self.trainer.optimizers)
         if self._uncorrected_restore:  # the optimizer state just restored predates the lazy-phase correction
             for name, optimizer in zip(self.optimized_networks(), self.trainer.optimizers, strict=True):

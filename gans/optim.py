@@ -263,16 +263,17 @@ class Schedules:
         self.interval, self.monitor = interval, monitor
         self._plateau_values: dict[str, float] = {}  # the value each plateau scheduler was last stepped with
 
-    def build(self, name: str, optimizer: Optimizer, trainer: L.Trainer | None, batches_per_iteration: int) -> Any:
-        """The scheduler of optimizer ``name`` built on ``optimizer``, or ``None``; refused when the run would step
-        it past its ``total_steps``."""
+    def build(self, name: str, optimizer: Optimizer) -> Any:
+        """The scheduler of optimizer ``name`` built on ``optimizer``, or ``None``."""
         factory = self.factories.get(name)
-        if factory is None:
-            return None
-        scheduler = factory(optimizer)
-        if trainer is not None:
+        return None if factory is None else factory(optimizer)
+
+    def check_lengths(self, trainer: L.Trainer, schedulers: Mapping[str, Any], batches_per_iteration: int) -> None:
+        """Refuses a scheduler of ``schedulers`` (by optimizer name) that the run would step past its ``total_steps``.
+        Called when training starts: the data loaders are set up by then (and a resumed run's loader state restored:
+        setting them up earlier, before the checkpoint is read, would lose it)."""
+        for name, scheduler in schedulers.items():
             self._check_length(self.arguments[name], scheduler, trainer, batches_per_iteration)
-        return scheduler
 
     def _check_length(self, argument: str, scheduler: Any, trainer: L.Trainer, batches_per_iteration: int) -> None:
         """Refuses, before training, a scheduler with a fixed length (OneCycleLR's ``total_steps``) that the run
@@ -284,8 +285,6 @@ class Schedules:
             planned = math.inf if trainer.max_epochs in (None, -1) else trainer.max_epochs
             unit = f"trainer.max_epochs={trainer.max_epochs}"
             if trainer.max_steps != -1:  # max_steps ends the run first when its iterations fill fewer epochs
-                # The fit loop sets its data up (once) later anyway; num_training_batches needs it now.
-                trainer.fit_loop.setup_data()
                 batches = trainer.num_training_batches
                 if batches != math.inf and batches > 0:
                     epochs = math.ceil(trainer.max_steps * batches_per_iteration / batches)
