@@ -59,11 +59,13 @@ class CycleGAN(Translation):
         loss: the adversarial loss, least squares only (the paper's section 4): the generators' terms are the
             authors' mean squared error E[(D(G(a)) - 1)^2], the discriminators' the halved
             ``gans.losses.d_least_squares``.
+        latent_dim: 0, the only value a translation model takes (it has no z); in the signature so that the command
+            line, which reads the base's arguments through ``**kwargs``, does not fill in the base's default of 100.
         **kwargs: the rest of :class:`gans.translation.Translation`'s arguments (``channels``, ``source_channels``,
             ``image_size``; ``g_optimizer``, the optimizer of both generators, and ``d_optimizer``, of both
             discriminators, by default the paper's Adam(2e-4, betas (0.5, 0.999)); the schedulers: the paper's linear
-            decay is ``gans.optim.LinearDecay``); the schedule is one step of
-            each pair per batch, so ``n_critic`` and the R1/R2 penalties are not taken.
+            decay is ``gans.optim.LinearDecay``); the schedule is one step of each pair per batch, so ``n_critic`` and
+            the R1/R2 penalties are not taken.
 
     Raises:
         ConfigurationError: a negative weight or pool size, an identity loss between domains of different channel
@@ -81,6 +83,7 @@ class CycleGAN(Translation):
         pool_size: int = 50,
         predict_direction: Literal["AtoB", "BtoA"] = "AtoB",
         loss: Literal["least_squares"] = "least_squares",
+        latent_dim: int = 0,
         **kwargs: Any,
     ) -> None:
         for name, value, default in (("loss", loss, "least_squares"), ("n_critic", kwargs.pop("n_critic", 1), 1),
@@ -91,9 +94,10 @@ class CycleGAN(Translation):
                     f"{name}={value!r} is not an option of CycleGAN: its schedule is the paper's (least squares, one "
                     "step of both generators then one of both discriminators per batch)"
                 )
-        super().__init__(loss="least_squares", **kwargs)
-        if lambda_cycle < 0 or lambda_identity < 0:
-            raise ConfigurationError(f"lambda_cycle={lambda_cycle} and lambda_identity={lambda_identity} must be >= 0")
+        super().__init__(loss="least_squares", latent_dim=latent_dim, **kwargs)
+        for name, value in (("lambda_cycle", lambda_cycle), ("lambda_identity", lambda_identity)):
+            if value < 0:
+                raise ConfigurationError(f"{name}={value} is invalid; expected a weight >= 0")
         if lambda_identity > 0 and self.source_channels != self.channels:
             raise ConfigurationError(
                 f"lambda_identity={lambda_identity}: the identity loss feeds each generator images of its own output "
@@ -203,7 +207,8 @@ class CycleGAN(Translation):
 
     def sample_grid(self, inputs: dict[str, Tensor], images: Tensor, nrow: int) -> tuple[Tensor, int]:
         """Rows of both cycles, a | G(a) | F(G(a)) | b | F(b) | G(F(b)), as images in [-1, 1], and the images per
-        row; the B half only for the kept sources (whose b is known)."""
+        row; the B half only for the kept sources (whose b is known). G(a) are the ``images`` given (the EMA's or the
+        trained generator's), G(F(b)) the generator's that ``sample`` uses."""
         source = inputs["source"].to(images.device)
         columns = [source, images, self.translate(images, "BtoA")]
         kept = self.fixed.source
