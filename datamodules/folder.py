@@ -254,6 +254,33 @@ class FolderDataModule(ImageDataModule):
         return batch
 
 
+class HeldOutSplits:
+    """Mixed into a folder data module (before it) that keeps its evaluation sets in ``splits`` (``"val"``,
+    ``"test"``, ``"predict"``, as ``setup`` finds them): their loaders, every item in order."""
+
+    splits: dict[str, Dataset]
+    #: Items per predict batch; ``None``: ``batch_size`` (1 where the inputs keep sizes that may differ).
+    predict_batch_size: int | None = None
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.splits["val"]) if "val" in self.splits else []
+
+    def test_dataloader(self) -> DataLoader:
+        if "test" not in self.splits:
+            raise MissingFileError(f"no test split: {self._test_folder()} does not exist", "data_dir")
+        return self._loader(self.splits["test"])
+
+    def predict_dataloader(self) -> DataLoader:
+        if "predict" not in self.splits:
+            raise RuntimeError(f"{type(self).__name__}: call setup('predict') before predict_dataloader()")
+        batch_size = self.predict_batch_size or self.batch_size
+        return DataLoader(self.splits["predict"], batch_size=batch_size, **self._loader_options())
+
+    def _test_folder(self) -> str:
+        """Where the test split would be, for the message when it is not."""
+        raise NotImplementedError
+
+
 class ImageFolderDataModule(FolderDataModule):
     """Every image under ``data_dir`` (recursively), for unconditional GANs: batches of images float32
     [B, channels, image_size, image_size] in [-1, 1], the centred square of each file resized. All images train;
