@@ -121,7 +121,8 @@ class SuperResolutionDataModule(HeldOutSplits, FolderDataModule):
         self.folders = {"train": train_folder, "val": val_folder, "test": test_folder}
         self.predict_dir = Path(predict_dir) if predict_dir is not None else None
         self.splits: dict[str, SuperResolutionImages] = {}
-        if (header := peek_header(self.data_dir / train_folder)) is not None:  # the CLI sizes the model by them
+        # The CLI sizes the model by them: known from to_channels, or else the training files' first header.
+        if self.to_channels or (header := peek_header(self.data_dir / train_folder)) is not None:
             self._set_shapes(self.to_channels or header[0])
 
     def _set_shapes(self, channels: int) -> None:

@@ -2,6 +2,7 @@
 
 from gans.base import GAN
 from gans.began import BEGAN
+from gans.cyclegan import CycleGAN
 from gans.dcgan import DCGAN
 from gans.distributed import GANDDPStrategy
 from gans.lapgan import LAPGAN
@@ -11,8 +12,12 @@ from gans.mlpgan import MLPGAN
 from gans.msggan import MSGGAN
 from gans.outputs import GeneratorOutput
 from gans.phases import Phase
+from gans.pix2pix import Pix2Pix
+from gans.pix2pixhd import Pix2PixHD
 from gans.progan import ProGAN
 from gans.sngan import SNGAN
+from gans.spade import GauGAN
+from gans.srgan import SRGAN
 from gans.unrolled import UnrolledGAN
 from gans.wgan import WGAN
 from gans.wgan_gp import WGANGP
@@ -26,11 +31,16 @@ __all__ = [
     "MLPGAN",
     "MSGGAN",
     "SNGAN",
+    "SRGAN",
     "WGAN",
     "WGANGP",
+    "CycleGAN",
     "GANDDPStrategy",
+    "GauGAN",
     "GeneratorOutput",
     "Phase",
+    "Pix2Pix",
+    "Pix2PixHD",
     "ProGAN",
     "UnrolledGAN",
     "load_gan",

@@ -237,3 +237,21 @@ def feature_matching(real: list[list[Tensor]], fake: list[list[Tensor]], layer_w
         for r, f in zip(real_layers[:-1], fake_layers[:-1], strict=True):
             total = total + layer_weight * F.l1_loss(f, r.detach())
     return total / len(fake)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reconstruction losses of unpaired translation (CycleGAN, Zhu et al. 2017).
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def cycle_consistency(real: Tensor, reconstructed: Tensor) -> Tensor:
+    """Cycle-consistency loss (Zhu et al. 2017, eq. 2): E[||F(G(x)) - x||_1], the mean absolute difference between
+    the images and their round trip through both generators. Multiply by lambda (10 in the paper) in the caller."""
+    return (reconstructed - real).abs().mean()
+
+
+def identity_mapping(real: Tensor, mapped: Tensor) -> Tensor:
+    """Identity-mapping loss (Zhu et al. 2017, section 5.2, after Taigman et al. 2017): E[||G(y) - y||_1], a generator
+    fed an image of its own target domain should return it, which keeps the colours of the input. Multiply by
+    0.5 * lambda in the caller (the authors' code)."""
+    return (mapped - real).abs().mean()

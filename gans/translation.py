@@ -100,8 +100,10 @@ class Translation(GAN):
             as ``channels``.
         image_size: side of the target images (linked from the data module).
         num_fixed: sources (with their targets) kept from the first training batches for the sample grids.
-        **kwargs: the rest of :class:`gans.base.GAN`'s arguments (``loss``, the optimizers and schedulers, ...);
-            ``latent_dim`` is 0 and ``pack`` 1 (the pairs are judged one by one).
+        latent_dim: 0, the only value (no z); in the signature so that the command line's default is 0, not the
+            base's 100.
+        pack: 1, the only value (pairs are judged one by one); likewise.
+        **kwargs: the rest of :class:`gans.base.GAN`'s arguments (``loss``, the optimizers and schedulers, ...).
 
     Raises:
         ConfigurationError: a size below 1, or ``latent_dim``/``pack`` given.
@@ -115,15 +117,16 @@ class Translation(GAN):
         source_channels: int | None = None,
         image_size: int = 256,
         num_fixed: int = 8,
+        latent_dim: int = 0,
+        pack: int = 1,
         **kwargs: Any,
     ) -> None:
-        for name in ("latent_dim", "pack"):
-            if kwargs.get(name, 0 if name == "latent_dim" else 1) != (0 if name == "latent_dim" else 1):
+        for name, value, only in (("latent_dim", latent_dim, 0), ("pack", pack, 1)):
+            if value != only:
                 raise ConfigurationError(
-                    f"{name}={kwargs[name]}: a translation model has no latent (latent_dim=0) and judges pairs one by "
-                    "one (pack=1)"
+                    f"{name}={value}: a translation model has no latent (latent_dim=0) and judges pairs one by one "
+                    "(pack=1)"
                 )
-            kwargs.pop(name, None)
         check_at_least(1, channels=channels, image_size=image_size, num_fixed=num_fixed)
         if source_channels is not None:
             check_at_least(1, source_channels=source_channels)

@@ -146,6 +146,8 @@ MLP_TINY = {"latent_dim": 8, "data_shape": (1, 8, 8), "generator": {"init_args":
 #: Tiny values by argument name, for the variants found automatically: the model's sizes, then its networks'.
 TINY_SIZES = {"latent_dim": 8, "channels": 1, "source_channels": 1, "image_size": 8, "data_shape": (1, 8, 8)}
 TINY_NET_ARGS = {"features": 4, "hidden": (16,), "embedding": 8, "fmap_max": 8, "n_layers": 1}
+#: Stages that come before the adversarial phases (SRGAN's pre-training), off: the registry counts D and G steps.
+TINY_STAGES = {"pretrain_steps": 0}
 
 
 def variant_classes() -> list[type]:
@@ -183,9 +185,14 @@ def tiny_kwargs(cls: type, **overrides) -> dict:
 
     params = {}
     for c in reversed(cls.__mro__):
-        if isinstance(c, type) and issubclass(c, GAN):
+        # The variants' own signatures: GAN's latent_dim is no size of a translation model (Translation refuses it).
+        if isinstance(c, type) and issubclass(c, GAN) and c is not GAN:
             params.update(inspect.signature(c.__init__).parameters)
-    kwargs = {name: value for name, value in TINY_SIZES.items() if name in params}
+    from gans.translation import Translation
+
+    fixed = {"latent_dim"} if issubclass(cls, Translation) else set()  # a translation model has no z (refuses one)
+    kwargs = {name: value for name, value in {**TINY_SIZES, **TINY_STAGES}.items()
+              if name in params and name not in fixed}
     for name, param in params.items():
         default = param.default
         if isinstance(default, dict) and "class_path" in default and name in ("generator", "discriminator"):
@@ -231,8 +238,9 @@ def inputs_for(model, n: int, generator=None) -> dict:
 
 
 def tiny_pairs(model, batch_size: int = 8):
-    """A data module of random (source, target) pairs shaped for a tiny translation model: 32 training pairs, 16 for
-    validation and test, in a fixed order (the exact-resume tests need the same batches)."""
+    """A data module of random (source, target) pairs shaped for a tiny translation model: 16 training pairs, 16 for
+    validation and test, in a fixed order (the exact-resume tests need the same batches; a plain DataLoader cannot
+    resume mid-epoch, so an epoch is 2 batches of 8 and the resume after 2 iterations starts a new one)."""
     import lightning as L
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -243,14 +251,17 @@ def tiny_pairs(model, batch_size: int = 8):
         target = torch.rand(n, model.channels, model.image_size, model.image_size, generator=rng) * 2 - 1
         return TensorDataset(source, target)
 
-    train, held = pairs(32), pairs(16)
+    train, held = pairs(16), pairs(16)
 
     class Pairs(L.LightningDataModule):
         batch_kind = model.batch_kinds[0]
         image_shape = (model.channels, model.image_size, model.image_size)
 
         def train_dataloader(self):
-            return DataLoader(train, batch_size=batch_size)
+            from datamodules.resumable import resumable_loader
+
+            # Resumable as every data module's: a run resumed part-way through an epoch continues with its next batch.
+            return resumable_loader(self, train, batch_size, seed=0)
 
         def val_dataloader(self):
             return DataLoader(held, batch_size=batch_size)

@@ -5,7 +5,15 @@ import lightning as L
 import pytest
 import torch
 from conftest import TINY, quiet_trainer, tiny_datamodule
-from testdoubles import LabelShiftDCGAN, PathLengthDCGAN, PoolingDCGAN, QHeadDCGAN, TinyTranslation, WsGenerator
+from testdoubles import (
+    LabelShiftDCGAN,
+    PathLengthDCGAN,
+    PoolingDCGAN,
+    QHeadDCGAN,
+    StagedDCGAN,
+    TinyTranslation,
+    WsGenerator,
+)
 from torch.utils.data import DataLoader, TensorDataset
 
 from callbacks import IterationCheckpoint, SampleGrid
@@ -51,6 +59,100 @@ def test_schedule_arithmetic_and_validation():
         Schedule((d_every_2, Phase("D_reg", "d", "d_reg_loss", "d_reg", every=3, lazy=True), g), ["g", "d"])
     with pytest.raises(ConfigurationError, match="has a lazy phase already"):
         Schedule((d, d_reg, Phase("D_reg2", "d", "d_reg_loss", "d_reg", every=8, lazy=True), g), ["g", "d"])
+
+
+def test_phase_windows_stage_a_schedule():
+    """A first stage of 3 iterations of one phase alone, then D every batch and G every 2nd: the iteration count runs
+    on through the switch, and the windowed phases' clocks start at their window."""
+    pre = Phase("G_pre", "g", "pre_loss", "pre_loss", fake="graph", iteration=True, end=3)
+    d = Phase("D", "d", "d_loss", "d_loss", start=3)
+    d_reg = Phase("D_reg", "d", "d_reg_loss", "d_reg", every=2, lazy=True, start=3)
+    g = Phase("G", "g", "g_loss", "g_loss", every=2, fake="graph", iteration=True, start=3)
+    g_reg = Phase("G_reg", "g", "g_reg_loss", "g_reg", every=2, clock="iteration", lazy=True, start=3)
+    schedule = Schedule((pre, d, d_reg, g, g_reg), ["g", "d"])
+    batches = range(1, 12)
+    assert [t for t in batches if schedule.due(pre, t)] == [1, 2, 3]
+    assert [t for t in batches if schedule.due(d, t)] == list(range(4, 12))
+    assert [t for t in batches if schedule.due(g, t)] == [5, 7, 9, 11]
+    assert [t for t in batches if schedule.due(d_reg, t)] == [5, 7, 9, 11]  # every 2nd D step from the window's
+    assert [t for t in batches if schedule.due(g_reg, t)] == [7, 11]  # every 2nd iteration of the window
+    assert [t for t in batches if schedule.completes_iteration(t)] == [1, 2, 3, 5, 7, 9, 11]
+    assert [schedule.iterations_done(t) for t in batches] == [1, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7]
+    assert [schedule.iteration_of(t) for t in batches] == [0, 1, 2, 3, 3, 4, 4, 5, 5, 6, 6]
+    assert [schedule.first_batch(i) for i in range(6)] == [0, 1, 2, 3, 5, 7]
+    assert schedule.iteration_phase_at(2) is pre and schedule.iteration_phase_at(3) is g
+    assert schedule.iteration_phases == (pre, g) and schedule.batches_per_iteration == 2
+    # Each lazy phase is corrected against the main phase of its own window (G, not the first stage's G_pre).
+    assert schedule.lazy_ratios == {"d": pytest.approx(2 / 3), "g": pytest.approx(2 / 3)}
+    # A phase without a window still runs from the first batch, whatever the stages.
+    d_always = Phase("D", "d", "d_loss", "d_loss", every=2)
+    assert [t for t in batches if Schedule((pre, d_always, g), ["g", "d"]).due(d_always, t)] == [2, 4, 6, 8, 10]
+    # A window that closes: D only during iterations 3 and 4.
+    d_window = Phase("D", "d", "d_loss", "d_loss", start=3, end=5)
+    assert [t for t in batches if Schedule((pre, d_window, g), ["g", "d"]).due(d_window, t)] == [4, 5, 6, 7]
+
+
+@pytest.mark.parametrize(
+    ("windows", "message"),
+    [
+        (((0, 3), (4, None)), "exactly one must complete an iteration at any time"),  # a gap
+        (((0, 3), (2, None)), "exactly one must complete an iteration at any time"),  # an overlap
+        (((0, 3), (3, 10)), "exactly one must complete an iteration at any time"),  # no phase after iteration 10
+        (((1, None),), "exactly one must complete an iteration at any time"),  # none before iteration 1
+    ],
+)
+def test_iteration_phases_must_follow_each_other(windows, message):
+    phases = [
+        Phase(f"G{i}", "g", "g_loss", "g_loss", fake="graph", iteration=True, start=start, end=end)
+        for i, (start, end) in enumerate(windows)
+    ]
+    with pytest.raises(ConfigurationError, match=message):
+        Schedule(phases, ["g"])
+
+
+def test_phase_window_validation():
+    with pytest.raises(ConfigurationError, match="start=-1"):
+        Phase("D", "d", "d_loss", "d_loss", start=-1)
+    with pytest.raises(ConfigurationError, match="end=2: phase 'D' must end after its start, iteration 2"):
+        Phase("D", "d", "d_loss", "d_loss", start=2, end=2)
+    pre = Phase("G_pre", "g", "pre_loss", "pre_loss", iteration=True, end=3)
+    g = Phase("G", "g", "g_loss", "g_loss", iteration=True, start=3)
+    g_reg = Phase("G_reg", "g", "g_reg_loss", "g_reg", clock="iteration", lazy=True, start=3)
+    with pytest.raises(ConfigurationError, match="list it after 'G'"):  # the iteration phase of its own window
+        Schedule((pre, g_reg, g), ["g"])
+    Schedule((pre, Phase("G_reg", "g", "g_reg_loss", "g_reg", clock="iteration", lazy=True, end=3), g), ["g"])
+    with pytest.raises(ConfigurationError, match="needs a main phase of optimizer 'd' in its window"):
+        Schedule((pre, Phase("D", "d", "d_loss", "d_loss", end=3),
+                  Phase("D_reg", "d", "d_reg_loss", "d_reg", lazy=True, start=3), g), ["g", "d"])
+
+
+def staged_fit(data_dir, run_dir, max_steps, ckpt_path=None):
+    L.seed_everything(0, verbose=False)
+    model = StagedDCGAN(**TINY, pre_steps=2, n_critic=2)
+    checkpoint = IterationCheckpoint(dirpath=run_dir / "ckpt", every_n_train_steps=1, save_last=False)
+    trainer = quiet_trainer(run_dir, max_steps=max_steps, callbacks=[checkpoint], enable_checkpointing=True)
+    trainer.fit(model, tiny_datamodule(data_dir), ckpt_path=ckpt_path)
+    return model, trainer
+
+
+def test_a_staged_schedule_trains_and_resumes_across_the_switch_exactly(synthetic_mnist, tmp_path):
+    """G alone for 2 iterations, then D every batch and G every 2nd: max_steps counts the iterations of both stages,
+    each network's optimizer steps only in its phases, and a run resumed from before the switch ends where the
+    uninterrupted one does."""
+    model, trainer = staged_fit(synthetic_mnist, tmp_path / "whole", max_steps=5)
+    assert trainer.global_step == 5 and model.batches_seen == 2 + 3 * 2
+    assert model.phase_batches == {"G_pre": [1, 2], "D": [3, 4, 5, 6, 7, 8], "G": [4, 6, 8]}
+    g_optimizer, d_optimizer = trainer.optimizers
+    assert int(g_optimizer.state[next(iter(model.generator.parameters()))]["step"]) == 2 + 3
+    assert int(d_optimizer.state[next(iter(model.discriminator.parameters()))]["step"]) == 6
+
+    staged_fit(synthetic_mnist, tmp_path / "part", max_steps=1)  # stopped in the first stage
+    (path,) = (tmp_path / "part" / "ckpt").glob("*step=1*.ckpt")
+    resumed, trainer = staged_fit(synthetic_mnist, tmp_path / "resumed", max_steps=5, ckpt_path=path)
+    assert trainer.global_step == 5
+    assert resumed.phase_batches == {"G_pre": [2], "D": [3, 4, 5, 6, 7, 8], "G": [4, 6, 8]}
+    for a, b in zip(model.state_dict().values(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_g_reg_phase_reads_ws_runs_every_kth_iteration_and_is_corrected(synthetic_mnist, tmp_path):

@@ -53,7 +53,13 @@ def parameters(module: torch.nn.Module) -> torch.Tensor:
 
 
 #: (test, variant) -> a bug this file found in the library, left to be fixed there; the case fails until it is.
-KNOWN_BUGS: dict[tuple[str, str], str] = {}
+KNOWN_BUGS: dict[tuple[str, str], str] = {
+    ("test_resume_is_exact", "Pix2PixHD"): (
+        "gans.optim.Schedules._check_length calls trainer.fit_loop.setup_data() before the checkpoint is restored, so "
+        "with an epoch-interval schedule (Pix2PixHD's default LinearDecay) and max_steps the data loader's state is "
+        "never loaded: a run resumed mid-epoch starts the epoch's batches again"
+    ),
+}
 
 
 def variants(test):

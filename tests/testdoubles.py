@@ -7,6 +7,7 @@ from gans import DCGAN
 from gans.base import GAN
 from gans.nets import ImageDiscriminator, ImageGenerator
 from gans.outputs import GeneratorOutput
+from gans.phases import Phase
 
 
 class TinyFeatures(nn.Module):
@@ -202,3 +203,33 @@ class TinyTranslation(GAN):
 
     def critic(self, x, discriminator=None, source: Tensor | None = None) -> Tensor:
         return (discriminator or self.discriminator)(torch.cat([source, GeneratorOutput.images_of(x)], dim=1))
+
+
+class StagedDCGAN(DCGAN):
+    """A DCGAN with a first stage (SRGAN's shape): ``pre_steps`` iterations of G alone on a loss of its own (pulling
+    its images to zero), then D and G alternating, G every ``n_critic`` batches. Records the batches of each phase."""
+
+    def __init__(self, pre_steps: int = 2, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.pre_steps = pre_steps
+        self.phase_batches: dict[str, list[int]] = {"G_pre": [], "D": [], "G": []}
+
+    def phases(self) -> tuple[Phase, ...]:
+        return (
+            Phase("G_pre", "g", "pre_loss", "pre_loss", fake="graph", iteration=True, end=self.pre_steps),
+            Phase("D", "d", "d_loss", "d_loss", start=self.pre_steps),
+            Phase("G", "g", "g_loss", "g_loss", every=self.n_critic, fake="graph", iteration=True,
+                  start=self.pre_steps),
+        )
+
+    def pre_loss(self, real: Tensor, fake: GeneratorOutput) -> dict[str, Tensor]:
+        self.phase_batches["G_pre"].append(self.batches_seen)
+        return {"pre_loss": fake.images.square().mean()}
+
+    def d_loss(self, real: Tensor, fake: GeneratorOutput, **cond: Tensor) -> dict[str, Tensor]:
+        self.phase_batches["D"].append(self.batches_seen)
+        return super().d_loss(real, fake, **cond)
+
+    def g_loss(self, real: Tensor, fake: GeneratorOutput, **cond: Tensor) -> dict[str, Tensor]:
+        self.phase_batches["G"].append(self.batches_seen)
+        return super().g_loss(real, fake, **cond)

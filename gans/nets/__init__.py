@@ -11,6 +11,8 @@ sizes the variant derives from its own arguments, so that any network with the s
 - ``TranslationGenerator``: ``factory(source_channels, channels, image_size)`` -> sources [N, source_channels, H, W]
   to images [N, channels, H, W] (the translation variants; a PatchGAN is an ``ImageDiscriminator`` of the source and
   image channels together, its scores a map [N, 1, H', W']);
+- ``SuperResolutionGenerator``: ``factory(source_channels, channels, image_size, scale)`` -> low-resolution sources
+  [N, source_channels, H / scale, W / scale] to images [N, channels, H, W] (SRGAN's ``SRResNet``);
 - ``VectorGenerator`` / ``VectorDiscriminator``: ``factory(latent_dim, shape)`` / ``factory(shape)`` for the MLP
   networks of any sample shape (images or 2-D points).
 """
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from torch import nn
 
 from gans.nets.began import BEGANAutoencoder, BEGANDecoder, BEGANEncoder
+from gans.nets.cyclegan import ResnetTranslator
 from gans.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from gans.nets.equalized import EqualizedConv2d, EqualizedLinear, PixelNorm
 from gans.nets.lapgan import (
@@ -35,16 +38,22 @@ from gans.nets.layers import MinibatchDiscrimination, MinibatchStdDev, pack
 from gans.nets.mlp import Maxout, MLPAutoencoder, MLPDiscriminator, MLPGenerator
 from gans.nets.msggan import MSGDiscriminator, MSGGenerator, ScaleCombine
 from gans.nets.patchgan import MultiscaleDiscriminator, PatchDiscriminator
+from gans.nets.pix2pixhd import GlobalGenerator, LocalEnhancer
 from gans.nets.progan import ProGANDiscriminator, ProGANGenerator
 from gans.nets.resnet import ResNetDiscriminator, ResNetGenerator
+from gans.nets.spade import SPADE, SPADEGenerator, SPADEResnetBlock
+from gans.nets.srgan import SRDiscriminator, SRResNet
+from gans.nets.unet import UNetGenerator
 
 ImageGenerator = Callable[[int, int, int], nn.Module]
 ImageDiscriminator = Callable[[int, int], nn.Module]
 TranslationGenerator = Callable[[int, int, int], nn.Module]
+SuperResolutionGenerator = Callable[[int, int, int, int], nn.Module]
 VectorGenerator = Callable[[int, tuple[int, ...]], nn.Module]
 VectorDiscriminator = Callable[[tuple[int, ...]], nn.Module]
 
 __all__ = [
+    "SPADE",
     "BEGANAutoencoder",
     "BEGANDecoder",
     "BEGANEncoder",
@@ -55,10 +64,12 @@ __all__ = [
     "DCGANGenerator",
     "EqualizedConv2d",
     "EqualizedLinear",
+    "GlobalGenerator",
     "ImageDiscriminator",
     "ImageGenerator",
     "LaplacianDiscriminator",
     "LaplacianGenerator",
+    "LocalEnhancer",
     "MLPAutoencoder",
     "MLPDiscriminator",
     "MLPGenerator",
@@ -76,8 +87,15 @@ __all__ = [
     "PyramidGenerator",
     "ResNetDiscriminator",
     "ResNetGenerator",
+    "ResnetTranslator",
+    "SPADEGenerator",
+    "SPADEResnetBlock",
+    "SRDiscriminator",
+    "SRResNet",
     "ScaleCombine",
+    "SuperResolutionGenerator",
     "TranslationGenerator",
+    "UNetGenerator",
     "VectorDiscriminator",
     "VectorGenerator",
     "pack",
