@@ -444,12 +444,15 @@ class PairedImageDataModule(TranslationDataModule):
         return channels
 
     def _peek(self) -> None:
-        """Sets the shapes from one file of each training folder, when they are there, so that the command line
-        sizes the model by them when it builds it (``setup`` reads every file and sets them again)."""
+        """Sets the shapes from one file of each training folder, or without files from ``to_channels`` where the
+        crop sets the size, so that the command line sizes the model by them when it builds it (``setup`` reads
+        every file and sets them again)."""
         headers = [peek_header(self._folder(k, "train")) for k in ("a", "b")[: 1 if self.layout == "aligned" else 2]]
+        if self.to_channels and self.preprocess.mode != "none":
+            crop = self.preprocess.crop_size
+            headers = [(self.to_channels, (crop * (2 if self.layout == "aligned" else 1), crop))] * len(headers)
         if all(headers):
-            channels = [self.to_channels or c for c, _ in headers]
-            self._set_shapes(channels, headers[0][1])
+            self._set_shapes([self.to_channels or c for c, _ in headers], headers[0][1])
 
     def _check_sizes(self, files: list[list[Path]], sizes: list[list[tuple[int, int]]]) -> None:
         """Aligned files must split into two halves; the images of a pair must be of one size; a ``crop`` crop must

@@ -89,9 +89,11 @@ class UnpairedImageDataModule(TranslationDataModule):
         super().__init__(batch_size=batch_size, **kwargs)
         self.data_dir, self.serial_batches = Path(data_dir), serial_batches
         self.splits: dict[str, UnpairedImages] = {}
-        # One file of each domain, when they are there, so that the command line sizes the model by them when it
-        # builds it (setup reads every file and sets the shapes again).
+        # One file of each domain, when they are there (or to_channels), so that the command line sizes the model by
+        # them when it builds it (setup reads every file and sets the shapes again).
         headers = [peek_header(self.data_dir / f"train{d}") for d in ("AB" if self.direction == "AtoB" else "BA")]
+        if self.to_channels and self.preprocess.mode != "none":  # the crop sets the size: no file needed
+            headers = [(self.to_channels, (self.crop_size, self.crop_size))] * 2
         if all(headers):
             self.source_shape, self.image_shape = (
                 (self.to_channels or c, *self.preprocess.output_size(size[::-1])) for c, size in headers
