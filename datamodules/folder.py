@@ -254,9 +254,10 @@ class FolderDataModule(ImageDataModule):
         return batch
 
 
-class HeldOutSplits:
-    """Mixed into a folder data module (before it) that keeps its evaluation sets in ``splits`` (``"val"``,
-    ``"test"``, ``"predict"``, as ``setup`` finds them): their loaders, every item in order."""
+class SplitFolderDataModule(FolderDataModule):
+    """A folder data module that keeps its evaluation sets in ``splits`` (``"val"``, ``"test"``, ``"predict"``, as
+    its ``setup`` finds them): their loaders, every item in order. (A subclass, not a mixin: LightningCLI follows
+    ``super().__init__`` to the first base class for the arguments of ``**kwargs``.)"""
 
     splits: dict[str, Dataset]
     #: Items per predict batch; ``None``: ``batch_size`` (1 where the inputs keep sizes that may differ).

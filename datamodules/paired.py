@@ -24,9 +24,8 @@ from torch import Tensor
 from datamodules.base import AUGMENTATION_SEEDING
 from datamodules.folder import (
     CHANNELS,
-    FolderDataModule,
-    HeldOutSplits,
     ImageFiles,
+    SplitFolderDataModule,
     peek_header,
     resize,
     scan_folder,
@@ -210,6 +209,7 @@ class PairedImages(ImageFiles):
         self.names: list[str] = []
 
     def source(self, image: Image.Image, path: Path) -> Tensor:
+        """A source image as float32 [C, H, W] in [-1, 1], or a label map as int64 [1, H, W]."""
         return self.labels.read(image, path) if self.labels is not None else to_tensor(image, self.channels)
 
     def decode(self, i: int) -> tuple[Tensor, ...]:
@@ -272,7 +272,7 @@ def match_by_name(folders: Sequence[Path]) -> list[list[Path]]:
     return [[files[name] for name in names] for files in named]
 
 
-class TranslationDataModule(HeldOutSplits, FolderDataModule):
+class TranslationDataModule(SplitFolderDataModule):
     """What the translation data modules share: the direction, pix2pix's preprocessing and the evaluation loaders
     (``predict``: the sources of ``predict_dir``, items ``(source, empty)`` as no target exists).
 

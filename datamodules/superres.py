@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from datamodules.base import AUGMENTATION_SEEDING
-from datamodules.folder import FolderDataModule, HeldOutSplits, ImageFiles, peek_header, scan_folder
+from datamodules.folder import ImageFiles, SplitFolderDataModule, peek_header, scan_folder
 from datamodules.resumable import default_data_seed
 from gans.errors import ConfigurationError, check_at_least
 
@@ -72,7 +72,7 @@ class SuperResolutionImages(ImageFiles):
         return downsample(hr, self.scale), hr
 
 
-class SuperResolutionDataModule(HeldOutSplits, FolderDataModule):
+class SuperResolutionDataModule(SplitFolderDataModule):
     """Super-resolution pairs from folders of high-resolution images (any images: DIV2K's ``DIV2K_train_HR/`` and
     ``DIV2K_valid_HR/``, or ``train/`` and ``val/``, or a photo collection): batches ``(lr, hr)``, ``hr`` a
     ``crop_size`` crop float32 [B, C, crop_size, crop_size] in [-1, 1], ``lr`` its bicubic downsample by ``scale``
