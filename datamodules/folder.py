@@ -262,6 +262,18 @@ class SplitFolderDataModule(FolderDataModule):
     splits: dict[str, Dataset]
     #: Items per predict batch; ``None``: ``batch_size`` (1 where the inputs keep sizes that may differ).
     predict_batch_size: int | None = None
+    #: The channels a subclass announced in ``image_shape`` when it was built without files to read (3: most
+    #: translation sets are RGB), so that the command line could size the model; ``None`` when it read them.
+    assumed_channels: int | None = None
+
+    def check_assumed(self, channels: int, folder: Path) -> None:
+        """Refuses files of another channel count than the one announced without them (the model has that one)."""
+        if self.assumed_channels is not None and channels != self.assumed_channels:
+            raise ConfigurationError(
+                f"to_channels=None: the images in {folder} have {channels} channel{'s' * (channels > 1)}, but the model "
+                f"was sized for {self.assumed_channels} when the data module was built without them; pass "
+                f"--data.init_args.to_channels={channels}", "to_channels",
+            )
 
     def val_dataloader(self) -> DataLoader | list:
         return self._loader(self.splits["val"]) if "val" in self.splits else []

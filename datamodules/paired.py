@@ -421,6 +421,7 @@ class PairedImageDataModule(TranslationDataModule):
         sizes = [[c[2][i] for i in k] for c, k in zip(checked, keep, strict=True)]
         self._check_sizes(files, sizes)
         channels = self._set_shapes([c[1] for c in checked[:2]], sizes[0][0])
+        self.check_assumed(channels, self._folder("b" if self.layout == "folders" else "a", split))
         seed = default_data_seed() if self.seed is None else self.seed
         dataset = PairedImages(
             files[0], channels, self.bad_files, seed, self.preprocess, jitter, self.direction,
@@ -444,13 +445,14 @@ class PairedImageDataModule(TranslationDataModule):
         return channels
 
     def _peek(self) -> None:
-        """Sets the shapes from one file of each training folder, or without files from ``to_channels`` where the
-        crop sets the size, so that the command line sizes the model by them when it builds it (``setup`` reads
+        """Sets the shapes from one file of each training folder, or where the crop sets the size from
+        ``to_channels`` (3, RGB, when no file is there; ``setup`` then refuses files of another count), so that the command line sizes the model by them when it builds it (``setup`` reads
         every file and sets them again)."""
         headers = [peek_header(self._folder(k, "train")) for k in ("a", "b")[: 1 if self.layout == "aligned" else 2]]
-        if self.to_channels and self.preprocess.mode != "none":
+        if (self.to_channels or not all(headers)) and self.preprocess.mode != "none":  # the crop sets the size
+            self.assumed_channels = None if self.to_channels or all(headers) else 3
             crop = self.preprocess.crop_size
-            headers = [(self.to_channels, (crop * (2 if self.layout == "aligned" else 1), crop))] * len(headers)
+            headers = [(self.to_channels or 3, (crop * (2 if self.layout == "aligned" else 1), crop))] * len(headers)
         if all(headers):
             self._set_shapes([self.to_channels or c for c, _ in headers], headers[0][1])
 

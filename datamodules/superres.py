@@ -122,8 +122,10 @@ class SuperResolutionDataModule(SplitFolderDataModule):
         self.predict_dir = Path(predict_dir) if predict_dir is not None else None
         self.splits: dict[str, SuperResolutionImages] = {}
         # The CLI sizes the model by them: known from to_channels, or else the training files' first header.
-        if self.to_channels or (header := peek_header(self.data_dir / train_folder)) is not None:
-            self._set_shapes(self.to_channels or header[0])
+        # Without to_channels and files, RGB (most photo sets are): setup refuses files of another channel count.
+        header = None if self.to_channels else peek_header(self.data_dir / train_folder)
+        self.assumed_channels = None if self.to_channels or header else 3
+        self._set_shapes(self.to_channels or (header[0] if header else 3))
 
     def _set_shapes(self, channels: int) -> None:
         self.image_shape = (channels, self.crop_size, self.crop_size)
@@ -138,6 +140,7 @@ class SuperResolutionDataModule(SplitFolderDataModule):
                     "crop_size or leave the image out"
                 )
         if crop_size is not None:
+            self.check_assumed(channels, folder)
             self._set_shapes(channels)
         elif self.to_channels is None and hasattr(self, "source_shape"):
             channels = self.source_shape[0]  # as the model takes them (the training files'), whatever these hold

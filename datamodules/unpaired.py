@@ -92,8 +92,10 @@ class UnpairedImageDataModule(TranslationDataModule):
         # One file of each domain, when they are there (or to_channels), so that the command line sizes the model by
         # them when it builds it (setup reads every file and sets the shapes again).
         headers = [peek_header(self.data_dir / f"train{d}") for d in ("AB" if self.direction == "AtoB" else "BA")]
-        if self.to_channels and self.preprocess.mode != "none":  # the crop sets the size: no file needed
-            headers = [(self.to_channels, (self.crop_size, self.crop_size))] * 2
+        if (self.to_channels or not all(headers)) and self.preprocess.mode != "none":  # the crop sets the size
+            # Without files, RGB (most translation sets are): setup refuses files of another channel count.
+            self.assumed_channels = None if self.to_channels or all(headers) else 3
+            headers = [(self.to_channels or 3, (self.crop_size, self.crop_size))] * 2
         if all(headers):
             self.source_shape, self.image_shape = (
                 (self.to_channels or c, *self.preprocess.output_size(size[::-1])) for c, size in headers
@@ -102,6 +104,7 @@ class UnpairedImageDataModule(TranslationDataModule):
     def _domain(self, folder: Path) -> tuple[ImageFiles, tuple[int, int, int]]:
         """The images of one domain and the shape of its items."""
         files, channels, sizes = self.check_files(scan_folder(folder), folder)
+        self.check_assumed(channels, folder)
         for path, (width, height) in zip(files, sizes, strict=True):
             self.preprocess.check_size(path, (height, width))
         seed = default_data_seed() if self.seed is None else self.seed

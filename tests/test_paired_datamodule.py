@@ -206,7 +206,14 @@ def test_colour_coded_label_maps_and_out_of_range_classes(tmp_path):
     # Without files, to_channels and the crop give the shapes (the label map's channels: its classes, one-hot).
     unbuilt = PairedImageDataModule(data_dir=str(tmp_path / "none"), to_channels=3, num_classes=35, **common)
     assert unbuilt.image_shape == (3, 12, 12) and unbuilt.source_shape == (35, 12, 12)
-    assert not hasattr(PairedImageDataModule(data_dir=str(tmp_path / "none")), "image_shape")  # left as configured
+    # Without files or to_channels: RGB, the usual case, so the model gets the crop size; files of another channel
+    # count are then refused (the model was built for 3).
+    early = PairedImageDataModule(data_dir=str(tmp_path / "grey"), crop_size=8, load_size=8)
+    assert early.image_shape == early.source_shape == (3, 8, 8)
+    write_two_folders(tmp_path / "grey", source_type="labels", source_folder="train", target_folder="val")
+    (tmp_path / "grey" / "val").rename(tmp_path / "grey" / "unused")
+    with pytest.raises(ConfigurationError, match=r"^to_channels=None: the images in .*grey/train have 1 channel, but"):
+        early.setup("fit")
     with pytest.raises(ConfigurationError, match=r"^num_classes=None: a label-map source"):
         PairedImageDataModule(source_type="labels")
 
