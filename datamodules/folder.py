@@ -254,6 +254,46 @@ class FolderDataModule(ImageDataModule):
         return batch
 
 
+class SplitFolderDataModule(FolderDataModule):
+    """A folder data module that keeps its evaluation sets in ``splits`` (``"val"``, ``"test"``, ``"predict"``, as
+    its ``setup`` finds them): their loaders, every item in order. (A subclass, not a mixin: LightningCLI follows
+    ``super().__init__`` to the first base class for the arguments of ``**kwargs``.)"""
+
+    splits: dict[str, Dataset]
+    #: Items per predict batch; ``None``: ``batch_size`` (1 where the inputs keep sizes that may differ).
+    predict_batch_size: int | None = None
+    #: The channels a subclass announced in ``image_shape`` when it was built without files to read (3: most
+    #: translation sets are RGB), so that the command line could size the model; ``None`` when it read them.
+    assumed_channels: int | None = None
+
+    def check_assumed(self, channels: int, folder: Path) -> None:
+        """Refuses files of another channel count than the one announced without them (the model has that one)."""
+        if self.assumed_channels is not None and channels != self.assumed_channels:
+            raise ConfigurationError(
+                f"to_channels=None: the images in {folder} have {channels} channel{'s' * (channels > 1)}, but the model "
+                f"was sized for {self.assumed_channels} when the data module was built without them; pass "
+                f"--data.init_args.to_channels={channels}", "to_channels",
+            )
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.splits["val"]) if "val" in self.splits else []
+
+    def test_dataloader(self) -> DataLoader:
+        if "test" not in self.splits:
+            raise MissingFileError(f"no test split: {self._test_folder()} does not exist", "data_dir")
+        return self._loader(self.splits["test"])
+
+    def predict_dataloader(self) -> DataLoader:
+        if "predict" not in self.splits:
+            raise RuntimeError(f"{type(self).__name__}: call setup('predict') before predict_dataloader()")
+        batch_size = self.predict_batch_size or self.batch_size
+        return DataLoader(self.splits["predict"], batch_size=batch_size, **self._loader_options())
+
+    def _test_folder(self) -> str:
+        """Where the test split would be, for the message when it is not."""
+        raise NotImplementedError
+
+
 class ImageFolderDataModule(FolderDataModule):
     """Every image under ``data_dir`` (recursively), for unconditional GANs: batches of images float32
     [B, channels, image_size, image_size] in [-1, 1], the centred square of each file resized. All images train;

@@ -20,10 +20,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from datamodules.base import AUGMENTATION_SEEDING
-from datamodules.folder import CHANNELS, FolderDataModule, ImageFiles, peek_header, resize, scan_folder, to_tensor
+from datamodules.folder import (
+    CHANNELS,
+    ImageFiles,
+    SplitFolderDataModule,
+    peek_header,
+    resize,
+    scan_folder,
+    to_tensor,
+)
 from datamodules.resumable import default_data_seed
 from gans.errors import ConfigurationError, MissingFileError, check_at_least
 
@@ -202,6 +209,7 @@ class PairedImages(ImageFiles):
         self.names: list[str] = []
 
     def source(self, image: Image.Image, path: Path) -> Tensor:
+        """A source image as float32 [C, H, W] in [-1, 1], or a label map as int64 [1, H, W]."""
         return self.labels.read(image, path) if self.labels is not None else to_tensor(image, self.channels)
 
     def decode(self, i: int) -> tuple[Tensor, ...]:
@@ -264,7 +272,45 @@ def match_by_name(folders: Sequence[Path]) -> list[list[Path]]:
     return [[files[name] for name in names] for files in named]
 
 
-class PairedImageDataModule(FolderDataModule):
+class TranslationDataModule(SplitFolderDataModule):
+    """What the translation data modules share: the direction, pix2pix's preprocessing and the evaluation loaders
+    (``predict``: the sources of ``predict_dir``, items ``(source, empty)`` as no target exists).
+
+    Args:
+        direction: ``"AtoB"`` (A is the source) or ``"BtoA"``.
+        load_size: side the images are resized to before the random crop (286 in pix2pix and CycleGAN).
+        crop_size: side of the crops, the size of every item (256 in pix2pix and CycleGAN).
+        preprocess: pix2pix's ``--preprocess``: ``"resize_and_crop"``, ``"crop"`` (at the file's size),
+            ``"scale_width_and_crop"`` (width to ``load_size``; pix2pixHD's) or ``"none"`` (the file's size rounded
+            to a multiple of 4: files of one size, or ``batch_size=1``); see :class:`Preprocess`.
+        jitter: random crops and mirrors on training items (off: the deterministic cut of validation).
+        flip: mirror jittered items with probability 1/2 (pix2pix's ``--no_flip`` turns it off).
+        **kwargs: ``to_channels``, ``bad_files``, ``seed`` (of the order and the jitter), ``batch_size``,
+            ``num_workers``, ``pin_memory``: the arguments every folder data module takes.
+    """
+
+    def __init__(
+        self,
+        direction: Literal["AtoB", "BtoA"] = "AtoB",
+        load_size: int = 286,
+        crop_size: int = 256,
+        preprocess: Literal["resize_and_crop", "crop", "scale_width_and_crop", "none"] = "resize_and_crop",
+        jitter: bool = True,
+        flip: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        for name, value, accepted in (("direction", direction, ("AtoB", "BtoA")), ("preprocess", preprocess, PREPROCESS)):
+            if value not in accepted:
+                raise ConfigurationError(f"{name}={value!r}; expected one of {', '.join(map(repr, accepted))}")
+        check_at_least(1, load_size=load_size, crop_size=crop_size)
+        if preprocess in ("resize_and_crop", "scale_width_and_crop") and crop_size > load_size:
+            raise ConfigurationError(f"crop_size={crop_size} must be between 1 and load_size={load_size}")
+        self.direction, self.preprocess = direction, Preprocess(preprocess, load_size, crop_size, flip)
+        self.load_size, self.crop_size, self.jitter = load_size, crop_size, jitter
+
+
+class PairedImageDataModule(TranslationDataModule):
     """A paired translation set, batches ``(source, target)`` (``(source, target, instance)`` with
     ``instance_folder``), A -> B or B -> A.
 
@@ -285,14 +331,6 @@ class PairedImageDataModule(FolderDataModule):
     Args:
         data_dir: the folder of the set.
         layout: ``"aligned"`` (AB files) or ``"folders"`` (A and B apart, matched by name).
-        direction: ``"AtoB"`` (A, the left half or ``folder_a``, is the source) or ``"BtoA"``.
-        load_size: side the images are resized to before the random crop (286 in pix2pix).
-        crop_size: side of the crops, the size of every item (256 in pix2pix).
-        preprocess: pix2pix's ``--preprocess``: ``"resize_and_crop"``, ``"crop"`` (at the file's size),
-            ``"scale_width_and_crop"`` (width to ``load_size``; pix2pixHD's) or ``"none"`` (the file's size rounded
-            to a multiple of 4: files of one size, or ``batch_size=1``).
-        jitter: random crops and mirrors on training items (off: the deterministic cut).
-        flip: mirror jittered items with probability 1/2 (pix2pix's ``--no_flip`` turns it off).
         folder_a: folder of the A images (``layout="folders"``), relative to ``data_dir``, ``{split}`` replaced by
             ``train``, ``val`` or ``test``.
         folder_b: folder of the B images, likewise.
@@ -305,8 +343,9 @@ class PairedImageDataModule(FolderDataModule):
         predict_dir: folder of sources to translate with ``predict`` (cut as validation); a prediction is saved
             under its input's name by :class:`callbacks.PredictionWriter`.
         batch_size: pairs per batch, per process (1 in pix2pix).
-        **kwargs: ``to_channels``, ``bad_files``, ``seed`` (of the order and the jitter), ``num_workers``,
-            ``pin_memory``: the arguments every folder data module takes.
+        **kwargs: ``direction``, ``load_size``, ``crop_size``, ``preprocess``, ``jitter``, ``flip``: see
+            :class:`TranslationDataModule`; ``to_channels``, ``bad_files``, ``seed`` (of the order and the jitter),
+            ``num_workers``, ``pin_memory``: the arguments every folder data module takes.
     """
 
     #: What a batch holds, for models to check that they can use it (see ``gans.base.GAN.batch_kinds``).
@@ -316,12 +355,6 @@ class PairedImageDataModule(FolderDataModule):
         self,
         data_dir: str = "data/facades",
         layout: Literal["aligned", "folders"] = "aligned",
-        direction: Literal["AtoB", "BtoA"] = "AtoB",
-        load_size: int = 286,
-        crop_size: int = 256,
-        preprocess: Literal["resize_and_crop", "crop", "scale_width_and_crop", "none"] = "resize_and_crop",
-        jitter: bool = True,
-        flip: bool = True,
         folder_a: str = "A/{split}",
         folder_b: str = "B/{split}",
         instance_folder: str | None = None,
@@ -334,20 +367,14 @@ class PairedImageDataModule(FolderDataModule):
     ) -> None:
         super().__init__(batch_size=batch_size, **kwargs)
         for name, value, accepted in (("layout", layout, ("aligned", "folders")),
-                                      ("direction", direction, ("AtoB", "BtoA")), ("preprocess", preprocess, PREPROCESS),
                                       ("source_type", source_type, ("image", "labels"))):
             if value not in accepted:
                 raise ConfigurationError(f"{name}={value!r}; expected one of {', '.join(map(repr, accepted))}")
-        check_at_least(1, load_size=load_size, crop_size=crop_size)
-        if preprocess in ("resize_and_crop", "scale_width_and_crop") and crop_size > load_size:
-            raise ConfigurationError(f"crop_size={crop_size} must be between 1 and load_size={load_size}")
         if layout == "aligned" and instance_folder is not None:
             raise ConfigurationError(f"instance_folder={instance_folder!r} needs layout='folders' (instance maps are "
                                      "matched by file name)")
         self.labels = self._label_maps(source_type, num_classes, palette)
-        self.data_dir, self.layout, self.direction = Path(data_dir), layout, direction
-        self.preprocess = Preprocess(preprocess, load_size, crop_size, flip)
-        self.load_size, self.crop_size, self.jitter = load_size, crop_size, jitter
+        self.data_dir, self.layout = Path(data_dir), layout
         self.folders = {"a": folder_a, "b": folder_b, "instance": instance_folder}
         self.predict_dir = Path(predict_dir) if predict_dir is not None else None
         self.splits: dict[str, PairedImages] = {}
@@ -394,6 +421,7 @@ class PairedImageDataModule(FolderDataModule):
         sizes = [[c[2][i] for i in k] for c, k in zip(checked, keep, strict=True)]
         self._check_sizes(files, sizes)
         channels = self._set_shapes([c[1] for c in checked[:2]], sizes[0][0])
+        self.check_assumed(channels, self._folder("b" if self.layout == "folders" else "a", split))
         seed = default_data_seed() if self.seed is None else self.seed
         dataset = PairedImages(
             files[0], channels, self.bad_files, seed, self.preprocess, jitter, self.direction,
@@ -417,12 +445,16 @@ class PairedImageDataModule(FolderDataModule):
         return channels
 
     def _peek(self) -> None:
-        """Sets the shapes from one file of each training folder, when they are there, so that the command line
-        sizes the model by them when it builds it (``setup`` reads every file and sets them again)."""
+        """Sets the shapes from one file of each training folder, or where the crop sets the size from
+        ``to_channels`` (3, RGB, when no file is there; ``setup`` then refuses files of another count), so that the command line sizes the model by them when it builds it (``setup`` reads
+        every file and sets them again)."""
         headers = [peek_header(self._folder(k, "train")) for k in ("a", "b")[: 1 if self.layout == "aligned" else 2]]
+        if (self.to_channels or not all(headers)) and self.preprocess.mode != "none":  # the crop sets the size
+            self.assumed_channels = None if self.to_channels or all(headers) else 3
+            crop = self.preprocess.crop_size
+            headers = [(self.to_channels or 3, (crop * (2 if self.layout == "aligned" else 1), crop))] * len(headers)
         if all(headers):
-            channels = [self.to_channels or c for c, _ in headers]
-            self._set_shapes(channels, headers[0][1])
+            self._set_shapes([self.to_channels or c for c, _ in headers], headers[0][1])
 
     def _check_sizes(self, files: list[list[Path]], sizes: list[list[tuple[int, int]]]) -> None:
         """Aligned files must split into two halves; the images of a pair must be of one size; a ``crop`` crop must
@@ -470,19 +502,8 @@ class PairedImageDataModule(FolderDataModule):
         dataset.names = [p.relative_to(self.predict_dir).with_suffix("").as_posix() for p in files]
         return dataset
 
-    def val_dataloader(self) -> DataLoader | list:
-        return self._loader(self.splits["val"]) if "val" in self.splits else []
-
-    def test_dataloader(self) -> DataLoader:
-        if "test" not in self.splits:
-            raise MissingFileError(f"no test split: {self._folder('a', 'test')} does not exist", "data_dir")
-        return self._loader(self.splits["test"])
-
-    def predict_dataloader(self) -> DataLoader:
-        """The sources of ``predict_dir``, in order: items ``(source, empty)`` (no target), cut as validation."""
-        if "predict" not in self.splits:
-            raise RuntimeError("PairedImageDataModule: call setup('predict') before predict_dataloader()")
-        return self._loader(self.splits["predict"])
+    def _test_folder(self) -> str:
+        return str(self._folder("a", "test"))
 
     def _training_files(self) -> list[Path]:
         if self.train_set is None:

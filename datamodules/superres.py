@@ -16,12 +16,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from datamodules.base import AUGMENTATION_SEEDING
-from datamodules.folder import FolderDataModule, ImageFiles, peek_header, scan_folder
+from datamodules.folder import ImageFiles, SplitFolderDataModule, peek_header, scan_folder
 from datamodules.resumable import default_data_seed
-from gans.errors import ConfigurationError, MissingFileError, check_at_least
+from gans.errors import ConfigurationError, check_at_least
 
 
 def downsample(hr: Tensor, scale: int) -> Tensor:
@@ -73,7 +72,7 @@ class SuperResolutionImages(ImageFiles):
         return downsample(hr, self.scale), hr
 
 
-class SuperResolutionDataModule(FolderDataModule):
+class SuperResolutionDataModule(SplitFolderDataModule):
     """Super-resolution pairs from folders of high-resolution images (any images: DIV2K's ``DIV2K_train_HR/`` and
     ``DIV2K_valid_HR/``, or ``train/`` and ``val/``, or a photo collection): batches ``(lr, hr)``, ``hr`` a
     ``crop_size`` crop float32 [B, C, crop_size, crop_size] in [-1, 1], ``lr`` its bicubic downsample by ``scale``
@@ -98,6 +97,8 @@ class SuperResolutionDataModule(FolderDataModule):
 
     #: What a batch holds, for models to check that they can use it (see ``gans.base.GAN.batch_kinds``).
     batch_kind = "paired"
+    #: The inputs of ``predict_dir`` keep their sizes, which may differ.
+    predict_batch_size = 1
 
     def __init__(
         self,
@@ -121,8 +122,10 @@ class SuperResolutionDataModule(FolderDataModule):
         self.predict_dir = Path(predict_dir) if predict_dir is not None else None
         self.splits: dict[str, SuperResolutionImages] = {}
         # The CLI sizes the model by them: known from to_channels, or else the training files' first header.
-        if self.to_channels or (header := peek_header(self.data_dir / train_folder)) is not None:
-            self._set_shapes(self.to_channels or header[0])
+        # Without to_channels and files, RGB (most photo sets are): setup refuses files of another channel count.
+        header = None if self.to_channels else peek_header(self.data_dir / train_folder)
+        self.assumed_channels = None if self.to_channels or header else 3
+        self._set_shapes(self.to_channels or (header[0] if header else 3))
 
     def _set_shapes(self, channels: int) -> None:
         self.image_shape = (channels, self.crop_size, self.crop_size)
@@ -137,6 +140,7 @@ class SuperResolutionDataModule(FolderDataModule):
                     "crop_size or leave the image out"
                 )
         if crop_size is not None:
+            self.check_assumed(channels, folder)
             self._set_shapes(channels)
         elif self.to_channels is None and hasattr(self, "source_shape"):
             channels = self.source_shape[0]  # as the model takes them (the training files'), whatever these hold
@@ -159,20 +163,9 @@ class SuperResolutionDataModule(FolderDataModule):
                                          "(--data.init_args.predict_dir)", "predict_dir")
             self.splits["predict"] = self._images(self.predict_dir, None, jitter=False)
 
-    def val_dataloader(self) -> DataLoader | list:
-        return self._loader(self.splits["val"]) if "val" in self.splits else []
-
-    def test_dataloader(self) -> DataLoader:
-        if "test" not in self.splits:
-            raise MissingFileError(f"no test split: test_folder={self.folders['test']!r} under {self.data_dir} does "
-                                   "not exist", "test_folder")
-        return self._loader(self.splits["test"])
-
-    def predict_dataloader(self) -> DataLoader:
-        """The inputs of ``predict_dir`` in order, one per batch (their sizes may differ): ``(lr, empty)``."""
-        if "predict" not in self.splits:
-            raise RuntimeError("SuperResolutionDataModule: call setup('predict') before predict_dataloader()")
-        return DataLoader(self.splits["predict"], batch_size=1, **self._loader_options())
+    def _test_folder(self) -> str:
+        folder = self.folders["test"]
+        return f"test_folder={folder!r} under {self.data_dir}" if folder is None else str(self.data_dir / folder)
 
     def _training_files(self) -> list[Path]:
         return self.train_set.files if self.train_set is not None else []

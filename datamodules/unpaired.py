@@ -5,17 +5,16 @@ index), each with its own jitter, as the reference code's ``UnalignedDataset``."
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from datamodules.base import AUGMENTATION_SEEDING
-from datamodules.folder import FolderDataModule, ImageFiles, peek_header, scan_folder
-from datamodules.paired import PREPROCESS, Preprocess
+from datamodules.folder import ImageFiles, peek_header, scan_folder
+from datamodules.paired import Preprocess, TranslationDataModule
 from datamodules.resumable import default_data_seed
-from gans.errors import ConfigurationError, MissingFileError, check_at_least
 from gans.seeding import step_seed
 
 
@@ -58,7 +57,7 @@ class UnpairedImages(Dataset):
         return items[0], items[1]
 
 
-class UnpairedImageDataModule(FolderDataModule):
+class UnpairedImageDataModule(TranslationDataModule):
     """An unpaired translation set in CycleGAN's layout: ``<data_dir>/trainA/``, ``trainB/``, ``testA/``, ``testB/``
     (and optionally ``valA/``, ``valB/``; validation uses the test folders when they are absent). Batches are
     ``(a, b)`` float32 [B, C, crop_size, crop_size] in [-1, 1], a from the source domain (A, or B with
@@ -68,18 +67,13 @@ class UnpairedImageDataModule(FolderDataModule):
 
     Args:
         data_dir: the folder holding ``trainA/``, ``trainB/``, ...
-        direction: ``"AtoB"`` (A is the source domain) or ``"BtoA"``.
-        load_size: side the images are resized to before the random crop (286 in CycleGAN).
-        crop_size: side of the crops, the size of every item (256 in CycleGAN).
-        preprocess: pix2pix/CycleGAN's ``--preprocess``: ``"resize_and_crop"``, ``"crop"``, ``"scale_width_and_crop"``
-            or ``"none"`` (see :class:`datamodules.paired.Preprocess`).
-        jitter: random crops and mirrors on training items (off: the deterministic cut of validation).
-        flip: mirror jittered images with probability 1/2 (``--no_flip`` turns it off).
         serial_batches: the reference's option: item i pairs A image i with B image i (modulo the size of B);
             otherwise each item draws its B image at random (seeded, the same after a resume).
         batch_size: pairs per batch, per process (1 in CycleGAN).
-        **kwargs: ``to_channels``, ``bad_files``, ``seed`` (of the order, the pairing and the jitter),
-            ``num_workers``, ``pin_memory``: the arguments every folder data module takes.
+        **kwargs: ``direction`` (``"BtoA"``: B is the source domain), ``load_size``, ``crop_size``, ``preprocess``,
+            ``jitter``, ``flip``: see :class:`datamodules.paired.TranslationDataModule`; ``to_channels``,
+            ``bad_files``, ``seed`` (of the order, the pairing and the jitter), ``num_workers``, ``pin_memory``: the
+            arguments every folder data module takes.
     """
 
     #: What a batch holds, for models to check that they can use it (see ``gans.base.GAN.batch_kinds``).
@@ -88,30 +82,20 @@ class UnpairedImageDataModule(FolderDataModule):
     def __init__(
         self,
         data_dir: str = "data/horse2zebra",
-        direction: Literal["AtoB", "BtoA"] = "AtoB",
-        load_size: int = 286,
-        crop_size: int = 256,
-        preprocess: Literal["resize_and_crop", "crop", "scale_width_and_crop", "none"] = "resize_and_crop",
-        jitter: bool = True,
-        flip: bool = True,
         serial_batches: bool = False,
         batch_size: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(batch_size=batch_size, **kwargs)
-        for name, value, accepted in (("direction", direction, ("AtoB", "BtoA")), ("preprocess", preprocess, PREPROCESS)):
-            if value not in accepted:
-                raise ConfigurationError(f"{name}={value!r}; expected one of {', '.join(map(repr, accepted))}")
-        check_at_least(1, load_size=load_size, crop_size=crop_size)
-        if preprocess in ("resize_and_crop", "scale_width_and_crop") and crop_size > load_size:
-            raise ConfigurationError(f"crop_size={crop_size} must be between 1 and load_size={load_size}")
-        self.data_dir, self.direction, self.serial_batches = Path(data_dir), direction, serial_batches
-        self.preprocess = Preprocess(preprocess, load_size, crop_size, flip)
-        self.load_size, self.crop_size, self.jitter = load_size, crop_size, jitter
+        self.data_dir, self.serial_batches = Path(data_dir), serial_batches
         self.splits: dict[str, UnpairedImages] = {}
-        # One file of each domain, when they are there, so that the command line sizes the model by them when it
-        # builds it (setup reads every file and sets the shapes again).
-        headers = [peek_header(self.data_dir / f"train{d}") for d in ("AB" if direction == "AtoB" else "BA")]
+        # One file of each domain, when they are there (or to_channels), so that the command line sizes the model by
+        # them when it builds it (setup reads every file and sets the shapes again).
+        headers = [peek_header(self.data_dir / f"train{d}") for d in ("AB" if self.direction == "AtoB" else "BA")]
+        if (self.to_channels or not all(headers)) and self.preprocess.mode != "none":  # the crop sets the size
+            # Without files, RGB (most translation sets are): setup refuses files of another channel count.
+            self.assumed_channels = None if self.to_channels or all(headers) else 3
+            headers = [(self.to_channels or 3, (self.crop_size, self.crop_size))] * 2
         if all(headers):
             self.source_shape, self.image_shape = (
                 (self.to_channels or c, *self.preprocess.output_size(size[::-1])) for c, size in headers
@@ -120,6 +104,7 @@ class UnpairedImageDataModule(FolderDataModule):
     def _domain(self, folder: Path) -> tuple[ImageFiles, tuple[int, int, int]]:
         """The images of one domain and the shape of its items."""
         files, channels, sizes = self.check_files(scan_folder(folder), folder)
+        self.check_assumed(channels, folder)
         for path, (width, height) in zip(files, sizes, strict=True):
             self.preprocess.check_size(path, (height, width))
         seed = default_data_seed() if self.seed is None else self.seed
@@ -145,14 +130,8 @@ class UnpairedImageDataModule(FolderDataModule):
             if stage in stages and name not in self.splits and (prefix := self._held_out(name)) is not None:
                 self.splits[name] = self._split(prefix, training=False)
 
-    def val_dataloader(self) -> DataLoader | list:
-        return self._loader(self.splits["val"]) if "val" in self.splits else []
-
-    def test_dataloader(self) -> DataLoader:
-        if "test" not in self.splits:
-            raise MissingFileError(f"no test split: {self.data_dir / 'testA'} or {self.data_dir / 'testB'} does not "
-                                   "exist", "data_dir")
-        return self._loader(self.splits["test"])
+    def _test_folder(self) -> str:
+        return f"{self.data_dir / 'testA'} or {self.data_dir / 'testB'}"
 
     def _training_files(self) -> list[Path]:
         return [*self.train_set.a.files, *self.train_set.b.files] if self.train_set is not None else []

@@ -80,6 +80,7 @@ def cuts_of(image: torch.Tensor, crop: int) -> list[torch.Tensor]:
 def test_aligned_pairs_of_odd_height_share_crop_and_flip(tmp_path):
     pairs = write_aligned_pairs(tmp_path, n_train=6, n_val=3, width=24, heights=(11, 13, 9), suffix=".png")
     dm = PairedImageDataModule(data_dir=str(tmp_path), load_size=14, crop_size=10, batch_size=2, seed=3)
+    assert dm.image_shape == dm.source_shape == (3, 10, 10)  # from one file's header: the CLI sizes the model by it
     dm.setup("fit")
     assert dm.image_shape == dm.source_shape == (3, 10, 10)
     flips = set()
@@ -202,6 +203,17 @@ def test_colour_coded_label_maps_and_out_of_range_classes(tmp_path):
     wrong.setup("fit")
     with pytest.raises(ConfigurationError, match=r"^palette=.*A/train/a.png has the colour \[\d+, \d+, \d+\] at"):
         wrong.train_set[0]
+    # Without files, to_channels and the crop give the shapes (the label map's channels: its classes, one-hot).
+    unbuilt = PairedImageDataModule(data_dir=str(tmp_path / "none"), to_channels=3, num_classes=35, **common)
+    assert unbuilt.image_shape == (3, 12, 12) and unbuilt.source_shape == (35, 12, 12)
+    # Without files or to_channels: RGB, the usual case, so the model gets the crop size; files of another channel
+    # count are then refused (the model was built for 3).
+    early = PairedImageDataModule(data_dir=str(tmp_path / "grey"), crop_size=8, load_size=8)
+    assert early.image_shape == early.source_shape == (3, 8, 8)
+    write_two_folders(tmp_path / "grey", source_type="labels", source_folder="train", target_folder="val")
+    (tmp_path / "grey" / "val").rename(tmp_path / "grey" / "unused")
+    with pytest.raises(ConfigurationError, match=r"^to_channels=None: the images in .*grey/train have 1 channel, but"):
+        early.setup("fit")
     with pytest.raises(ConfigurationError, match=r"^num_classes=None: a label-map source"):
         PairedImageDataModule(source_type="labels")
 

@@ -32,6 +32,8 @@ def test_layout_shapes_and_an_epoch_as_long_as_the_larger_domain(unpaired_set):
     dm = module(unpaired_set, batch_size=1)  # trainA: 5, trainB: 3
     assert len(dm.train_set) == 5 and dm.batch_kind == "unpaired"
     assert dm.image_shape == dm.source_shape == (3, 8, 8)
+    grey = UnpairedImageDataModule(data_dir=str(unpaired_set / "none"), crop_size=8, to_channels=1)
+    assert grey.image_shape == grey.source_shape == (1, 8, 8)  # known without files: the CLI sizes the model
     loader = dm.train_dataloader()
     assert len(loader) == 5
     epoch = [pair for batch in loader for pair in drawn(batch)]
