@@ -342,6 +342,11 @@ class Pix2PixHD(Translation):
             "d_fake": torch.stack([f.detach().mean() for f in d_fake]).mean(),
         }
 
+    def evaluation_d_terms(self, real: Tensor, fake: Tensor, **cond: Tensor) -> dict[str, Tensor]:
+        """D's terms on held-out pairs as in training (:meth:`d_loss`: the loss of each scale, not of all scales'
+        scores pooled), so that ``val/d_loss`` compares with ``train/d_loss``."""
+        return self.d_loss(real, GeneratorOutput(images=fake), **cond)
+
     def g_loss(self, real: Tensor, fake: GeneratorOutput, source: Tensor, **cond: Tensor) -> dict[str, Tensor]:
         """The adversarial loss of every scale, summed, plus ``lambda_feat`` times the feature matching and
         ``lambda_vgg`` times the VGG loss."""

@@ -31,7 +31,7 @@ SPADE_GENERATOR = {"class_path": "gans.nets.SPADEGenerator"}
 #: :class:`gans.nets.patchgan.PatchDiscriminator`), ``spectralinstance`` normalization, padding 2.
 SPADE_DISCRIMINATOR = {
     "class_path": "gans.nets.MultiscaleDiscriminator",
-    "init_args": {"num_d": 2, "n_layers": 3, "norm": "instance", "padding": 2, "spectral_norm": True},
+    "init_args": {"num_d": 2, "n_layers": 3, "norm": "instance", "padding": 2, "spectral_norm": True, "init": "xavier"},
 }
 
 
@@ -229,6 +229,11 @@ class GauGAN(Translation):
             "d_real": torch.stack([r[-1].detach().mean() for r in d_real]).mean(),
             "d_fake": torch.stack([f[-1].detach().mean() for f in d_fake]).mean(),
         }
+
+    def evaluation_d_terms(self, real: Tensor, fake: Tensor, **cond: Tensor) -> dict[str, Tensor]:
+        """D's terms on held-out pairs as in training (:meth:`d_loss`: the loss of each scale, not of all scales'
+        scores pooled), so that ``val/d_loss`` compares with ``train/d_loss``."""
+        return self.d_loss(real, GeneratorOutput(images=fake), **cond)
 
     def g_loss(self, real: Tensor, fake: GeneratorOutput, source: Tensor, **cond: Tensor) -> dict[str, Tensor]:
         """G's adversarial loss averaged over the scales, plus ``lambda_feat`` times feature matching and

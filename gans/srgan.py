@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+from torchmetrics.functional.image import structural_similarity_index_measure
 
 from gans.base import GAN
 from gans.errors import ConfigurationError, check_at_least
@@ -26,7 +26,7 @@ from gans.nets.srgan import upsampling_steps
 from gans.outputs import GeneratorOutput
 from gans.perceptual import VGGLoss
 from gans.phases import Phase
-from gans.translation import Translation, to_unit
+from gans.translation import Translation, psnr, to_unit
 
 #: The paper's optimizer for both networks: Adam with lr 1e-4, beta1 0.9.
 SRGAN_ADAM = {"class_path": "torch.optim.Adam", "init_args": {"lr": 1e-4, "betas": (0.9, 0.999)}}
@@ -198,7 +198,7 @@ class SRGAN(Translation):
             # Sampled again (the base keeps its translations to itself): in eval mode SRResNet is deterministic.
             crop = (..., slice(self.scale, -self.scale), slice(self.scale, -self.scale))
             fake_y, real_y = luma(to_unit(self.sample(**cond)))[crop], luma(to_unit(real))[crop]
-            terms["psnr_y"] = peak_signal_noise_ratio(fake_y, real_y, data_range=1.0)
+            terms["psnr_y"] = psnr(fake_y, real_y)
             terms["ssim_y"] = structural_similarity_index_measure(fake_y, real_y, data_range=1.0)
         return terms
 

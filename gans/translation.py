@@ -80,6 +80,13 @@ def as_rgb(images: Tensor) -> Tensor:
     return torch.cat([images, images.new_full((len(images), 3 - channels, *images.shape[2:]), -1.0)], dim=1)
 
 
+def psnr(fake: Tensor, real: Tensor) -> Tensor:
+    """The peak signal-to-noise ratio in dB of each image [N, C, H, W] in [0, 1] against its target (data range 1),
+    averaged over the images, as the papers report it (torchmetrics' default would take one MSE over the whole batch,
+    which depends on how images are batched)."""
+    return peak_signal_noise_ratio(fake, real, data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3))
+
+
 def to_unit(images: Tensor) -> Tensor:
     """[-1, 1] to [0, 1], clamped (what PSNR and SSIM are computed on, with a data range of 1)."""
     return ((images.float() + 1) / 2).clamp(0, 1)
@@ -235,17 +242,23 @@ class Translation(GAN):
         return item[1]
 
     def evaluation_terms(self, real: Tensor, **cond: Tensor) -> dict[str, Tensor]:
-        """L1, PSNR (dB) and SSIM of the translations of held-out sources against their targets (images mapped to
-        [0, 1], data range 1, torchmetrics' Gaussian-window SSIM), with D's loss and mean scores of both."""
+        """L1, PSNR (dB, per image, then averaged) and SSIM of the translations of held-out sources against their targets
+        (images mapped to [0, 1], data range 1, torchmetrics' Gaussian-window SSIM), with D's loss and mean scores of
+        both."""
         fake = self.sample(**cond)
         terms = {
             "l1": (fake.float() - real.float()).abs().mean(),
-            "psnr": peak_signal_noise_ratio(to_unit(fake), to_unit(real), data_range=1.0),
+            "psnr": psnr(to_unit(fake), to_unit(real)),
             "ssim": structural_similarity_index_measure(to_unit(fake), to_unit(real), data_range=1.0),
         }
+        return {**terms, **self.evaluation_d_terms(real, fake, **cond)}
+
+    def evaluation_d_terms(self, real: Tensor, fake: Tensor, **cond: Tensor) -> dict[str, Tensor]:
+        """D's loss (``d_loss``) and mean scores (``d_real``, ``d_fake``) of held-out pairs and their translations,
+        comparable with the training values: the adversarial loss of ``critic``'s scores here; a variant whose
+        training loss is not that (one per scale) gives its own."""
         d_real, d_fake = self.critic(real, **cond), self.critic(fake, **cond)
-        d_terms = {"d_loss": self.d_adversarial(d_real, d_fake), "d_real": d_real.mean(), "d_fake": d_fake.mean()}
-        return {**terms, **d_terms}
+        return {"d_loss": self.d_adversarial(d_real, d_fake), "d_real": d_real.mean(), "d_fake": d_fake.mean()}
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         """The translations of a batch of sources (a tensor, or a tuple whose first entry is the sources)."""

@@ -111,12 +111,15 @@ def test_evaluation_terms_are_l1_psnr_and_ssim_of_the_translations():
     terms = model.evaluation_terms(target, source=source)
     fake = model.sample(source=source)
     torch.testing.assert_close(terms["l1"], (fake - target).abs().mean())
-    psnr = PeakSignalNoiseRatio(data_range=1.0)((fake + 1) / 2, (target + 1) / 2)
+    psnr = PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3))((fake + 1) / 2, (target + 1) / 2)
     ssim = StructuralSimilarityIndexMeasure(data_range=1.0)((fake + 1) / 2, (target + 1) / 2)
     torch.testing.assert_close(terms["psnr"], psnr)
     torch.testing.assert_close(terms["ssim"], ssim)
-    mse = ((fake - target) / 2).square().mean()
-    torch.testing.assert_close(terms["psnr"], -10 * torch.log10(mse))  # PSNR's definition, data range 1
+    mse = ((fake - target) / 2).square().mean(dim=(1, 2, 3))  # per image
+    torch.testing.assert_close(terms["psnr"], (-10 * torch.log10(mse)).mean())  # PSNR's definition, data range 1
+    # Per image, then averaged: the value does not depend on how the images are batched.
+    halves = [model.evaluation_terms(target[i : i + 2], source=source[i : i + 2])["psnr"] for i in (0, 2)]
+    torch.testing.assert_close(terms["psnr"], sum(halves) / 2)
     perfect = model.evaluation_terms(fake, source=source)
     assert perfect["l1"] == 0 and perfect["ssim"] > 0.999
     assert {"d_loss", "d_real", "d_fake"} <= terms.keys()
@@ -293,3 +296,16 @@ def test_fid_compares_translations_of_training_sources_with_the_targets(tmp_path
     real, _ = extractor(to_uint8_rgb(targets[order]))  # the targets, not the sources
     expected = frechet_distance(*feature_statistics(real), *feature_statistics(fake))
     assert metric.last["fid"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_spade_discriminators_are_initialised_as_its_generator():
+    # SPADE initialises D with Xavier-normal weights of gain 0.02 (its first conv: std 0.02 * sqrt(2 / (fan_in +
+    # fan_out))); pix2pix's N(0, 0.02) otherwise.
+    torch.manual_seed(0)
+    xavier = PatchDiscriminator(38, 256, init="xavier").blocks[0][0].weight.detach()
+    expected = 0.02 * (2 / (38 * 16 + 64 * 16)) ** 0.5
+    assert float(xavier.std()) == pytest.approx(expected, rel=0.05)
+    normal = PatchDiscriminator(38, 256).blocks[0][0].weight.detach()
+    assert float(normal.std()) == pytest.approx(0.02, rel=0.05)
+    with pytest.raises(ConfigurationError, match="init='kaiming'"):
+        PatchDiscriminator(3, 64, init="kaiming")

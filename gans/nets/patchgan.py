@@ -16,6 +16,7 @@ from typing import Literal
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from gans.errors import ConfigurationError, check_at_least
 
@@ -67,6 +68,19 @@ def init_normal(module: nn.Module, std: float = 0.02) -> None:
             nn.init.zeros_(m.bias)
 
 
+def init_xavier(module: nn.Module, gain: float = 0.02) -> None:
+    """The reference's initialization (``init_type="xavier"``, ``init_variance=0.02``): Xavier-normal weights of gain
+    0.02 and zero biases in every convolution. A spectrally normalized convolution keeps PyTorch's default weights:
+    the reference initializes the normalized ``weight`` its old ``spectral_norm`` recomputes from the untouched
+    ``weight_orig`` at the next forward pass, so only its bias becomes zero."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            if not parametrize.is_parametrized(m, "weight"):
+                nn.init.xavier_normal_(m.weight, gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 class PatchDiscriminator(nn.Module):
     """PatchGAN: images [N, channels, H, W] to a map of patch scores (logits) [N, 1, H', W'].
 
@@ -81,6 +95,8 @@ class PatchDiscriminator(nn.Module):
         padding: of every 4x4 convolution: 1 in pix2pix and CycleGAN, 2 in pix2pixHD and SPADE.
         spectral_norm: spectral normalisation of the middle convolutions, which then have no bias (SPADE's
             ``spectralinstance``).
+        init: ``"normal"``, N(0, 0.02) weights (pix2pix, CycleGAN, pix2pixHD), or ``"xavier"``, Xavier-normal of gain
+            0.02 (SPADE, which initialises its discriminators as its generator).
 
     Raises:
         ConfigurationError: a size below 1, an unknown ``norm``, or an input too small for the layers.
@@ -95,8 +111,11 @@ class PatchDiscriminator(nn.Module):
         norm: Norm = "batch",
         padding: int = 1,
         spectral_norm: bool = False,
+        init: Literal["normal", "xavier"] = "normal",
     ) -> None:
         super().__init__()
+        if init not in ("normal", "xavier"):
+            raise ConfigurationError(f"init={init!r}; expected 'normal' or 'xavier'")
         check_at_least(1, "PatchDiscriminator", channels=channels, features=features, n_layers=n_layers)
         check_at_least(0, "PatchDiscriminator", padding=padding)
         # A BatchNorm's shift makes a bias redundant (pix2pix); SPADE drops it before every normalisation.
@@ -117,7 +136,7 @@ class PatchDiscriminator(nn.Module):
             width = out
         blocks.append(nn.Sequential(nn.Conv2d(width, 1, 4, 1, padding)))
         self.blocks = nn.ModuleList(blocks)
-        init_normal(self)
+        (init_normal if init == "normal" else init_xavier)(self)
         self.image_size = image_size
         if image_size is not None and self.output_size(image_size) < 1:
             raise ConfigurationError(
@@ -166,6 +185,7 @@ class MultiscaleDiscriminator(nn.Module):
         norm: ``"instance"`` in both papers.
         padding: 2 in both papers.
         spectral_norm: SPADE's spectral normalisation.
+        init: ``"normal"`` (pix2pixHD) or ``"xavier"`` (SPADE): see :class:`PatchDiscriminator`.
 
     Raises:
         ConfigurationError: ``num_d`` below 1, or a coarsest scale too small for its layers.
@@ -181,12 +201,13 @@ class MultiscaleDiscriminator(nn.Module):
         norm: Norm = "instance",
         padding: int = 2,
         spectral_norm: bool = False,
+        init: Literal["normal", "xavier"] = "normal",
     ) -> None:
         super().__init__()
         check_at_least(1, "MultiscaleDiscriminator", num_d=num_d)
         sizes = [None if image_size is None else -(-image_size // 2**k) for k in range(num_d)]
         self.discriminators = nn.ModuleList(
-            PatchDiscriminator(channels, size, features, n_layers, norm, padding, spectral_norm) for size in sizes
+            PatchDiscriminator(channels, size, features, n_layers, norm, padding, spectral_norm, init) for size in sizes
         )
 
     @staticmethod

@@ -9,10 +9,10 @@ from typing import Literal
 
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as spectral
 
 from gans.errors import ConfigurationError, check_at_least
+from gans.nets.patchgan import init_xavier
 
 ParamFreeNorm = Literal["batch", "instance"]
 Upsampling = Literal["normal", "more", "most"]
@@ -30,19 +30,6 @@ def param_free_norm(norm: ParamFreeNorm, channels: int) -> nn.Module:
     if norm == "instance":
         return nn.InstanceNorm2d(channels, affine=False)
     raise ConfigurationError(f"norm={norm!r}; expected 'batch' or 'instance'")
-
-
-def init_xavier(module: nn.Module, gain: float = 0.02) -> None:
-    """The reference's initialization (``init_type="xavier"``, ``init_variance=0.02``): Xavier-normal weights of gain
-    0.02 and zero biases in every convolution. A spectrally normalized convolution keeps PyTorch's default weights:
-    the reference initializes the normalized ``weight`` its old ``spectral_norm`` recomputes from the untouched
-    ``weight_orig`` at the next forward pass, so only its bias becomes zero."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            if not parametrize.is_parametrized(m, "weight"):
-                nn.init.xavier_normal_(m.weight, gain)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
 
 
 class SPADE(nn.Module):
