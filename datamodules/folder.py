@@ -36,14 +36,15 @@ class BadImageError(ValueError):
     """A file of the data set cannot be decoded."""
 
 
-def scan_folder(folder: Path) -> list[Path]:
-    """The image files under ``folder`` (recursively, sorted), or a clear error when there is none."""
+def scan_folder(folder: Path, argument: str = "data_dir") -> list[Path]:
+    """The image files under ``folder`` (recursively, sorted), or a clear error naming ``argument`` (the option that
+    gave the folder) when there is none."""
     if not folder.is_dir():
-        raise MissingFileError(f"image folder {folder} does not exist", "data_dir")
+        raise MissingFileError(f"image folder {folder} does not exist", argument)
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise MissingFileError(
-            f"no images in {folder} (looked for {', '.join(IMAGE_SUFFIXES)}, in subfolders too)", "data_dir"
+            f"no images in {folder} (looked for {', '.join(IMAGE_SUFFIXES)}, in subfolders too)", argument
         )
     return files
 

@@ -285,9 +285,14 @@ class TranslationDataModule(SplitFolderDataModule):
             to a multiple of 4: files of one size, or ``batch_size=1``); see :class:`Preprocess`.
         jitter: random crops and mirrors on training items (off: the deterministic cut of validation).
         flip: mirror jittered items with probability 1/2 (pix2pix's ``--no_flip`` turns it off).
+        predict_dir: folder of sources to translate with ``predict`` (cut as validation); a prediction is saved
+            under its input's name by :class:`callbacks.PredictionWriter`.
         **kwargs: ``to_channels``, ``bad_files``, ``seed`` (of the order and the jitter), ``batch_size``,
             ``num_workers``, ``pin_memory``: the arguments every folder data module takes.
     """
+
+    #: How label-map sources are read; ``None``: the sources are images.
+    labels: LabelMaps | None = None
 
     def __init__(
         self,
@@ -297,9 +302,11 @@ class TranslationDataModule(SplitFolderDataModule):
         preprocess: Literal["resize_and_crop", "crop", "scale_width_and_crop", "none"] = "resize_and_crop",
         jitter: bool = True,
         flip: bool = True,
+        predict_dir: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.predict_dir = Path(predict_dir) if predict_dir is not None else None
         for name, value, accepted in (("direction", direction, ("AtoB", "BtoA")), ("preprocess", preprocess, PREPROCESS)):
             if value not in accepted:
                 raise ConfigurationError(f"{name}={value!r}; expected one of {', '.join(map(repr, accepted))}")
@@ -308,6 +315,23 @@ class TranslationDataModule(SplitFolderDataModule):
             raise ConfigurationError(f"crop_size={crop_size} must be between 1 and load_size={load_size}")
         self.direction, self.preprocess = direction, Preprocess(preprocess, load_size, crop_size, flip)
         self.load_size, self.crop_size, self.jitter = load_size, crop_size, jitter
+
+    def _predict_set(self) -> PairedImages:
+        """The sources of ``predict_dir`` (images, or label maps as the training sources), items ``(source,
+        empty)``, each named by its path under the folder."""
+        if self.predict_dir is None:
+            raise ConfigurationError("predict_dir=None: give the folder of sources to translate "
+                                     "(--data.init_args.predict_dir)", "predict_dir")
+        files, channels, sizes = self.check_files(scan_folder(self.predict_dir, "predict_dir"), self.predict_dir)
+        for path, (width, height) in zip(files, sizes, strict=True):
+            self.preprocess.check_size(path, (height, width))
+        if self.to_channels is None and self.labels is None and hasattr(self, "source_shape"):
+            channels = self.source_shape[0]  # as the model takes them (the training files'), whatever these hold
+        seed = default_data_seed() if self.seed is None else self.seed
+        dataset = PairedImages(files, channels, self.bad_files, seed, self.preprocess, jitter=False,
+                               labels=self.labels, sources_only=True)
+        dataset.names = [p.relative_to(self.predict_dir).with_suffix("").as_posix() for p in files]
+        return dataset
 
 
 class PairedImageDataModule(TranslationDataModule):
@@ -340,10 +364,8 @@ class PairedImageDataModule(TranslationDataModule):
         num_classes: classes of a label-map source (35 for cityscapes' label ids); required with ``labels``.
         palette: colour of each class, ``[[r, g, b], ...]``, for colour-coded label maps; ``None``: one channel
             of class indices.
-        predict_dir: folder of sources to translate with ``predict`` (cut as validation); a prediction is saved
-            under its input's name by :class:`callbacks.PredictionWriter`.
         batch_size: pairs per batch, per process (1 in pix2pix).
-        **kwargs: ``direction``, ``load_size``, ``crop_size``, ``preprocess``, ``jitter``, ``flip``: see
+        **kwargs: ``direction``, ``load_size``, ``crop_size``, ``preprocess``, ``jitter``, ``flip``, ``predict_dir``: see
             :class:`TranslationDataModule`; ``to_channels``, ``bad_files``, ``seed`` (of the order and the jitter),
             ``num_workers``, ``pin_memory``: the arguments every folder data module takes.
     """
@@ -361,7 +383,6 @@ class PairedImageDataModule(TranslationDataModule):
         source_type: Literal["image", "labels"] = "image",
         num_classes: int | None = None,
         palette: list[list[int]] | None = None,
-        predict_dir: str | None = None,
         batch_size: int = 1,
         **kwargs: Any,
     ) -> None:
@@ -376,7 +397,6 @@ class PairedImageDataModule(TranslationDataModule):
         self.labels = self._label_maps(source_type, num_classes, palette)
         self.data_dir, self.layout = Path(data_dir), layout
         self.folders = {"a": folder_a, "b": folder_b, "instance": instance_folder}
-        self.predict_dir = Path(predict_dir) if predict_dir is not None else None
         self.splits: dict[str, PairedImages] = {}
         self._peek()
 
@@ -486,21 +506,6 @@ class PairedImageDataModule(TranslationDataModule):
                 self.splits[name] = self._split(name, jitter=False)
         if stage == "predict" and "predict" not in self.splits:
             self.splits["predict"] = self._predict_set()
-
-    def _predict_set(self) -> PairedImages:
-        if self.predict_dir is None:
-            raise ConfigurationError("predict_dir=None: give the folder of sources to translate "
-                                     "(--data.init_args.predict_dir)", "predict_dir")
-        files, channels, sizes = self.check_files(scan_folder(self.predict_dir), self.predict_dir)
-        for path, (width, height) in zip(files, sizes, strict=True):
-            self.preprocess.check_size(path, (height, width))
-        if self.to_channels is None and self.labels is None and hasattr(self, "source_shape"):
-            channels = self.source_shape[0]  # as the model takes them (the training files'), whatever these hold
-        seed = default_data_seed() if self.seed is None else self.seed
-        dataset = PairedImages(files, channels, self.bad_files, seed, self.preprocess, jitter=False,
-                               labels=self.labels, sources_only=True)
-        dataset.names = [p.relative_to(self.predict_dir).with_suffix("").as_posix() for p in files]
-        return dataset
 
     def _test_folder(self) -> str:
         return str(self._folder("a", "test"))

@@ -129,6 +129,8 @@ class UnpairedImageDataModule(TranslationDataModule):
         for name, stages in (("val", (None, "fit", "validate")), ("test", (None, "test"))):
             if stage in stages and name not in self.splits and (prefix := self._held_out(name)) is not None:
                 self.splits[name] = self._split(prefix, training=False)
+        if stage == "predict" and "predict" not in self.splits:
+            self.splits["predict"] = self._predict_set()  # sources of the direction's source domain, in predict_dir
 
     def _test_folder(self) -> str:
         return f"{self.data_dir / 'testA'} or {self.data_dir / 'testB'}"

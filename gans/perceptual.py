@@ -88,9 +88,16 @@ class VGGFeatures(nn.Module):
                         f"({VGG19_Weights.IMAGENET1K_V1.url}), or 'imagenet' to download it",
                         "vgg_weights",
                     )
-                state = torch.load(path, map_location="cpu", weights_only=True)
-                state = {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier.")}
-                network.features.load_state_dict(state)
+                try:
+                    state = torch.load(path, map_location="cpu", weights_only=True)
+                    state = {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier.")}
+                    network.features.load_state_dict(state)
+                except Exception as err:  # unpickling, a wrong file type or wrong keys: one message
+                    raise ConfigurationError(
+                        f"vgg_weights={weights!r} is not a state dict of torchvision's vgg19 (or of its features): "
+                        f"{type(err).__name__}: {str(err).splitlines()[0][:200]}",
+                        "vgg_weights",
+                    ) from err
         last = max(VGG19_LAYERS[name] for name in layers)
         self.features = network.features[: last + 1]
         for layer in self.features:

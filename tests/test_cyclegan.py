@@ -298,3 +298,24 @@ def test_resume_is_exact_with_the_pools_in_the_checkpoint(tmp_path):
         assert same(value, resumed.state_dict()[name]), name
     # The pools swapped images (else their equality would prove little): the last queries' draws were replayed.
     assert not torch.equal(whole.pool_b.get_extra_state()["images"], saved["pool_b._extra_state"]["images"])
+
+
+def test_predict_translates_a_folder_of_a_images_under_their_names(unpaired_set, tmp_path):
+    from callbacks import PredictionWriter
+    from datamodules import UnpairedImageDataModule
+
+    data = UnpairedImageDataModule(data_dir=str(unpaired_set), load_size=8, crop_size=8, batch_size=2,
+                                   predict_dir=str(unpaired_set / "testA"))
+    torch.manual_seed(0)
+    model = tiny_cyclegan()
+    out = tmp_path / "out"
+    trainer = quiet_trainer(tmp_path, callbacks=[PredictionWriter(output_dir=str(out), grid_size=0)])
+    (translated,) = [torch.cat(trainer.predict(model, data))]
+    names = sorted(p.stem for p in (unpaired_set / "testA").iterdir())
+    assert sorted(p.stem for p in out.glob("*.png")) == names and translated.shape == (len(names), 3, 8, 8)
+    data.setup("predict")
+    sources = torch.stack([data.splits["predict"][i][0] for i in range(len(names))])
+    torch.testing.assert_close(translated, model.sample(source=sources))  # G: A -> B
+    with pytest.raises(ConfigurationError, match=r"^image folder .*nope does not exist") as err:
+        UnpairedImageDataModule(data_dir=str(unpaired_set), predict_dir=str(tmp_path / "nope")).setup("predict")
+    assert err.value.argument == "predict_dir"

@@ -4,7 +4,7 @@ unless configured otherwise; channels_last and compile keep the math."""
 
 import pytest
 import torch
-from conftest import TINY, quiet_trainer, tiny_datamodule
+from conftest import TINY, quiet_trainer, tiny_data, tiny_datamodule
 from test_classic import DC, TINY_VARIANTS, flat
 
 from gans import DCGAN, WGANGP
@@ -20,7 +20,7 @@ def test_every_variant_trains_under_bf16_mixed(name, synthetic_mnist, tmp_path):
     model = cls(**kwargs)
     g0, d0 = flat(model.generator), flat(model.discriminator)
     trainer = quiet_trainer(tmp_path, fast_dev_run=2 * model.n_critic, precision="bf16-mixed")
-    trainer.fit(model, tiny_datamodule(synthetic_mnist))
+    trainer.fit(model, tiny_data(model, synthetic_mnist))
     assert trainer.global_step == 2
     assert not torch.equal(g0, flat(model.generator)) and not torch.equal(d0, flat(model.discriminator))
     assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay float32

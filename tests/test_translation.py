@@ -245,6 +245,11 @@ def test_vgg_loss_against_a_direct_computation(tmp_path):
 def test_vgg_weights_missing_are_named(tmp_path):
     with pytest.raises(MissingFileError, match="vgg_weights='.*nope.pth' does not exist"):
         VGGFeatures(["relu1_1"], weights=str(tmp_path / "nope.pth"))
+    (tmp_path / "photo.jpg").write_bytes(b"not a tensor file")
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pt")
+    for wrong in ("photo.jpg", "other.pt"):
+        with pytest.raises(ConfigurationError, match=rf"^vgg_weights='.*{wrong}' is not a state dict of torchvision's"):
+            VGGFeatures(["relu1_1"], weights=str(tmp_path / wrong))
     with pytest.raises(ConfigurationError, match="layers=\\['relu9_9'\\]"):
         VGGFeatures(["relu9_9"], weights=None)
     features = VGGFeatures(["relu1_1", "relu2_1"], weights=None)
