@@ -92,8 +92,9 @@ class PredictionWriter(BasePredictionWriter):
             for batch, batch_idx in zip(batches, indices, strict=True):
                 for image, index in zip(batch.detach().float().cpu(), batch_idx, strict=True):
                     path = folder / f"{names[index]}.png"
-                    # A padded shard (DistributedSampler) may give a process an index another also writes: same
-                    # pixels, and the rename makes either file whole.
+                    # A padded shard (DistributedSampler) may give a process an index another also writes: the
+                    # rename makes either file whole (a stochastic model, Pix2Pix with test-time dropout, may have
+                    # translated the two copies differently; one of them is kept).
                     temporary = path.with_name(f".{path.name}.rank{trainer.global_rank}.tmp.png")
                     save_png((image + 1) / 2, temporary)
                     os.replace(temporary, path)

@@ -18,7 +18,9 @@ class ImagePool(nn.Module):
     probability 0.5 a stored image chosen uniformly is returned and the new one takes its place, else the new one is
     returned. The draws come from the global RNG, which the GAN seeds at every training step, so a resumed run draws
     what the uninterrupted one did. The stored images are the module's extra state: they are in its ``state_dict``,
-    hence in the checkpoint.
+    hence in the checkpoint. Under DDP each process keeps a pool of its own fakes and a checkpoint holds rank 0's,
+    which every process restores: a resumed multi-process run differs from the uninterrupted one in the other ranks'
+    pools (their first 50 queries draw from rank 0's images).
 
     Args:
         size: images kept; 0 is no pool (a query returns its images).

@@ -237,11 +237,12 @@ class Pix2PixHD(Translation):
     def encode(self, source: Tensor) -> Tensor:
         """What the networks see of a source: the one-hot classes (or the image), then the boundary map."""
         if source.shape[1] != self.source_planes:
-            raise ValueError(
-                f"{type(self).__name__} takes sources of {self.source_planes} channels ("
+            raise ConfigurationError(
+                f"source_channels={self.source_channels}: {type(self).__name__} takes sources of {self.source_planes} "
+                "channels ("
                 f"{'a map of class indices' if self.source_type == 'labels' else f'{self.source_channels} image channels'}"
                 f"{', then the instance-boundary map (with_edges)' if self.instance_maps else ''}), got "
-                f"{source.shape[1]}"
+                f"{source.shape[1]}", "source_channels",
             )
         planes = 1 if self.source_type == "labels" else self.source_channels
         first = source[:, :planes]

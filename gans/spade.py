@@ -51,13 +51,14 @@ def one_hot(labels: Tensor, num_classes: int) -> Tensor:
     """Class indices int64 [N, 1, H, W] to a one-hot float map [N, num_classes, H, W].
 
     Raises:
-        ValueError: a class outside ``0 .. num_classes-1`` (a data module's classes that the model was not built for).
+        ConfigurationError: a class outside ``0 .. num_classes-1`` (a data module's classes that the model was not
+            built for).
     """
     low, high = int(labels.min()), int(labels.max())
     if low < 0 or high >= num_classes:
-        raise ValueError(
-            f"the label map holds class {low if low < 0 else high}, outside the model's 0..{num_classes - 1}: set the "
-            "model's num_classes to the data module's"
+        raise ConfigurationError(
+            f"num_classes={num_classes}: the label map holds class {low if low < 0 else high}, outside the model's "
+            f"0..{num_classes - 1}; set the model's num_classes to the data module's", "num_classes",
         )
     return F.one_hot(labels[:, 0], num_classes).permute(0, 3, 1, 2).float()
 

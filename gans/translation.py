@@ -214,8 +214,8 @@ class Translation(GAN):
         datamodule = getattr(self.attached_trainer, "datamodule", None)
         if datamodule is None:
             raise ConfigurationError(
-                f"{type(self).__name__} keeps {len(self.fixed)} sources and {n} were asked: a translation model "
-                "translates inputs; give them (sample(source=...), or python train.py predict on a folder)"
+                f"num={n}: {type(self).__name__} keeps {len(self.fixed)} sources and {n} were asked: a translation "
+                "model translates inputs; give them (sample(source=...), or python train.py predict on a folder)"
             )
         datamodule.setup("fit")
         dataset = datamodule.train_dataloader().dataset

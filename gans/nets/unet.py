@@ -116,7 +116,8 @@ class UNetGenerator(nn.Module):
         if image_size % 2**num_downs:
             raise ConfigurationError(
                 f"image_size={image_size} is not supported by a U-Net of {num_downs} downsamplings; expected a "
-                f"multiple of {2**num_downs}"
+                f"multiple of {2**num_downs} (or set the generator's num_downs: image_size must be a multiple of "
+                "2**num_downs)"
             )
         if norm not in ("batch", "instance", "none"):
             raise ConfigurationError(f"norm={norm!r}; expected 'batch', 'instance' or 'none'")
