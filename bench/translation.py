@@ -19,7 +19,12 @@ test time, as the paper) with a fixed seed. A figure per model, ``bench/figures/
 input | output | target for the first 8 validation pairs.
 
     python bench/translation.py --seconds 20 --out bench/out/translation_smoke          # a smoke test
-    python bench/translation.py --seconds 1800 --out bench/out/translation              # the benchmark
+    python bench/translation.py --models pix2pix --seconds 3000 --out bench/out/translation              # the benchmark
+    python bench/translation.py --models cyclegan --seconds 3000 --out bench/out/translation_cyclegan     # (2 processes)
+
+Run the two models of a long benchmark in two processes: in one process the command line's second parse (CycleGAN's
+config after Pix2Pix's) refuses CycleGAN's ``LinearDecay`` scheduler spec ("Option 'g_scheduler.init_args.constant' is
+not accepted"), a jsonargparse state carried between parses that a fresh process does not have.
 
 Results go to ``<out>/translation_<seconds>s.json`` (one row per model and baseline) and are printed as they come.
 """
