@@ -59,8 +59,6 @@ class CycleGAN(Translation):
         loss: the adversarial loss, least squares only (the paper's section 4): the generators' terms are the
             authors' mean squared error E[(D(G(a)) - 1)^2], the discriminators' the halved
             ``gans.losses.d_least_squares``.
-        latent_dim: 0, the only value a translation model takes (it has no z); in the signature so that the command
-            line, which reads the base's arguments through ``**kwargs``, does not fill in the base's default of 100.
         **kwargs: the rest of :class:`gans.translation.Translation`'s arguments (``channels``, ``source_channels``,
             ``image_size``; ``g_optimizer``, the optimizer of both generators, and ``d_optimizer``, of both
             discriminators, by default the paper's Adam(2e-4, betas (0.5, 0.999)); the schedulers: the paper's linear
@@ -83,7 +81,6 @@ class CycleGAN(Translation):
         pool_size: int = 50,
         predict_direction: Literal["AtoB", "BtoA"] = "AtoB",
         loss: Literal["least_squares"] = "least_squares",
-        latent_dim: int = 0,
         **kwargs: Any,
     ) -> None:
         for name, value, default in (("loss", loss, "least_squares"), ("n_critic", kwargs.pop("n_critic", 1), 1),
@@ -94,7 +91,7 @@ class CycleGAN(Translation):
                     f"{name}={value!r} is not an option of CycleGAN: its schedule is the paper's (least squares, one "
                     "step of both generators then one of both discriminators per batch)"
                 )
-        super().__init__(loss="least_squares", latent_dim=latent_dim, **kwargs)
+        super().__init__(loss="least_squares", **kwargs)
         for name, value in (("lambda_cycle", lambda_cycle), ("lambda_identity", lambda_identity)):
             if value < 0:
                 raise ConfigurationError(f"{name}={value} is invalid; expected a weight >= 0")

@@ -101,15 +101,12 @@ class Pix2Pix(Translation):
             running statistics), deterministic translations.
         g_optimizer: optimizer of the generator.
         d_optimizer: optimizer of the discriminator.
-        latent_dim: 0, the only value a translation model takes (it has no z); in the signature so that the command
-            line, which reads the base's arguments through ``**kwargs``, does not fill in the base's default of 100.
-        pack: 1, the only value a translation model takes (pairs are judged one by one); likewise.
         **kwargs: the rest of :class:`gans.translation.Translation`'s and :class:`gans.base.GAN`'s arguments
             (``num_fixed``, ``g_scheduler``/``d_scheduler``, ``scheduler_interval``, ...).
 
     Raises:
-        ConfigurationError: a negative ``lambda_l1`` or ``d_loss_weight``, ``latent_dim`` other than 0 or ``pack``
-            other than 1.
+        ConfigurationError: a negative ``lambda_l1`` or ``d_loss_weight`` (and the base's refusals: ``latent_dim``
+            other than 0, ``pack`` other than 1).
     """
 
     def __init__(
@@ -125,8 +122,6 @@ class Pix2Pix(Translation):
         test_time_noise: bool = True,
         g_optimizer: OptimizerCallable = PIX2PIX_ADAM,
         d_optimizer: OptimizerCallable = PIX2PIX_ADAM,
-        latent_dim: int = 0,
-        pack: int = 1,
         **kwargs: Any,
     ) -> None:
         for name, value in (("lambda_l1", lambda_l1), ("d_loss_weight", d_loss_weight)):
@@ -134,7 +129,7 @@ class Pix2Pix(Translation):
                 raise ConfigurationError(f"{name}={value} is invalid; expected a weight >= 0")
         super().__init__(
             channels=channels, source_channels=source_channels, image_size=image_size, loss=loss,
-            g_optimizer=g_optimizer, d_optimizer=d_optimizer, latent_dim=latent_dim, pack=pack, **kwargs,
+            g_optimizer=g_optimizer, d_optimizer=d_optimizer, **kwargs,
         )
         self.lambda_l1, self.d_loss_weight, self.test_time_noise = lambda_l1, d_loss_weight, test_time_noise
         self.generator = self.build_network("generator", generator, self.source_channels, channels, image_size)

@@ -146,9 +146,6 @@ class Pix2PixHD(Translation):
             a constant rate.
         d_scheduler: the discriminator's.
         scheduler_interval: ``"epoch"``, as the paper counts.
-        latent_dim: 0, the only value a translation model takes; in the signature so that the command line, which
-            reads the base's arguments through ``**kwargs``, does not fill in the base's default of 100.
-        pack: 1, the only value a translation model takes (pairs are judged one by one); likewise.
         **kwargs: the rest of :class:`gans.translation.Translation`'s and :class:`gans.base.GAN`'s arguments
             (``num_fixed``, the optimizers: Adam(2e-4, betas (0.5, 0.999)) by default).
 
@@ -176,8 +173,6 @@ class Pix2PixHD(Translation):
         g_scheduler: LRSchedulerCallable = LINEAR_DECAY,
         d_scheduler: LRSchedulerCallable = LINEAR_DECAY,
         scheduler_interval: Literal["step", "epoch"] = "epoch",
-        latent_dim: int = 0,
-        pack: int = 1,
         **kwargs: Any,
     ) -> None:
         for name, value, accepted in (("source_type", source_type, ("image", "labels")),
@@ -203,7 +198,7 @@ class Pix2PixHD(Translation):
                                      "give global_checkpoint (the global stage's checkpoint)")
         super().__init__(channels=channels, source_channels=source_channels, image_size=image_size, loss=loss,
                          g_scheduler=g_scheduler, d_scheduler=d_scheduler, scheduler_interval=scheduler_interval,
-                         latent_dim=latent_dim, pack=pack, **kwargs)
+                         **kwargs)
         self.source_type, self.instance_maps, self.stage = source_type, instance_maps, stage
         self.lambda_feat, self.lambda_vgg = lambda_feat, lambda_vgg
         self.global_checkpoint, self.fix_global_epochs = global_checkpoint, fix_global_epochs
