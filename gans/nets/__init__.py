@@ -43,6 +43,7 @@ from gans.nets.progan import ProGANDiscriminator, ProGANGenerator
 from gans.nets.resnet import ResNetDiscriminator, ResNetGenerator
 from gans.nets.spade import SPADE, SPADEGenerator, SPADEResnetBlock
 from gans.nets.srgan import SRDiscriminator, SRResNet
+from gans.nets.style import MappingNetwork, mix_styles, truncate
 from gans.nets.unet import UNetGenerator
 
 ImageGenerator = Callable[[int, int, int], nn.Module]
@@ -75,6 +76,7 @@ __all__ = [
     "MLPGenerator",
     "MSGDiscriminator",
     "MSGGenerator",
+    "MappingNetwork",
     "Maxout",
     "MinibatchDiscrimination",
     "MinibatchStdDev",
@@ -98,5 +100,7 @@ __all__ = [
     "UNetGenerator",
     "VectorDiscriminator",
     "VectorGenerator",
+    "mix_styles",
     "pack",
+    "truncate",
 ]
