@@ -45,7 +45,64 @@ def _with_drift(d_adversarial: DLoss, epsilon: float, d_real: Tensor, d_fake: Te
     return d_adversarial(d_real, d_fake) + epsilon * drift_penalty(d_real)
 
 
-class ProGAN(WGANGP):
+class Progressive:
+    """What a progressively grown GAN adds to ``gans.base.GAN`` (ProGAN, StyleGAN), mixed in before its base: the
+    growth surface ``callbacks.ProgressiveGrowing`` drives (``resolutions``, ``set_growth``), a critic that follows the
+    generator's growth state, and real images brought to the current resolution and fade (:func:`fade_reals`) in
+    ``unpack``, so the discriminator, its penalties and validation all see the current stage. The networks must have
+    ``grow(resolution, alpha)``, ``resolution``, ``alpha`` and ``resolutions`` (``gans.nets.progan.Growing``)."""
+
+    def check_growing(self) -> None:
+        """Refuses networks that cannot grow; the variant's ``__init__`` calls it once they are built.
+
+        Raises:
+            ConfigurationError: the generator or the discriminator has no ``grow``.
+        """
+        for name in ("generator", "discriminator"):
+            network = getattr(self, name)
+            if not callable(getattr(network, "grow", None)):
+                raise ConfigurationError(
+                    f"{name}={type(network).__name__} cannot grow (no grow(resolution, alpha)); "
+                    f"{type(self).__name__} needs progressive networks such as its defaults"
+                )
+
+    @property
+    def resolutions(self) -> tuple[int, ...]:
+        """The resolutions the model grows through, 4 to ``image_size``."""
+        return self.generator.resolutions
+
+    @property
+    def resolution(self) -> int:
+        """The current resolution of the generator and the critic."""
+        return self.generator.resolution
+
+    @property
+    def alpha(self) -> float:
+        """The fade-in weight of the newest block, in [0, 1] (1: stable)."""
+        return self.generator.alpha
+
+    def set_growth(self, resolution: int, alpha: float) -> None:
+        """Runs the generator, its EMA and the critic at ``resolution``, the newest block weighted ``alpha``."""
+        for network in (self.generator, self.generator_ema, self.discriminator):
+            if network is not None:
+                network.grow(resolution, alpha)
+
+    def critic(
+        self, x: Tensor | GeneratorOutput, discriminator: Callable | None = None, **cond: Tensor
+    ) -> Tensor:
+        """The critic's scores at the generator's resolution and alpha (the critic follows the generator, also in a
+        model whose generator alone was loaded, from an export)."""
+        if (self.discriminator.resolution, self.discriminator.alpha) != (self.resolution, self.alpha):
+            self.discriminator.grow(self.resolution, self.alpha)
+        return super().critic(x, discriminator, **cond)
+
+    def unpack(self, batch) -> tuple[Tensor, dict[str, Tensor]]:
+        """The batch's real images at the current resolution and fade (:func:`fade_reals`), [N, C, r, r]."""
+        real, cond = super().unpack(batch)
+        return fade_reals(real, self.resolution, self.alpha), cond
+
+
+class ProGAN(Progressive, WGANGP):
     """ProGAN: the progressively grown networks trained with WGAN-GP (lambda 10, one critic step per generator step)
     plus the epsilon-drift term ``0.001 * E[D(x)^2]`` that keeps the critic's outputs near zero (appendix A.1),
     Adam(0.001, betas=(0, 0.99)), latents of 512 dimensions. The paper's generator EMA (decay 0.999) is
@@ -90,48 +147,7 @@ class ProGAN(WGANGP):
             latent_dim=latent_dim, channels=channels, image_size=image_size, generator=generator,
             discriminator=discriminator, n_critic=n_critic, g_optimizer=g_optimizer, d_optimizer=d_optimizer, **kwargs,
         )
-        for name in ("generator", "discriminator"):
-            network = getattr(self, name)
-            if not callable(getattr(network, "grow", None)):
-                raise ConfigurationError(
-                    f"{name}={type(network).__name__} cannot grow (no grow(resolution, alpha)); ProGAN needs "
-                    "progressive networks such as gans.nets.ProGANGenerator and gans.nets.ProGANDiscriminator"
-                )
+        self.check_growing()
         self.drift = drift
         if drift > 0:
             self.d_adversarial = partial(_with_drift, self.d_adversarial, drift)
-
-    @property
-    def resolutions(self) -> tuple[int, ...]:
-        """The resolutions the model grows through, 4 to ``image_size``."""
-        return self.generator.resolutions
-
-    @property
-    def resolution(self) -> int:
-        """The current resolution of the generator and the critic."""
-        return self.generator.resolution
-
-    @property
-    def alpha(self) -> float:
-        """The fade-in weight of the newest block, in [0, 1] (1: stable)."""
-        return self.generator.alpha
-
-    def set_growth(self, resolution: int, alpha: float) -> None:
-        """Runs the generator, its EMA and the critic at ``resolution``, the newest block weighted ``alpha``."""
-        for network in (self.generator, self.generator_ema, self.discriminator):
-            if network is not None:
-                network.grow(resolution, alpha)
-
-    def critic(
-        self, x: Tensor | GeneratorOutput, discriminator: Callable | None = None, **cond: Tensor
-    ) -> Tensor:
-        """The critic's scores at the generator's resolution and alpha (the critic follows the generator, also in a
-        model whose generator alone was loaded, from an export)."""
-        if (self.discriminator.resolution, self.discriminator.alpha) != (self.resolution, self.alpha):
-            self.discriminator.grow(self.resolution, self.alpha)
-        return super().critic(x, discriminator, **cond)
-
-    def unpack(self, batch) -> tuple[Tensor, dict[str, Tensor]]:
-        """The batch's real images at the current resolution and fade (:func:`fade_reals`), [N, C, r, r]."""
-        real, cond = super().unpack(batch)
-        return fade_reals(real, self.resolution, self.alpha), cond

@@ -38,6 +38,7 @@ PAPERS = {
     "unrolled_mnist": (ADAM, 2e-4, (0.5, 0.999), 1),
     "gan_ring": (ADAM, 1e-3, (0.5, 0.999), 1),
     "msggan_fashion_mnist": (ADAM, 3e-3, (0.0, 0.99), 1),
+    "stylegan_fashion_mnist": (ADAM, 1e-3, (0.0, 0.99), 1),
     "lapgan_fashion_mnist": (SGD, 0.02, None, 1),
     "srgan_div2k": (ADAM, 1e-4, (0.9, 0.999), 1),
 }

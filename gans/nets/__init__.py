@@ -44,6 +44,7 @@ from gans.nets.resnet import ResNetDiscriminator, ResNetGenerator
 from gans.nets.spade import SPADE, SPADEGenerator, SPADEResnetBlock
 from gans.nets.srgan import SRDiscriminator, SRResNet
 from gans.nets.style import MappingNetwork, mix_styles, truncate
+from gans.nets.stylegan import StyleGANDiscriminator, StyleGANGenerator, StyleGANSynthesis
 from gans.nets.unet import UNetGenerator
 
 ImageGenerator = Callable[[int, int, int], nn.Module]
@@ -95,6 +96,9 @@ __all__ = [
     "SRDiscriminator",
     "SRResNet",
     "ScaleCombine",
+    "StyleGANDiscriminator",
+    "StyleGANGenerator",
+    "StyleGANSynthesis",
     "SuperResolutionGenerator",
     "TranslationGenerator",
     "UNetGenerator",

@@ -164,11 +164,17 @@ class ProGANDiscriminator(Growing):
             EqualizedLinear(progan_channels(2, fmap_base, fmap_max), 1, gain=1.0),
         )])
         for i in range(1, len(self.resolutions)):
-            self.blocks.append(nn.Sequential(
-                EqualizedConv2d(width[i], width[i], 3), act,
-                EqualizedConv2d(width[i], width[i - 1], 3), act,
-                nn.AvgPool2d(2),
-            ))
+            self.blocks.append(self.down_block(width[i], width[i - 1], self.resolutions[i]))
+
+    def down_block(self, in_channels: int, out_channels: int, resolution: int) -> nn.Module:
+        """The block at ``resolution`` above 4x4: [N, in_channels, r, r] -> [N, out_channels, r/2, r/2]; ProGAN's is
+        two 3x3 convolutions with LeakyReLU(0.2), then 2x2 average pooling (StyleGAN's discriminator blurs first)."""
+        act = nn.LeakyReLU(0.2)
+        return nn.Sequential(
+            EqualizedConv2d(in_channels, in_channels, 3), act,
+            EqualizedConv2d(in_channels, out_channels, 3), act,
+            nn.AvgPool2d(2),
+        )
 
     def forward(self, image: Tensor) -> Tensor:
         if image.shape[-1] != self.resolution:

@@ -1,0 +1,193 @@
+"""StyleGAN (Karras et al. 2019, "A Style-Based Generator Architecture for Generative Adversarial Networks").
+
+The networks (``gans.nets.StyleGANGenerator``/``StyleGANDiscriminator``) grow like ProGAN's through
+``callbacks.ProgressiveGrowing``; training follows the official FFHQ setup (NVlabs/stylegan ``train.py``): the
+non-saturating logistic loss with R1 (gamma 10) on every discriminator step, Adam(0.001, 0, 0.99, eps 1e-8) for both
+networks, style-mixing regularization on 90% of the training batches, and the generator EMA with a half-life of
+10k images (``callbacks.GeneratorEMA(half_life_kimg=10, rampup=None)``). Truncation is for sampling only.
+"""
+
+from typing import Any
+
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor, nn
+
+from gans.base import GAN
+from gans.errors import ConfigurationError
+from gans.nets import ImageDiscriminator, ImageGenerator
+from gans.nets.style import mix_styles
+from gans.outputs import GeneratorOutput
+from gans.progan import Progressive
+
+#: The official optimizers: Adam with alpha = 0.001, beta1 = 0, beta2 = 0.99, epsilon = 1e-8 (ProGAN's).
+STYLEGAN_ADAM = {"class_path": "torch.optim.Adam", "init_args": {"lr": 1e-3, "betas": (0.0, 0.99), "eps": 1e-8}}
+#: The paper's generator: w of 512, 512 feature maps up to 32x32, halving above (fmap_base 8192, fmap_max 512).
+STYLEGAN_GENERATOR = {"class_path": "gans.nets.StyleGANGenerator", "init_args": {"fmap_base": 8192, "fmap_max": 512}}
+#: The official ``D_basic``: ProGAN's widths, minibatch standard deviation over groups of 4.
+STYLEGAN_DISCRIMINATOR = {
+    "class_path": "gans.nets.StyleGANDiscriminator",
+    "init_args": {"fmap_base": 8192, "fmap_max": 512, "mbstd_group_size": 4},
+}
+NOISE_MODES = ("random", "const", "none")
+
+
+class StyleGAN(Progressive, GAN):
+    """StyleGAN: the style-based generator and StyleGAN's discriminator, grown progressively (see the module
+    docstring), trained with the non-saturating loss and R1.
+
+    Style mixing (section 3.1): for a ``style_mixing_prob`` share of the training batches (fakes for D and for G
+    alike, as the official ``G_style``), a second latent is mapped and its ws replace the first's from a crossover
+    layer drawn uniformly from ``1 .. L - 1``, ``L`` the layers of the current resolution. The tracked mean
+    ``w_avg`` is updated with the first latents' batch mean at every training forward (decay 0.995).
+
+    Sampling (``sample``, ``sample_output``) takes ``truncation_psi`` and ``truncation_cutoff`` (section 3.3 and the
+    official ``Gs.run``: psi 0.7 on the first 8 layers for its figures; 1, no truncation, by default here) and
+    ``noise_mode``: ``"const"`` (the default: each noise input's fixed image, reproducible samples), ``"random"``
+    or ``"none"``. For the editing tools: :meth:`mapping`, :meth:`synthesis`, :attr:`w_avg`, :attr:`num_ws`.
+
+    Args:
+        latent_dim: size of z (512 in the paper).
+        channels: image channels.
+        image_size: the target resolution, a power of two >= 4 (1024 for FFHQ).
+        generator: ``factory(latent_dim, channels, image_size)`` making a style-based growing generator (with
+            ``mapping``, ``synthesis``, ``num_ws`` and ``grow``, as ``gans.nets.StyleGANGenerator``, the default:
+            ``w_dim``, ``mapping_layers``, ``mapping_lr_multiplier``, ``w_avg_beta``, ``fmap_base``, ``fmap_max``,
+            ``fused_scale``, ``blur_filter``).
+        discriminator: ``factory(channels * pack, image_size)`` making a growing discriminator
+            (``gans.nets.StyleGANDiscriminator``).
+        style_mixing_prob: share of training batches with style mixing (0.9 in the paper); 0 turns it off.
+        loss: adversarial loss name (``non_saturating``, the official ``G_logistic_nonsaturating``/``D_logistic``).
+        r1_gamma: weight of R1 on the reals (10 for FFHQ), on every discriminator step as in the official code.
+        g_optimizer: generator optimizer (the mapping network's 100x lower rate is in its layers).
+        d_optimizer: discriminator optimizer.
+        **kwargs: the rest of :class:`gans.base.GAN`'s arguments (``reg_every`` makes R1 lazy, as StyleGAN2).
+
+    Raises:
+        ConfigurationError: ``style_mixing_prob`` outside [0, 1], or a generator that is not style-based and growing.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 512,
+        channels: int = 3,
+        image_size: int = 1024,
+        generator: ImageGenerator = STYLEGAN_GENERATOR,
+        discriminator: ImageDiscriminator = STYLEGAN_DISCRIMINATOR,
+        style_mixing_prob: float = 0.9,
+        loss: str = "non_saturating",
+        r1_gamma: float = 10.0,
+        g_optimizer: OptimizerCallable = STYLEGAN_ADAM,
+        d_optimizer: OptimizerCallable = STYLEGAN_ADAM,
+        **kwargs,
+    ) -> None:
+        if not 0.0 <= style_mixing_prob <= 1.0:
+            raise ConfigurationError(f"style_mixing_prob={style_mixing_prob} must be in [0, 1] (0.9 in the paper)")
+        super().__init__(latent_dim=latent_dim, loss=loss, r1_gamma=r1_gamma, g_optimizer=g_optimizer,
+                         d_optimizer=d_optimizer, **kwargs)
+        self.generator = self.build_network("generator", generator, latent_dim, channels, image_size)
+        self.discriminator = self.build_discriminator(discriminator, channels, image_size)
+        self.check_growing()
+        missing = [name for name in ("mapping", "synthesis", "num_ws") if not hasattr(self.generator, name)]
+        if missing:
+            raise ConfigurationError(
+                f"generator={type(self.generator).__name__} is not style-based (no {', '.join(missing)}); StyleGAN "
+                "needs a generator such as gans.nets.StyleGANGenerator"
+            )
+        self.style_mixing_prob = style_mixing_prob
+        self._sampling: dict[str, Any] = {}  # sample_output's options, for decode
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Training: fakes with style mixing
+    # ----------------------------------------------------------------------------------------------------------
+
+    def generate(self, n: int, **cond: Tensor) -> GeneratorOutput:
+        """A training batch of ``n`` fakes with random noise, style mixing (``style_mixing_prob``) and the update of
+        ``w_avg``; differentiable w.r.t. the generator. ``ws``: the (mixed) per-layer latents."""
+        network = self.generator
+        z = self.sample_z(n)
+        ws = network.mapping(z, None, update_emas=True)  # [N, num_ws, w_dim]
+        if self.style_mixing_prob > 0 and float(torch.rand(())) < self.style_mixing_prob:
+            # The official draw: the crossover among the layers the current resolution uses, at least 1 (layer 0
+            # always from the first latent).
+            used = getattr(network.synthesis, "num_ws_used", network.num_ws)
+            crossover = int(torch.randint(1, max(used, 2), ()))
+            ws = mix_styles(ws, network.mapping(torch.randn_like(z), None), crossover)
+        return GeneratorOutput(network.synthesis(ws, noise_mode="random"), ws=ws)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Sampling and the editing tools' surface
+    # ----------------------------------------------------------------------------------------------------------
+
+    def decode(self, network: nn.Module, z: Tensor, **cond: Tensor) -> GeneratorOutput:
+        """The generator's images and ws for latents z, with :meth:`sample_output`'s truncation and noise mode while
+        it runs (else none, and random noise)."""
+        return GeneratorOutput.of(network(z, **self._sampling))
+
+    def sample_output(
+        self,
+        n: int | None = None,
+        z: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        ema: bool = True,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        noise_mode: str = "const",
+        **cond: Tensor,
+    ) -> GeneratorOutput:
+        """``GAN.sample_output`` with StyleGAN's sampling options.
+
+        Args:
+            n: number of samples; may be omitted when ``z`` is given.
+            z: latents [n, latent_dim]; drawn from ``generator`` (or the global RNG) when ``None``.
+            generator: a ``torch.Generator`` seeding the latents.
+            ema: decode with the EMA generator when there is one.
+            truncation_psi: the truncation trick: the ws of the first ``truncation_cutoff`` layers become
+                ``w_avg + psi * (w - w_avg)``; 1 (the default) leaves them unchanged, 0 gives the mean image.
+            truncation_cutoff: layers truncated (the official figures: 8); ``None``: all.
+            noise_mode: ``"const"`` (fixed noise images: the same latents give the same images), ``"random"`` or
+                ``"none"``.
+            **cond: conditioning (none for StyleGAN).
+
+        Returns:
+            The images, clamped to [-1, 1], and their (truncated) ``ws``.
+
+        Raises:
+            ConfigurationError: an unknown ``noise_mode`` or a negative ``truncation_cutoff``.
+        """
+        if noise_mode not in NOISE_MODES:
+            raise ConfigurationError(f"noise_mode={noise_mode!r} is not one of {', '.join(NOISE_MODES)}")
+        if truncation_cutoff is not None and truncation_cutoff < 0:
+            raise ConfigurationError(f"truncation_cutoff={truncation_cutoff} must be >= 0 (a number of layers)")
+        self._sampling = {"truncation_psi": truncation_psi, "truncation_cutoff": truncation_cutoff,
+                          "noise_mode": noise_mode}
+        try:
+            return super().sample_output(n, z, generator, ema, **cond)
+        finally:
+            self._sampling = {}
+
+    def _network(self, ema: bool) -> nn.Module:
+        return self.generator_ema if ema and self.generator_ema is not None else self.generator
+
+    def mapping(self, z: Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
+                ema: bool = True) -> Tensor:
+        """The per-layer latents of z [N, latent_dim]: ws [N, num_ws, w_dim] (all layers equal unless truncated with
+        a cutoff), from the EMA generator when there is one and ``ema``; ``w_avg`` is not updated."""
+        return self._network(ema).mapping(z.to(self.device), None, truncation_psi=truncation_psi,
+                                          truncation_cutoff=truncation_cutoff)
+
+    def synthesis(self, ws: Tensor, noise_mode: str = "const", ema: bool = True) -> Tensor:
+        """Images [N, C, r, r] at the current resolution from per-layer latents ws [N, num_ws, w_dim] (each layer
+        its own w: style mixing, editing, projection), not clamped and differentiable w.r.t. ``ws``."""
+        return self._network(ema).synthesis(ws.to(self.device), noise_mode=noise_mode)
+
+    @property
+    def w_avg(self) -> Tensor:
+        """The tracked mean w [w_dim] (of the EMA generator when there is one, which copies the generator's): the
+        centre of truncation."""
+        return self._network(True).mapping.w_avg
+
+    @property
+    def num_ws(self) -> int:
+        """The number of per-layer latents the synthesis network takes (``2 * log2(image_size) - 2``)."""
+        return self.generator.num_ws
