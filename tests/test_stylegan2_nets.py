@@ -1,7 +1,7 @@
 """The style-based networks (gans/nets/style.py, gans/nets/stylegan2.py) against NVIDIA's stylegan2-ada-pytorch.
 
-Reference values marked "official" were computed with the official code (NVlabs/stylegan2-ada-pytorch at commit d72cc7d0,
-its reference PyTorch ops on CPU), never imported here: the command is next to each.
+Reference values marked "official" were computed with the official code (NVlabs/stylegan2-ada-pytorch at commit
+d72cc7d0, its reference PyTorch ops on CPU), never imported here: the command is next to each.
 """
 
 import math

@@ -44,6 +44,7 @@ from gans.nets.resnet import ResNetDiscriminator, ResNetGenerator
 from gans.nets.spade import SPADE, SPADEGenerator, SPADEResnetBlock
 from gans.nets.srgan import SRDiscriminator, SRResNet
 from gans.nets.style import MappingNetwork, mix_styles, truncate
+from gans.nets.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator, SynthesisNetwork
 from gans.nets.unet import UNetGenerator
 
 ImageGenerator = Callable[[int, int, int], nn.Module]
@@ -95,7 +96,10 @@ __all__ = [
     "SRDiscriminator",
     "SRResNet",
     "ScaleCombine",
+    "StyleGAN2Discriminator",
+    "StyleGAN2Generator",
     "SuperResolutionGenerator",
+    "SynthesisNetwork",
     "TranslationGenerator",
     "UNetGenerator",
     "VectorDiscriminator",
