@@ -1,5 +1,6 @@
-"""Write samples of a trained generator: ``python -m gans.sample --ckpt PATH (--num N | --seeds 0-3,7 | --latents
-FILE) (--out FILE | --outdir DIR)``.
+"""Write samples of a trained generator or of an official StyleGAN2-ADA snapshot.
+
+``python -m gans.sample --ckpt PATH (--num N | --seeds 0-3,7 | --latents FILE) (--out FILE | --outdir DIR)``.
 
 ``--ckpt`` is a checkpoint, an exported generator (``.safetensors``) or an official stylegan2-ada-pytorch snapshot
 (``.pkl``, read without running its code). ``FILE.pt`` holds a float tensor in [-1, 1] shaped [N, C, H, W];
