@@ -45,6 +45,7 @@ from gans.nets.spade import SPADE, SPADEGenerator, SPADEResnetBlock
 from gans.nets.srgan import SRDiscriminator, SRResNet
 from gans.nets.style import MappingNetwork, mix_styles, truncate
 from gans.nets.stylegan import StyleGANDiscriminator, StyleGANGenerator, StyleGANSynthesis
+from gans.nets.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator, SynthesisNetwork
 from gans.nets.unet import UNetGenerator
 
 ImageGenerator = Callable[[int, int, int], nn.Module]
@@ -96,10 +97,13 @@ __all__ = [
     "SRDiscriminator",
     "SRResNet",
     "ScaleCombine",
+    "StyleGAN2Discriminator",
+    "StyleGAN2Generator",
     "StyleGANDiscriminator",
     "StyleGANGenerator",
     "StyleGANSynthesis",
     "SuperResolutionGenerator",
+    "SynthesisNetwork",
     "TranslationGenerator",
     "UNetGenerator",
     "VectorDiscriminator",
