@@ -7,8 +7,6 @@ networks, style-mixing regularization on 90% of the training batches, and the ge
 10k images (``callbacks.GeneratorEMA(half_life_kimg=10, rampup=None)``). Truncation is for sampling only.
 """
 
-from typing import Any
-
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
@@ -19,6 +17,7 @@ from gans.nets import ImageDiscriminator, ImageGenerator
 from gans.nets.style import mix_styles
 from gans.outputs import GeneratorOutput
 from gans.progan import Progressive
+from gans.style import StyleBased
 
 #: The official optimizers: Adam with alpha = 0.001, beta1 = 0, beta2 = 0.99, epsilon = 1e-8 (ProGAN's).
 STYLEGAN_ADAM = {"class_path": "torch.optim.Adam", "init_args": {"lr": 1e-3, "betas": (0.0, 0.99), "eps": 1e-8}}
@@ -29,10 +28,9 @@ STYLEGAN_DISCRIMINATOR = {
     "class_path": "gans.nets.StyleGANDiscriminator",
     "init_args": {"fmap_base": 8192, "fmap_max": 512, "mbstd_group_size": 4},
 }
-NOISE_MODES = ("random", "const", "none")
 
 
-class StyleGAN(Progressive, GAN):
+class StyleGAN(StyleBased, Progressive, GAN):
     """StyleGAN: the style-based generator and StyleGAN's discriminator, grown progressively (see the module
     docstring), trained with the non-saturating loss and R1.
 
@@ -44,7 +42,8 @@ class StyleGAN(Progressive, GAN):
     Sampling (``sample``, ``sample_output``) takes ``truncation_psi`` and ``truncation_cutoff`` (section 3.3 and the
     official ``Gs.run``: psi 0.7 on the first 8 layers for its figures; 1, no truncation, by default here) and
     ``noise_mode``: ``"const"`` (the default: each noise input's fixed image, reproducible samples), ``"random"``
-    or ``"none"``. For the editing tools: :meth:`mapping`, :meth:`synthesis`, :attr:`w_avg`, :attr:`num_ws`.
+    or ``"none"``. For the editing tools: ``mapping``, ``synthesis``, ``w_avg``, ``num_ws``
+    (``gans.style.StyleBased``).
 
     Args:
         latent_dim: size of z (512 in the paper).
@@ -95,7 +94,6 @@ class StyleGAN(Progressive, GAN):
                 "needs a generator such as gans.nets.StyleGANGenerator"
             )
         self.style_mixing_prob = style_mixing_prob
-        self._sampling: dict[str, Any] = {}  # sample_output's options, for decode
 
     # ----------------------------------------------------------------------------------------------------------
     # Training: fakes with style mixing
@@ -120,74 +118,6 @@ class StyleGAN(Progressive, GAN):
     # ----------------------------------------------------------------------------------------------------------
 
     def decode(self, network: nn.Module, z: Tensor, **cond: Tensor) -> GeneratorOutput:
-        """The generator's images and ws for latents z, with :meth:`sample_output`'s truncation and noise mode while
-        it runs (else none, and random noise)."""
-        return GeneratorOutput.of(network(z, **self._sampling))
-
-    def sample_output(
-        self,
-        n: int | None = None,
-        z: Tensor | None = None,
-        generator: torch.Generator | None = None,
-        ema: bool = True,
-        truncation_psi: float = 1.0,
-        truncation_cutoff: int | None = None,
-        noise_mode: str = "const",
-        **cond: Tensor,
-    ) -> GeneratorOutput:
-        """``GAN.sample_output`` with StyleGAN's sampling options.
-
-        Args:
-            n: number of samples; may be omitted when ``z`` is given.
-            z: latents [n, latent_dim]; drawn from ``generator`` (or the global RNG) when ``None``.
-            generator: a ``torch.Generator`` seeding the latents.
-            ema: decode with the EMA generator when there is one.
-            truncation_psi: the truncation trick: the ws of the first ``truncation_cutoff`` layers become
-                ``w_avg + psi * (w - w_avg)``; 1 (the default) leaves them unchanged, 0 gives the mean image.
-            truncation_cutoff: layers truncated (the official figures: 8); ``None``: all.
-            noise_mode: ``"const"`` (fixed noise images: the same latents give the same images), ``"random"`` or
-                ``"none"``.
-            **cond: conditioning (none for StyleGAN).
-
-        Returns:
-            The images, clamped to [-1, 1], and their (truncated) ``ws``.
-
-        Raises:
-            ConfigurationError: an unknown ``noise_mode`` or a negative ``truncation_cutoff``.
-        """
-        if noise_mode not in NOISE_MODES:
-            raise ConfigurationError(f"noise_mode={noise_mode!r} is not one of {', '.join(NOISE_MODES)}")
-        if truncation_cutoff is not None and truncation_cutoff < 0:
-            raise ConfigurationError(f"truncation_cutoff={truncation_cutoff} must be >= 0 (a number of layers)")
-        self._sampling = {"truncation_psi": truncation_psi, "truncation_cutoff": truncation_cutoff,
-                          "noise_mode": noise_mode}
-        try:
-            return super().sample_output(n, z, generator, ema, **cond)
-        finally:
-            self._sampling = {}
-
-    def _network(self, ema: bool) -> nn.Module:
-        return self.generator_ema if ema and self.generator_ema is not None else self.generator
-
-    def mapping(self, z: Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
-                ema: bool = True) -> Tensor:
-        """The per-layer latents of z [N, latent_dim]: ws [N, num_ws, w_dim] (all layers equal unless truncated with
-        a cutoff), from the EMA generator when there is one and ``ema``; ``w_avg`` is not updated."""
-        return self._network(ema).mapping(z.to(self.device), None, truncation_psi=truncation_psi,
-                                          truncation_cutoff=truncation_cutoff)
-
-    def synthesis(self, ws: Tensor, noise_mode: str = "const", ema: bool = True) -> Tensor:
-        """Images [N, C, r, r] at the current resolution from per-layer latents ws [N, num_ws, w_dim] (each layer
-        its own w: style mixing, editing, projection), not clamped and differentiable w.r.t. ``ws``."""
-        return self._network(ema).synthesis(ws.to(self.device), noise_mode=noise_mode)
-
-    @property
-    def w_avg(self) -> Tensor:
-        """The tracked mean w [w_dim] (of the EMA generator when there is one, which copies the generator's): the
-        centre of truncation."""
-        return self._network(True).mapping.w_avg
-
-    @property
-    def num_ws(self) -> int:
-        """The number of per-layer latents the synthesis network takes (``2 * log2(image_size) - 2``)."""
-        return self.generator.num_ws
+        """The generator's images and ws for latents z, with the truncation and noise mode :meth:`sample_output` was
+        given while it runs (else none, and random noise)."""
+        return GeneratorOutput.of(network(z, **self.sampling_controls()))

@@ -16,6 +16,7 @@ from gans import StyleGAN, load_gan
 from gans.errors import ConfigurationError
 from gans.nets import StyleGANDiscriminator, StyleGANGenerator
 from gans.nets.stylegan import AdaIN, DownConv2d, NoiseInput, UpConv2d, blur, instance_norm
+from gans.sample import Controls, sample_to_file
 
 TINY_STYLEGAN = {
     "latent_dim": 8, "channels": 1, "image_size": 16,
@@ -277,6 +278,9 @@ def test_grows_with_the_fade_in_callback_and_reloads(synthetic_mnist, tmp_path):
     assert (loaded.resolution, loaded.alpha) == (16, 0.5)
     assert torch.equal(loaded.sample(z=z, truncation_psi=0.7, truncation_cutoff=2),
                        model.sample(z=z, truncation_psi=0.7, truncation_cutoff=2))
+    # gans.sample's --trunc reaches the generator: psi 0 makes every sample the mean w's image.
+    images = sample_to_file(tmp_path / "model.ckpt", 3, tmp_path / "s.pt", controls=Controls(truncation_psi=0.0))
+    assert images.shape == (3, 1, 16, 16) and torch.equal(images, images[:1].expand(3, -1, -1, -1))
 
 
 def test_two_processes_stay_identical(synthetic_mnist, tmp_path, clean_distributed_env):  # noqa: F811

@@ -25,21 +25,22 @@ from torch import Tensor, nn
 from gans.errors import ConfigurationError
 from gans.nets.equalized import EqualizedConv2d, EqualizedLinear, upsample
 from gans.nets.progan import Growing, ProGANDiscriminator, progan_channels
+from gans.nets.resample import setup_filter, upfirdn2d
 from gans.nets.style import MappingNetwork
+from gans.nets.stylegan2 import NOISE_MODES
 from gans.outputs import GeneratorOutput
 
 NoiseMode = Literal["random", "const", "none"]
 FusedScale = bool | Literal["auto"]
 
-#: The official ``blur_filter=[1, 2, 1]``, as its 2-D outer product normalised to sum 1.
-_BINOMIAL = torch.tensor([1.0, 2.0, 1.0])
+#: The official ``blur_filter=[1, 2, 1]``: its 2-D outer product, normalised to sum 1.
+_BINOMIAL = setup_filter([1.0, 2.0, 1.0])
 
 
 def blur(x: Tensor) -> Tensor:
     """The [1, 2, 1] x [1, 2, 1] / 16 low-pass filter on every channel, zero-padded to the same size (the official
     ``blur2d``): [N, C, H, W] -> [N, C, H, W]."""
-    kernel = torch.outer(_BINOMIAL, _BINOMIAL).to(x) / 16.0
-    return F.conv2d(x, kernel.expand(x.shape[1], 1, 3, 3), padding=1, groups=x.shape[1])
+    return upfirdn2d(x, _BINOMIAL.to(x.device), padding=1)
 
 
 def instance_norm(x: Tensor, eps: float = 1e-8) -> Tensor:
@@ -154,7 +155,7 @@ class NoiseInput(nn.Module):
         elif noise_mode == "const":
             noise = self.noise_const.to(x.dtype)
         else:
-            raise ConfigurationError(f"noise_mode={noise_mode!r} is not one of 'random', 'const', 'none'")
+            raise ConfigurationError(f"noise_mode={noise_mode!r} is not one of {list(NOISE_MODES)}")
         return x + noise * self.weight.view(1, -1, 1, 1)
 
 

@@ -1,0 +1,107 @@
+"""What the style-based GANs (StyleGAN, StyleGAN2) add to ``gans.base.GAN`` for sampling and for the editing tools:
+the official ``generate.py`` controls on ``sample``/``sample_output`` (truncation and noise mode), and the mapping,
+the synthesis, the tracked mean w and the number of per-layer latents as documented methods.
+
+A mixin (listed before the base class) rather than a base of its own: StyleGAN also mixes in ProGAN's growth
+(``gans.progan.Progressive``), and neither belongs in ``gans.base``. The generator network must have ``mapping``
+(``gans.nets.style.MappingNetwork``), ``synthesis`` (taking ``ws`` and ``noise_mode``), ``num_ws`` and a forward
+``(z, c, truncation_psi=, truncation_cutoff=, noise_mode=)`` returning a ``GeneratorOutput`` with ``ws``.
+"""
+
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from gans.errors import ConfigurationError
+from gans.nets.stylegan2 import NOISE_MODES
+from gans.outputs import GeneratorOutput
+
+NoiseMode = Literal["const", "random", "none"]
+
+
+class StyleBased:
+    """Sampling controls and the editing surface of a style-based GAN (see the module docstring)."""
+
+    #: What the generator gets besides z while ``sample_output`` runs; none (random noise) otherwise.
+    _sampling: dict[str, Any] | None = None
+
+    def sampling_controls(self) -> dict[str, Any]:
+        """The keyword arguments of the generator's forward for the sample being drawn (``truncation_psi``,
+        ``truncation_cutoff``, ``noise_mode``): those given to :meth:`sample_output` while it runs, else none."""
+        return dict(self._sampling or {})
+
+    def sample_output(
+        self,
+        n: int | None = None,
+        z: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        ema: bool = True,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        noise_mode: NoiseMode = "const",
+        **cond: Tensor,
+    ) -> GeneratorOutput:
+        """``GAN.sample_output`` with the controls of the official ``generate.py``.
+
+        Args:
+            n: number of samples; may be omitted when ``z`` is given.
+            z: latents [n, latent_dim]; drawn from ``generator`` (or the global RNG) when ``None``.
+            generator: a ``torch.Generator`` seeding the latents.
+            ema: decode with the EMA generator when there is one.
+            truncation_psi: the truncation trick (StyleGAN, section 3.3): the ws of the first ``truncation_cutoff``
+                layers become ``w_avg + psi * (w - w_avg)``; 1 (the default) leaves them unchanged, 0 gives every
+                sample the mean w.
+            truncation_cutoff: the number of leading layers truncated (the StyleGAN paper's figures: 8); ``None``:
+                all.
+            noise_mode: ``"const"`` (the default: each noise input's fixed image, so a latent always gives the same
+                image), ``"random"`` or ``"none"``.
+            **cond: conditioning (a conditional model's labels).
+
+        Returns:
+            The images, clamped to [-1, 1], and their (truncated) ``ws``.
+
+        Raises:
+            ConfigurationError: an unknown ``noise_mode`` or a negative ``truncation_cutoff``.
+        """
+        if noise_mode not in NOISE_MODES:
+            raise ConfigurationError(f"noise_mode={noise_mode!r} is not one of {', '.join(NOISE_MODES)}")
+        if truncation_cutoff is not None and truncation_cutoff < 0:
+            raise ConfigurationError(f"truncation_cutoff={truncation_cutoff} must be >= 0 (a number of layers)")
+        self._sampling = {"truncation_psi": truncation_psi, "truncation_cutoff": truncation_cutoff,
+                          "noise_mode": noise_mode}
+        try:
+            return super().sample_output(n, z, generator, ema, **cond)
+        finally:
+            self._sampling = None
+
+    def style_network(self, ema: bool = True) -> nn.Module:
+        """The EMA generator when there is one and ``ema``, else the trained generator."""
+        return self.generator_ema if ema and self.generator_ema is not None else self.generator
+
+    @property
+    def num_ws(self) -> int:
+        """The number of per-layer latents the synthesis network takes (ws [N, num_ws, w_dim])."""
+        return self.generator.num_ws
+
+    @property
+    def w_avg(self) -> Tensor:
+        """The tracked mean w [w_dim], the centre of truncation: the EMA generator's when there is one (it copies
+        the generator's)."""
+        return self.style_network().mapping.w_avg
+
+    def mapping(self, z: Tensor, c: Tensor | None = None, truncation_psi: float = 1.0,
+                truncation_cutoff: int | None = None, ema: bool = True) -> Tensor:
+        """The per-layer latents ws [N, num_ws, w_dim] of latents z [N, latent_dim] (and labels c [N, c_dim] for a
+        conditional network), truncated as :meth:`sample_output` does; ``w_avg`` is not moved. The EMA generator's
+        mapping when there is one and ``ema``."""
+        return self.style_network(ema).mapping(
+            z.to(self.device), None if c is None else c.to(self.device), truncation_psi=truncation_psi,
+            truncation_cutoff=truncation_cutoff,
+        )
+
+    def synthesis(self, ws: Tensor, noise_mode: NoiseMode = "const", ema: bool = True) -> Tensor:
+        """Images [N, C, H, W] of per-layer latents ws [N, num_ws, w_dim] (each layer its own w: style mixing,
+        editing), not clamped, differentiable w.r.t. ``ws`` (projection optimises them). The EMA generator's
+        synthesis when there is one and ``ema``."""
+        return self.style_network(ema).synthesis(ws.to(self.device), noise_mode=noise_mode)
