@@ -6,9 +6,10 @@ The generator is the mapping network z -> w (``gans.nets.style.MappingNetwork``,
 synthesis network: a learned constant 4x4 input, then per resolution two 3x3 convolutions, each followed by the
 official "layer epilogue": per-pixel noise times a learned per-channel scale (zero at first), bias, LeakyReLU(0.2),
 instance normalisation and the style of that layer (AdaIN: a learned affine map of w gives a scale and a bias per
-channel). Upsampling is nearest-neighbour followed by the [1, 2, 1] binomial blur (section 2 of the paper cites Zhang
-2019: the low-pass filter after resampling), fused into one transposed convolution from 128x128 on as the official
-``fused_scale="auto"``. The discriminator is ProGAN's with the same blur before each downsampling convolution.
+channel). Upsampling is nearest-neighbour followed by the [1, 2, 1] binomial blur (section 2 of the paper: bilinear
+resampling as a second-order binomial low-pass filter after each upsampling and before each downsampling, after Zhang
+2019), the upsampling fused into one transposed convolution from 128x128 on as the official ``fused_scale="auto"``.
+The discriminator is ProGAN's with the same blur before each downsampling convolution.
 
 Both grow as ProGAN's (``gans.nets.progan.Growing``): every block exists from the start and the growth state
 (resolution, alpha) selects the blocks that run, so ``callbacks.ProgressiveGrowing`` drives them unchanged; at
