@@ -5,6 +5,8 @@ d72cc7d0, its reference PyTorch ops on CPU), never imported here: the command is
 """
 
 import math
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +16,7 @@ from gans.nets.equalized import EqualizedLinear, bias_act
 from gans.nets.resample import downsample2d, setup_filter, upsample2d
 from gans.nets.style import MappingNetwork, mix_styles, normalize_2nd_moment, truncate
 from gans.nets.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator, modulated_conv2d
+from gans.official import read_snapshot
 from gans.outputs import GeneratorOutput
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -326,3 +329,45 @@ def test_filtered_resampling_keeps_a_constant_image():
     x = torch.full((1, 2, 8, 8), 3.0)
     torch.testing.assert_close(upsample2d(x, f)[:, :, 2:-2, 2:-2], torch.full((1, 2, 12, 12), 3.0))
     torch.testing.assert_close(downsample2d(x, f)[:, :, 1:-1, 1:-1], torch.full((1, 2, 2, 2), 3.0))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The shared official snapshot (GANS_DATA_DIR/stylegan2-official, its README): the official code's outputs
+
+
+def snapshot_files() -> tuple[Path, Path] | None:
+    folder = Path(os.environ.get("GANS_DATA_DIR", "")) / "stylegan2-official"
+    pkl, expected = folder / "sg2_32.pkl", folder / "sg2_32.expected.pt"
+    return (pkl, expected) if os.environ.get("GANS_DATA_DIR") and pkl.is_file() and expected.is_file() else None
+
+
+@pytest.mark.skipif(snapshot_files() is None, reason="GANS_DATA_DIR lacks stylegan2-official/sg2_32.pkl and .pt")
+def test_official_snapshot_is_reproduced():
+    """Our networks built from the snapshot's ``init_kwargs`` load its state dicts strictly and compute what the
+    official code computed from it (sg2_32.expected.pt: mapping, truncation, synthesis with const noise, D)."""
+    pkl, expected_file = snapshot_files()
+    snapshot = read_snapshot(pkl)
+    expected = torch.load(expected_file, weights_only=True)
+    nets = {}
+    for name, cls in (("G", StyleGAN2Generator), ("G_ema", StyleGAN2Generator), ("D", StyleGAN2Discriminator)):
+        official = snapshot[name]
+        nets[name] = cls(*official.init_args, **official.init_kwargs).eval()
+        nets[name].load_state_dict(official.state_dict, strict=True)
+    generator, g_ema, discriminator = nets["G"], nets["G_ema"], nets["D"]
+    assert {"G": sum(p.numel() for p in generator.parameters()),
+            "D": sum(p.numel() for p in discriminator.parameters())} == expected["params"]
+    z, c = expected["z"], expected["c"]
+    with torch.no_grad():
+        torch.testing.assert_close(g_ema.w_avg, expected["w_avg"])
+        ws = g_ema.mapping(z, c, truncation_psi=1)
+        torch.testing.assert_close(ws, expected["ws"])
+        ws_psi07 = g_ema.mapping(z, c, truncation_psi=0.7)
+        torch.testing.assert_close(ws_psi07, expected["ws_psi07"])
+        # float32 tolerance relative to images of magnitude ~5 (random weights): summation order differs
+        tolerance = {"rtol": 1e-5, "atol": 5e-5}
+        torch.testing.assert_close(g_ema.synthesis(ws, noise_mode="const"), expected["img_ema"], **tolerance)
+        torch.testing.assert_close(g_ema.synthesis(ws_psi07, noise_mode="const"), expected["img_ema_psi07"],
+                                   **tolerance)
+        out = generator(z, c, noise_mode="const")
+        torch.testing.assert_close(out.images, expected["img_G"], **tolerance)
+        torch.testing.assert_close(discriminator(expected["img_ema"][:4], c[:4]), expected["d_scores"], **tolerance)

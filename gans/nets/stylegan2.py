@@ -218,6 +218,11 @@ class SynthesisLayer(nn.Module):
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act(x, self.bias, self.activation, gain=gain, clamp=clamp)
 
+    def extra_repr(self) -> str:
+        out_channels, in_channels, k, _ = self.weight.shape
+        return f"{in_channels}, {out_channels}, kernel_size={k}, resolution={self.resolution}, up={self.up}, " \
+               f"noise={self.use_noise}, activation={self.activation}"
+
 
 class ToRGBLayer(nn.Module):
     """A modulated 1x1 convolution without demodulation to the image channels (the official ``ToRGBLayer``):
@@ -248,6 +253,10 @@ class ToRGBLayer(nn.Module):
         styles = self.affine(w) * self.weight_gain  # the equalized learning rate, through the styles
         x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
         return bias_act(x, self.bias, clamp=self.conv_clamp)
+
+    def extra_repr(self) -> str:
+        out_channels, in_channels, k, _ = self.weight.shape
+        return f"{in_channels}, {out_channels}, kernel_size={k}"
 
 
 class SynthesisBlock(nn.Module):
