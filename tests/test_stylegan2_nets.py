@@ -296,6 +296,30 @@ def test_float16_layers_run_in_float32_on_the_cpu():
     assert discriminator(images).dtype == torch.float32
 
 
+def test_float16_path_agrees_with_float32(monkeypatch):
+    """The official float16 path (pre-normalised modulation, clamping, channels-last), run on the CPU by letting the
+    blocks pick float16 there as they do on CUDA: images close to the float32 ones at float16 precision."""
+    from gans.nets import stylegan2
+
+    torch.manual_seed(0)
+    z = torch.randn(2, 8)
+    reference_g = tiny_generator(16, conv_clamp=256).eval()
+    reference_d = tiny_discriminator(16, conv_clamp=256).eval()
+    images = reference_g(z, noise_mode="const").images
+    scores = reference_d(images)
+    monkeypatch.setattr(stylegan2, "block_dtype", lambda use_fp16, force_fp32, device: torch.float16
+                        if use_fp16 and not force_fp32 else torch.float32)
+    for fused in (True, False):
+        fp16 = tiny_generator(16, num_fp16_res=2, conv_clamp=256, fp16_channels_last=True).eval()
+        fp16.load_state_dict(reference_g.state_dict())
+        half_images = fp16(z, noise_mode="const", fused_modconv=fused).images
+        assert half_images.dtype == torch.float32  # ToRGB outputs are summed in float32
+        torch.testing.assert_close(half_images, images, atol=0.02 * images.abs().max().item(), rtol=0)
+    fp16_d = tiny_discriminator(16, num_fp16_res=2, conv_clamp=256, block_kwargs={"fp16_channels_last": True})
+    fp16_d.load_state_dict(reference_d.state_dict())
+    torch.testing.assert_close(fp16_d.eval()(images), scores, atol=0.02 * scores.abs().max().item(), rtol=0)
+
+
 def test_gradients_reach_every_parameter():
     torch.manual_seed(0)
     generator, discriminator = tiny_generator(8, c_dim=2), tiny_discriminator(8, c_dim=2)
