@@ -345,6 +345,10 @@ def test_invalid_configurations_name_the_value():
         tiny_generator(8, architecture="dense")
     with pytest.raises(ConfigurationError, match="img_resolution=48"):
         tiny_discriminator(48)
+    with pytest.raises(ConfigurationError, match=r"c=None: .*\(c_dim=2\)"):
+        tiny_generator(8, c_dim=2)(torch.randn(1, 8))
+    with pytest.raises(ConfigurationError, match=r"c=None: .*\(c_dim=2\)"):
+        tiny_discriminator(8, c_dim=2)(torch.randn(1, 3, 8, 8))
 
 
 def test_filtered_resampling_keeps_a_constant_image():

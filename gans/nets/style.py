@@ -133,7 +133,13 @@ class MappingNetwork(nn.Module):
 
         Returns:
             ws [N, num_ws, w_dim] (w [N, w_dim] when ``num_ws`` is ``None``), float32.
+
+        Raises:
+            ConfigurationError: no labels for a conditional network.
         """
+        if self.c_dim > 0 and c is None:
+            raise ConfigurationError(f"c=None: the network is conditional (c_dim={self.c_dim}); pass labels [N, "
+                                     f"{self.c_dim}]")
         parts = []
         if self.z_dim > 0:
             parts.append(normalize_2nd_moment(z.to(torch.float32)))
