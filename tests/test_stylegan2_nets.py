@@ -332,6 +332,22 @@ def test_gradients_reach_every_parameter():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
+def test_second_order_gradients_for_r1_and_path_length():
+    # R1 differentiates D's input gradient, path length the gradient of G's output with respect to ws: both need
+    # every operation (filters, transposed and grouped convolutions, clamps) twice differentiable.
+    torch.manual_seed(0)
+    generator, discriminator = tiny_generator(8, conv_clamp=256), tiny_discriminator(8, conv_clamp=256)
+    ws = generator.mapping(torch.randn(2, 8)).detach().requires_grad_(True)
+    images = generator.synthesis(ws)  # training mode: the non-fused path
+    (ws_grad,) = torch.autograd.grad((images * torch.randn_like(images)).sum(), ws, create_graph=True)
+    ws_grad.square().sum().backward()
+    assert generator.synthesis.b8.conv0.weight.grad.abs().sum() > 0
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    (x_grad,) = torch.autograd.grad(discriminator(x).sum(), x, create_graph=True)
+    x_grad.square().sum().backward()
+    assert discriminator.b8.conv0.weight.grad.abs().sum() > 0
+
+
 def test_freeze_layers_keeps_the_first_layers_as_buffers_under_the_same_names():
     frozen = tiny_discriminator(16, block_kwargs={"freeze_layers": 2})
     trainable = tiny_discriminator(16)
