@@ -47,6 +47,19 @@ def block_dtype(use_fp16: bool, force_fp32: bool, device: torch.device) -> torch
     return torch.float16 if use_fp16 and not force_fp32 and device.type == "cuda" else torch.float32
 
 
+def layer_bias_act(x: Tensor, bias: Tensor | None, activation: str, gain: float, conv_clamp: float | None) -> Tensor:
+    """The end of the official convolution layers: :func:`gans.nets.equalized.bias_act` with ``gain`` (``sqrt(0.5)``
+    on residual branches) scaling the clamp as well as the output."""
+    return bias_act(x, bias, activation, gain=gain, clamp=conv_clamp * gain if conv_clamp is not None else None)
+
+
+def conv_repr(weight: Tensor, **details) -> str:
+    """``in, out, kernel_size=k, key=value, ...``: the layers' ``extra_repr``."""
+    out_channels, in_channels, k, _ = weight.shape
+    return ", ".join([f"{in_channels}, {out_channels}, kernel_size={k}", *(f"{key}={value}" for key, value in
+                                                                          details.items())])
+
+
 def demodulation_coefficients(weight: Tensor, styles: Tensor) -> Tensor:
     """``1 / sqrt(sum_ikk (s_i w_oikk)^2 + 1e-8)`` per sample and output channel, [N, O], computed as ``sum_i s_i^2
     sum_kk w_oikk^2``: a [N, I] x [I, O] product instead of the official [N, O, I, kh, kw] modulated weights (300 MB
@@ -162,13 +175,10 @@ class Conv2dLayer(nn.Module):
         w = (self.weight * self.weight_gain).to(x.dtype)
         x = conv2d_resample(x, w, self.resample_filter, up=self.up, down=self.down, padding=self.padding,
                             flip_weight=self.up == 1)
-        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, self.bias, self.activation, gain=gain, clamp=clamp)
+        return layer_bias_act(x, self.bias, self.activation, gain, self.conv_clamp)
 
     def extra_repr(self) -> str:
-        out_channels, in_channels, k, _ = self.weight.shape
-        return f"{in_channels}, {out_channels}, kernel_size={k}, activation={self.activation}, up={self.up}, " \
-               f"down={self.down}"
+        return conv_repr(self.weight, activation=self.activation, up=self.up, down=self.down)
 
 
 class SynthesisLayer(nn.Module):
@@ -221,13 +231,11 @@ class SynthesisLayer(nn.Module):
         x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
                              resample_filter=self.resample_filter, flip_weight=self.up == 1,
                              fused_modconv=fused_modconv)
-        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, self.bias, self.activation, gain=gain, clamp=clamp)
+        return layer_bias_act(x, self.bias, self.activation, gain, self.conv_clamp)
 
     def extra_repr(self) -> str:
-        out_channels, in_channels, k, _ = self.weight.shape
-        return f"{in_channels}, {out_channels}, kernel_size={k}, resolution={self.resolution}, up={self.up}, " \
-               f"noise={self.use_noise}, activation={self.activation}"
+        return conv_repr(self.weight, resolution=self.resolution, up=self.up, noise=self.use_noise,
+                         activation=self.activation)
 
 
 class ToRGBLayer(nn.Module):
@@ -261,8 +269,7 @@ class ToRGBLayer(nn.Module):
         return bias_act(x, self.bias, clamp=self.conv_clamp)
 
     def extra_repr(self) -> str:
-        out_channels, in_channels, k, _ = self.weight.shape
-        return f"{in_channels}, {out_channels}, kernel_size={k}"
+        return conv_repr(self.weight)
 
 
 class SynthesisBlock(nn.Module):
