@@ -68,6 +68,8 @@ def test_discriminator_mapping_has_no_latent_and_no_mean():
     assert len([k for k in mapping.state_dict() if k.startswith("fc")]) == 16  # 8 layers, weight and bias
     with pytest.raises(ConfigurationError, match="z_dim=0"):
         MappingNetwork(z_dim=0, c_dim=0, w_dim=8, num_ws=None)
+    with pytest.raises(ConfigurationError, match="truncation_psi=0.5: .* no mean w"):
+        mapping(None, torch.eye(3), truncation_psi=0.5)
 
 
 def test_truncation_psi_0_gives_the_mean_and_psi_1_leaves_ws():

@@ -155,9 +155,8 @@ class MappingNetwork(nn.Module):
             x = x.unsqueeze(1).repeat(1, self.num_ws, 1)  # [N, num_ws, w_dim]
         if truncation_psi != 1:
             if not hasattr(self, "w_avg"):
-                raise ConfigurationError(
-                    f"truncation_psi={truncation_psi}: this mapping network tracks no mean w (w_avg_beta=None)"
-                )
+                raise ConfigurationError(f"truncation_psi={truncation_psi}: this mapping network tracks no mean w "
+                                         f"(w_avg_beta={self.w_avg_beta}, num_ws={self.num_ws})")
             x = truncate(x, self.w_avg, truncation_psi, truncation_cutoff if self.num_ws is not None else None)
         return x
 
