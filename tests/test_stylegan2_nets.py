@@ -210,6 +210,32 @@ def test_generator_and_discriminator_reproduce_the_official_outputs():
         torch.testing.assert_close(scores, torch.tensor(expected), rtol=1e-5, atol=1e-5)
 
 
+def test_state_dict_names_of_the_other_architectures_are_the_officials():
+    # The snapshot checks the names of the default architectures (skip G, resnet D) by a strict load; these are the
+    # official differences from them (official: set(Generator(z_dim=8, c_dim=c, w_dim=8, img_resolution=8,
+    # img_channels=2, mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=64, channel_max=8,
+    # architecture=arch)).state_dict()) minus that of skip, unconditional; likewise Discriminator against resnet).
+    def g_keys(architecture, c_dim=0):
+        return set(StyleGAN2Generator(8, c_dim, 8, 8, 2, mapping_kwargs={"num_layers": 2}, synthesis_kwargs={
+            "channel_base": 64, "channel_max": 8, "architecture": architecture}).state_dict())
+
+    def d_keys(architecture, c_dim=0):
+        return set(StyleGAN2Discriminator(c_dim, 8, 2, architecture=architecture, channel_base=64,
+                                          channel_max=8).state_dict())
+
+    b4_torgb = {f"synthesis.b4.torgb.{k}" for k in ("affine.bias", "affine.weight", "bias", "weight")}
+    assert (g_keys("orig") - g_keys("skip"), g_keys("skip") - g_keys("orig")) == (set(), b4_torgb)
+    assert (g_keys("resnet") - g_keys("skip"), g_keys("skip") - g_keys("resnet")) == (
+        {"synthesis.b8.skip.resample_filter", "synthesis.b8.skip.weight"}, b4_torgb)
+    assert g_keys("skip", 3) - g_keys("skip") == {"mapping.embed.bias", "mapping.embed.weight"}
+    b8_skip = {"b8.skip.resample_filter", "b8.skip.weight"}
+    assert (d_keys("orig") - d_keys("resnet"), d_keys("resnet") - d_keys("orig")) == (set(), b8_skip)
+    assert (d_keys("skip") - d_keys("resnet"), d_keys("resnet") - d_keys("skip")) == (
+        {"b4.fromrgb.bias", "b4.fromrgb.resample_filter", "b4.fromrgb.weight"}, b8_skip)
+    assert d_keys("resnet", 3) - d_keys("resnet") == {"mapping.embed.bias", "mapping.embed.weight"} | {
+        f"mapping.fc{i}.{k}" for i in range(8) for k in ("bias", "weight")}
+
+
 # Parameter counts of the official networks for the official train.py presets (z_dim = w_dim = 512, 3 channels,
 # channel_max 512, channel_base = fmaps * 32768), computed with
 #   G = Generator(z_dim=512, c_dim=c_dim, w_dim=512, img_resolution=res, img_channels=3,
