@@ -35,8 +35,11 @@ NOISE_MODES = ("random", "const", "none")
 
 
 def check_architecture(architecture: str) -> None:
-    """Raises:
-    ConfigurationError: ``architecture`` is not 'orig', 'skip' or 'resnet'."""
+    """Refuses an architecture the official networks do not have.
+
+    Raises:
+        ConfigurationError: ``architecture`` is not 'orig', 'skip' or 'resnet'.
+    """
     if architecture not in ARCHITECTURES:
         raise ConfigurationError(f"architecture={architecture!r} is not one of {list(ARCHITECTURES)}")
 
