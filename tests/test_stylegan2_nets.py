@@ -5,6 +5,8 @@ d72cc7d0, its reference PyTorch ops on CPU), never imported here: the command is
 """
 
 import math
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +16,7 @@ from gans.nets.equalized import EqualizedLinear, bias_act
 from gans.nets.resample import downsample2d, setup_filter, upsample2d
 from gans.nets.style import MappingNetwork, mix_styles, normalize_2nd_moment, truncate
 from gans.nets.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator, modulated_conv2d
+from gans.official import read_snapshot
 from gans.outputs import GeneratorOutput
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -65,6 +68,8 @@ def test_discriminator_mapping_has_no_latent_and_no_mean():
     assert len([k for k in mapping.state_dict() if k.startswith("fc")]) == 16  # 8 layers, weight and bias
     with pytest.raises(ConfigurationError, match="z_dim=0"):
         MappingNetwork(z_dim=0, c_dim=0, w_dim=8, num_ws=None)
+    with pytest.raises(ConfigurationError, match="truncation_psi=0.5: .* no mean w"):
+        mapping(None, torch.eye(3), truncation_psi=0.5)
 
 
 def test_truncation_psi_0_gives_the_mean_and_psi_1_leaves_ws():
@@ -205,6 +210,32 @@ def test_generator_and_discriminator_reproduce_the_official_outputs():
         torch.testing.assert_close(scores, torch.tensor(expected), rtol=1e-5, atol=1e-5)
 
 
+def test_state_dict_names_of_the_other_architectures_are_the_officials():
+    # The snapshot checks the names of the default architectures (skip G, resnet D) by a strict load; these are the
+    # official differences from them (official: set(Generator(z_dim=8, c_dim=c, w_dim=8, img_resolution=8,
+    # img_channels=2, mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=64, channel_max=8,
+    # architecture=arch)).state_dict()) minus that of skip, unconditional; likewise Discriminator against resnet).
+    def g_keys(architecture, c_dim=0):
+        return set(StyleGAN2Generator(8, c_dim, 8, 8, 2, mapping_kwargs={"num_layers": 2}, synthesis_kwargs={
+            "channel_base": 64, "channel_max": 8, "architecture": architecture}).state_dict())
+
+    def d_keys(architecture, c_dim=0):
+        return set(StyleGAN2Discriminator(c_dim, 8, 2, architecture=architecture, channel_base=64,
+                                          channel_max=8).state_dict())
+
+    b4_torgb = {f"synthesis.b4.torgb.{k}" for k in ("affine.bias", "affine.weight", "bias", "weight")}
+    assert (g_keys("orig") - g_keys("skip"), g_keys("skip") - g_keys("orig")) == (set(), b4_torgb)
+    assert (g_keys("resnet") - g_keys("skip"), g_keys("skip") - g_keys("resnet")) == (
+        {"synthesis.b8.skip.resample_filter", "synthesis.b8.skip.weight"}, b4_torgb)
+    assert g_keys("skip", 3) - g_keys("skip") == {"mapping.embed.bias", "mapping.embed.weight"}
+    b8_skip = {"b8.skip.resample_filter", "b8.skip.weight"}
+    assert (d_keys("orig") - d_keys("resnet"), d_keys("resnet") - d_keys("orig")) == (set(), b8_skip)
+    assert (d_keys("skip") - d_keys("resnet"), d_keys("resnet") - d_keys("skip")) == (
+        {"b4.fromrgb.bias", "b4.fromrgb.resample_filter", "b4.fromrgb.weight"}, b8_skip)
+    assert d_keys("resnet", 3) - d_keys("resnet") == {"mapping.embed.bias", "mapping.embed.weight"} | {
+        f"mapping.fc{i}.{k}" for i in range(8) for k in ("bias", "weight")}
+
+
 # Parameter counts of the official networks for the official train.py presets (z_dim = w_dim = 512, 3 channels,
 # channel_max 512, channel_base = fmaps * 32768), computed with
 #   G = Generator(z_dim=512, c_dim=c_dim, w_dim=512, img_resolution=res, img_channels=3,
@@ -293,6 +324,30 @@ def test_float16_layers_run_in_float32_on_the_cpu():
     assert discriminator(images).dtype == torch.float32
 
 
+def test_float16_path_agrees_with_float32(monkeypatch):
+    """The official float16 path (pre-normalised modulation, clamping, channels-last), run on the CPU by letting the
+    blocks pick float16 there as they do on CUDA: images close to the float32 ones at float16 precision."""
+    from gans.nets import stylegan2
+
+    torch.manual_seed(0)
+    z = torch.randn(2, 8)
+    reference_g = tiny_generator(16, conv_clamp=256).eval()
+    reference_d = tiny_discriminator(16, conv_clamp=256).eval()
+    images = reference_g(z, noise_mode="const").images
+    scores = reference_d(images)
+    monkeypatch.setattr(stylegan2, "block_dtype", lambda use_fp16, force_fp32, device: torch.float16
+                        if use_fp16 and not force_fp32 else torch.float32)
+    for fused in (True, False):
+        fp16 = tiny_generator(16, num_fp16_res=2, conv_clamp=256, fp16_channels_last=True).eval()
+        fp16.load_state_dict(reference_g.state_dict())
+        half_images = fp16(z, noise_mode="const", fused_modconv=fused).images
+        assert half_images.dtype == torch.float32  # ToRGB outputs are summed in float32
+        torch.testing.assert_close(half_images, images, atol=0.02 * images.abs().max().item(), rtol=0)
+    fp16_d = tiny_discriminator(16, num_fp16_res=2, conv_clamp=256, block_kwargs={"fp16_channels_last": True})
+    fp16_d.load_state_dict(reference_d.state_dict())
+    torch.testing.assert_close(fp16_d.eval()(images), scores, atol=0.02 * scores.abs().max().item(), rtol=0)
+
+
 def test_gradients_reach_every_parameter():
     torch.manual_seed(0)
     generator, discriminator = tiny_generator(8, c_dim=2), tiny_discriminator(8, c_dim=2)
@@ -303,6 +358,22 @@ def test_gradients_reach_every_parameter():
     discriminator(generator(torch.randn(4, 8), c).images, c).sum().backward()
     for name, p in [*generator.named_parameters(), *discriminator.named_parameters()]:
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_second_order_gradients_for_r1_and_path_length():
+    # R1 differentiates D's input gradient, path length the gradient of G's output with respect to ws: both need
+    # every operation (filters, transposed and grouped convolutions, clamps) twice differentiable.
+    torch.manual_seed(0)
+    generator, discriminator = tiny_generator(8, conv_clamp=256), tiny_discriminator(8, conv_clamp=256)
+    ws = generator.mapping(torch.randn(2, 8)).detach().requires_grad_(True)
+    images = generator.synthesis(ws)  # training mode: the non-fused path
+    (ws_grad,) = torch.autograd.grad((images * torch.randn_like(images)).sum(), ws, create_graph=True)
+    ws_grad.square().sum().backward()
+    assert generator.synthesis.b8.conv0.weight.grad.abs().sum() > 0
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    (x_grad,) = torch.autograd.grad(discriminator(x).sum(), x, create_graph=True)
+    x_grad.square().sum().backward()
+    assert discriminator.b8.conv0.weight.grad.abs().sum() > 0
 
 
 def test_freeze_layers_keeps_the_first_layers_as_buffers_under_the_same_names():
@@ -318,6 +389,10 @@ def test_invalid_configurations_name_the_value():
         tiny_generator(8, architecture="dense")
     with pytest.raises(ConfigurationError, match="img_resolution=48"):
         tiny_discriminator(48)
+    with pytest.raises(ConfigurationError, match=r"c=None: .*\(c_dim=2\)"):
+        tiny_generator(8, c_dim=2)(torch.randn(1, 8))
+    with pytest.raises(ConfigurationError, match=r"c=None: .*\(c_dim=2\)"):
+        tiny_discriminator(8, c_dim=2)(torch.randn(1, 3, 8, 8))
 
 
 def test_filtered_resampling_keeps_a_constant_image():
@@ -326,3 +401,45 @@ def test_filtered_resampling_keeps_a_constant_image():
     x = torch.full((1, 2, 8, 8), 3.0)
     torch.testing.assert_close(upsample2d(x, f)[:, :, 2:-2, 2:-2], torch.full((1, 2, 12, 12), 3.0))
     torch.testing.assert_close(downsample2d(x, f)[:, :, 1:-1, 1:-1], torch.full((1, 2, 2, 2), 3.0))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The shared official snapshot (GANS_DATA_DIR/stylegan2-official, its README): the official code's outputs
+
+
+def snapshot_files() -> tuple[Path, Path] | None:
+    folder = Path(os.environ.get("GANS_DATA_DIR", "")) / "stylegan2-official"
+    pkl, expected = folder / "sg2_32.pkl", folder / "sg2_32.expected.pt"
+    return (pkl, expected) if os.environ.get("GANS_DATA_DIR") and pkl.is_file() and expected.is_file() else None
+
+
+@pytest.mark.skipif(snapshot_files() is None, reason="GANS_DATA_DIR lacks stylegan2-official/sg2_32.pkl and .pt")
+def test_official_snapshot_is_reproduced():
+    """Our networks built from the snapshot's ``init_kwargs`` load its state dicts strictly and compute what the
+    official code computed from it (sg2_32.expected.pt: mapping, truncation, synthesis with const noise, D)."""
+    pkl, expected_file = snapshot_files()
+    snapshot = read_snapshot(pkl)
+    expected = torch.load(expected_file, weights_only=True)
+    nets = {}
+    for name, cls in (("G", StyleGAN2Generator), ("G_ema", StyleGAN2Generator), ("D", StyleGAN2Discriminator)):
+        official = snapshot[name]
+        nets[name] = cls(*official.init_args, **official.init_kwargs).eval()
+        nets[name].load_state_dict(official.state_dict, strict=True)
+    generator, g_ema, discriminator = nets["G"], nets["G_ema"], nets["D"]
+    assert {"G": sum(p.numel() for p in generator.parameters()),
+            "D": sum(p.numel() for p in discriminator.parameters())} == expected["params"]
+    z, c = expected["z"], expected["c"]
+    with torch.no_grad():
+        torch.testing.assert_close(g_ema.w_avg, expected["w_avg"])
+        ws = g_ema.mapping(z, c, truncation_psi=1)
+        torch.testing.assert_close(ws, expected["ws"])
+        ws_psi07 = g_ema.mapping(z, c, truncation_psi=0.7)
+        torch.testing.assert_close(ws_psi07, expected["ws_psi07"])
+        # float32 tolerance relative to images of magnitude ~5 (random weights): summation order differs
+        tolerance = {"rtol": 1e-5, "atol": 5e-5}
+        torch.testing.assert_close(g_ema.synthesis(ws, noise_mode="const"), expected["img_ema"], **tolerance)
+        torch.testing.assert_close(g_ema.synthesis(ws_psi07, noise_mode="const"), expected["img_ema_psi07"],
+                                   **tolerance)
+        out = generator(z, c, noise_mode="const")
+        torch.testing.assert_close(out.images, expected["img_G"], **tolerance)
+        torch.testing.assert_close(discriminator(expected["img_ema"][:4], c[:4]), expected["d_scores"], **tolerance)

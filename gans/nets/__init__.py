@@ -15,6 +15,10 @@ sizes the variant derives from its own arguments, so that any network with the s
   [N, source_channels, H / scale, W / scale] to images [N, channels, H, W] (SRGAN's ``SRResNet``);
 - ``VectorGenerator`` / ``VectorDiscriminator``: ``factory(latent_dim, shape)`` / ``factory(shape)`` for the MLP
   networks of any sample shape (images or 2-D points).
+
+StyleGAN2's networks (``StyleGAN2Generator``, ``StyleGAN2Discriminator``, ``MappingNetwork``) take the arguments of
+NVIDIA's stylegan2-ada-pytorch classes instead (``z_dim``, ``c_dim``, ``img_resolution``, ...), so that an official
+snapshot's ``init_kwargs`` build them and its state dicts load by name.
 """
 
 from collections.abc import Callable

@@ -133,7 +133,13 @@ class MappingNetwork(nn.Module):
 
         Returns:
             ws [N, num_ws, w_dim] (w [N, w_dim] when ``num_ws`` is ``None``), float32.
+
+        Raises:
+            ConfigurationError: no labels for a conditional network.
         """
+        if self.c_dim > 0 and c is None:
+            raise ConfigurationError(f"c=None: the network is conditional (c_dim={self.c_dim}); pass labels [N, "
+                                     f"{self.c_dim}]")
         parts = []
         if self.z_dim > 0:
             parts.append(normalize_2nd_moment(z.to(torch.float32)))
@@ -149,9 +155,8 @@ class MappingNetwork(nn.Module):
             x = x.unsqueeze(1).repeat(1, self.num_ws, 1)  # [N, num_ws, w_dim]
         if truncation_psi != 1:
             if not hasattr(self, "w_avg"):
-                raise ConfigurationError(
-                    f"truncation_psi={truncation_psi}: this mapping network tracks no mean w (w_avg_beta=None)"
-                )
+                raise ConfigurationError(f"truncation_psi={truncation_psi}: this mapping network tracks no mean w "
+                                         f"(w_avg_beta={self.w_avg_beta}, num_ws={self.num_ws})")
             x = truncate(x, self.w_avg, truncation_psi, truncation_cutoff if self.num_ws is not None else None)
         return x
 

@@ -35,8 +35,11 @@ NOISE_MODES = ("random", "const", "none")
 
 
 def check_architecture(architecture: str) -> None:
-    """Raises:
-    ConfigurationError: ``architecture`` is not 'orig', 'skip' or 'resnet'."""
+    """Refuses an architecture the official networks do not have.
+
+    Raises:
+        ConfigurationError: ``architecture`` is not 'orig', 'skip' or 'resnet'.
+    """
     if architecture not in ARCHITECTURES:
         raise ConfigurationError(f"architecture={architecture!r} is not one of {list(ARCHITECTURES)}")
 
@@ -45,6 +48,28 @@ def block_dtype(use_fp16: bool, force_fp32: bool, device: torch.device) -> torch
     """float16 for a block configured so (``num_fp16_res``) on CUDA; float32 otherwise (CPU convolutions in
     float16 are slow or missing, and ``force_fp32`` asks for full precision)."""
     return torch.float16 if use_fp16 and not force_fp32 and device.type == "cuda" else torch.float32
+
+
+def layer_bias_act(x: Tensor, bias: Tensor | None, activation: str, gain: float, conv_clamp: float | None) -> Tensor:
+    """The end of the official convolution layers: :func:`gans.nets.equalized.bias_act` with ``gain`` (``sqrt(0.5)``
+    on residual branches) scaling the clamp as well as the output."""
+    return bias_act(x, bias, activation, gain=gain, clamp=conv_clamp * gain if conv_clamp is not None else None)
+
+
+def conv_repr(weight: Tensor, **details) -> str:
+    """``in, out, kernel_size=k, key=value, ...``: the layers' ``extra_repr``."""
+    out_channels, in_channels, k, _ = weight.shape
+    return ", ".join([f"{in_channels}, {out_channels}, kernel_size={k}", *(f"{key}={value}" for key, value in
+                                                                          details.items())])
+
+
+def demodulation_coefficients(weight: Tensor, styles: Tensor) -> Tensor:
+    """``1 / sqrt(sum_ikk (s_i w_oikk)^2 + 1e-8)`` per sample and output channel, [N, O], computed as ``sum_i s_i^2
+    sum_kk w_oikk^2``: a [N, I] x [I, O] product instead of the official [N, O, I, kh, kw] modulated weights (300 MB
+    a layer at 512 channels and batch 32), equal up to rounding. In float32 even under autocast: the sums of squares
+    overflow float16."""
+    with torch.autocast(styles.device.type, enabled=False):
+        return (styles.float().square() @ weight.float().square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
 
 
 def modulated_conv2d(
@@ -89,12 +114,8 @@ def modulated_conv2d(
         weight = weight * (1 / math.sqrt(in_channels * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3],
                                                                                 keepdim=True))
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
-    w = dcoefs = None
-    if demodulate or fused_modconv:
-        w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)  # [N, O, I, kh, kw]
-    if demodulate:
-        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [N, O]
     if not fused_modconv:
+        dcoefs = demodulation_coefficients(weight, styles) if demodulate else None
         x = x * styles.to(x.dtype).reshape(batch, -1, 1, 1)
         x = conv2d_resample(x, weight.to(x.dtype), resample_filter, up=up, down=down, padding=padding,
                             flip_weight=flip_weight)
@@ -103,8 +124,9 @@ def modulated_conv2d(
         if demodulate:
             x = x * dcoefs.to(x.dtype).reshape(batch, -1, 1, 1)
         return x + noise.to(x.dtype) if noise is not None else x
+    w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)  # [N, O, I, kh, kw]
     if demodulate:
-        w = w * dcoefs.reshape(batch, -1, 1, 1, 1)
+        w = w * (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt().reshape(batch, -1, 1, 1, 1)
     # the batch as the groups of one convolution: [1, N * I, H, W] with weights [N * O, I, kh, kw]
     x = conv2d_resample(x.reshape(1, -1, *x.shape[2:]), w.reshape(-1, in_channels, kh, kw).to(x.dtype),
                         resample_filter, up=up, down=down, padding=padding, groups=batch, flip_weight=flip_weight)
@@ -156,13 +178,10 @@ class Conv2dLayer(nn.Module):
         w = (self.weight * self.weight_gain).to(x.dtype)
         x = conv2d_resample(x, w, self.resample_filter, up=self.up, down=self.down, padding=self.padding,
                             flip_weight=self.up == 1)
-        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, self.bias, self.activation, gain=gain, clamp=clamp)
+        return layer_bias_act(x, self.bias, self.activation, gain, self.conv_clamp)
 
     def extra_repr(self) -> str:
-        out_channels, in_channels, k, _ = self.weight.shape
-        return f"{in_channels}, {out_channels}, kernel_size={k}, activation={self.activation}, up={self.up}, " \
-               f"down={self.down}"
+        return conv_repr(self.weight, activation=self.activation, up=self.up, down=self.down)
 
 
 class SynthesisLayer(nn.Module):
@@ -215,8 +234,11 @@ class SynthesisLayer(nn.Module):
         x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
                              resample_filter=self.resample_filter, flip_weight=self.up == 1,
                              fused_modconv=fused_modconv)
-        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, self.bias, self.activation, gain=gain, clamp=clamp)
+        return layer_bias_act(x, self.bias, self.activation, gain, self.conv_clamp)
+
+    def extra_repr(self) -> str:
+        return conv_repr(self.weight, resolution=self.resolution, up=self.up, noise=self.use_noise,
+                         activation=self.activation)
 
 
 class ToRGBLayer(nn.Module):
@@ -248,6 +270,9 @@ class ToRGBLayer(nn.Module):
         styles = self.affine(w) * self.weight_gain  # the equalized learning rate, through the styles
         x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
         return bias_act(x, self.bias, clamp=self.conv_clamp)
+
+    def extra_repr(self) -> str:
+        return conv_repr(self.weight)
 
 
 class SynthesisBlock(nn.Module):
