@@ -276,6 +276,7 @@ class GAN(L.LightningModule):
             "d_loss": self.d_adversarial(d_real, d_fake),
             "d_real": d_real.detach().mean(),
             "d_fake": d_fake.detach().mean(),
+            "d_real_sign": d_real.detach().sign().mean(),  # r_t of ADA (Karras et al. 2020), D's overfitting
         }
         if regularize:
             terms = self._add_penalties(terms, "d_loss", real, fake_images, d_real, d_fake, gain=1)
@@ -417,7 +418,9 @@ class GAN(L.LightningModule):
             configs.append({"optimizer": optimizer, "lr_scheduler": scheduler})
         return configs
 
-    def training_step(self, batch: Any, batch_idx: int) -> None:
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        """Runs the phases due at this batch. Returns their terms, detached (what is logged under ``train/``), which
+        Lightning hands to callbacks as the ``outputs`` of ``on_train_batch_end`` (ADA reads ``d_real_sign``)."""
         real, cond = self.unpack(batch)
         if self.channels_last:
             real, cond = channels_last(real), {name: channels_last(c) for name, c in cond.items()}
@@ -432,11 +435,13 @@ class GAN(L.LightningModule):
                 terms, stepped = self._run_phase(phase, optimizers[phase.optimizer], real, cond)
                 logs.update(terms)
                 iterated |= stepped and phase.iteration
-        self.log_dict({f"train/{name}": value.detach() for name, value in logs.items()})
+        logs = {name: value.detach() for name, value in logs.items()}
+        self.log_dict({f"train/{name}": value for name, value in logs.items()})
         if iterated and self.schedules.interval == "step":  # after the log, which a ReduceLROnPlateau reads
             self.schedules.step(self.trainer, self._schedulers)
         if self.guard.nonfinite == "skip" or self.skipped_steps:
             self.log("train/skipped_steps", float(self.skipped_steps))
+        return logs
 
     def _run_phase(
         self, phase: Phase, optimizer: LightningOptimizer, real: Tensor, cond: dict[str, Tensor]

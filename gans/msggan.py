@@ -121,7 +121,7 @@ class MSGGAN(GAN):
         real_leaf, d_real = self._scored(real, regularize and self.r1_gamma > 0, **cond)
         fake_leaf, d_fake = self._scored(fake, regularize and self.r2_gamma > 0, **cond)
         terms = {"d_loss": self.d_adversarial(d_real, d_fake), "d_real": d_real.detach().mean(),
-                 "d_fake": d_fake.detach().mean()}
+                 "d_fake": d_fake.detach().mean(), "d_real_sign": d_real.detach().sign().mean()}
         if regularize:
             terms = self._add_penalties(terms, "d_loss", real_leaf, fake_leaf, d_real, d_fake, gain=1)
         return terms
