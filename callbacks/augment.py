@@ -40,7 +40,7 @@ class DiscriminatorAugmentation(L.Callback):
 
     Args:
         augmentation: the module applied to each sample batch [N, C, H, W]; its ``changes_color()`` says whether it
-            needs 1 or 3 channels.
+            needs 1 or 3 channels, its ``min_size()`` the smallest image side it takes.
         description: how messages name the callback (``"ADA(preset='bgc')"``).
     """
 
@@ -96,6 +96,12 @@ class DiscriminatorAugmentation(L.Callback):
                 "translation model's source and image side by side?); color transforms take RGB or grayscale images "
                 "and would recolor the source too: choose transforms without color (ADA's preset='bg', DiffAugment's "
                 "policy='translation,cutout')"
+            )
+        if min(height, width) < self._augmentation.min_size():
+            raise ConfigurationError(
+                f"{self._description}: {self._variant}'s discriminator sees images of {height}x{width} pixels; the "
+                f"augmentation takes images of at least {self._augmentation.min_size()} pixels a side (the image "
+                "filter of the presets with 'f'): choose a preset without it"
             )
         self._fired = True
         # PacGAN's m samples per input: augmented one by one (unpacked, augmented, packed again).

@@ -235,17 +235,27 @@ class AugmentPipe(nn.Module):
             The augmented batch, of the shape and dtype of ``images``.
 
         Raises:
-            ValueError: a color transform on images of neither 1 nor 3 channels.
+            ValueError: a color transform on images of neither 1 nor 3 channels, or the image filter on images smaller
+                than ``min_size()``.
         """
         if images.dim() != 4:
             raise ValueError(f"AugmentPipe takes images [N, C, H, W], not a tensor of shape {tuple(images.shape)}")
+        if min(images.shape[2:]) < self.min_size():
+            raise ValueError(f"AugmentPipe's image filter needs images of at least {self.min_size()} pixels a side")
         debug = None if debug_percentile is None else torch.tensor(debug_percentile, device=images.device)
+        # In float32 whatever the input (fp16/bf16 under autocast): sampling positions need float32's precision.
+        dtype, images = images.dtype, images.float()
         inverse, moved = self._geometric(images, debug)
         if moved:
             images = self._resample(images, inverse)
         images = self._color(images, debug)
         images = self._image_filter(images, debug)
-        return self._corruptions(images, debug)
+        return self._corruptions(images, debug).to(dtype)
+
+    def min_size(self) -> int:
+        """The smallest image side the pipeline takes: the image filter reflects the image at its borders by half its
+        filter's length (21 pixels); the other transforms take any size."""
+        return self.Hz_fbank.shape[1] // 2 + 1 if self.imgfilter > 0 else 1
 
     # ------------------------------------------------------------------------------------------------------------------
     # Geometric transforms: one inverse matrix per sample (output pixel -> input pixel), then one resampling.
@@ -339,7 +349,7 @@ class AugmentPipe(nn.Module):
         to_unit = _scale2d(2 / images.shape[3], 2 / images.shape[2], device)
         from_unit = _scale2d(1 / (2 / shape[3]), 1 / (2 / shape[2]), device)
         inverse = to_unit @ inverse @ from_unit
-        grid = F.affine_grid(inverse[:, :2, :].to(images.dtype), shape, align_corners=False)
+        grid = F.affine_grid(inverse[:, :2, :], shape, align_corners=False)
         images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
         crop = -margin_pad * 2
@@ -545,6 +555,10 @@ class DiffAugment(nn.Module):
     def changes_color(self) -> bool:
         """Whether the ``color`` policy is on."""
         return "color" in self.policies
+
+    def min_size(self) -> int:
+        """The smallest image side DiffAugment takes: any."""
+        return 1
 
     def forward(self, x: Tensor) -> Tensor:
         """Augments a batch [N, C, H, W]."""

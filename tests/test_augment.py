@@ -176,9 +176,11 @@ def test_gradients_reach_the_input(augment):
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
-def test_the_pipe_refuses_color_on_other_channel_counts_and_bad_multipliers():
+def test_the_pipe_refuses_color_on_other_channel_counts_small_images_and_bad_multipliers():
     with pytest.raises(ValueError, match="RGB"):
         pipe(brightness=1)(torch.zeros(2, 6, 8, 8))
+    with pytest.raises(ValueError, match="at least 22 pixels"):
+        pipe(imgfilter=1)(torch.zeros(2, 3, 21, 21))
     with pytest.raises(ConfigurationError, match=r"^xflip=-1"):
         AugmentPipe(xflip=-1)
 
@@ -262,6 +264,23 @@ def test_the_hook_augments_in_training_mode_only():
     callback.teardown(SimpleNamespace(), model, "fit")
     torch.manual_seed(0)
     assert torch.equal(discriminator.train()(x), clean[0])  # no trace left after fitting
+
+
+def test_half_precision_images_keep_their_dtype():
+    x = smooth_images(2, 3, 16)
+    torch.manual_seed(0)
+    full = pipe(**PRESETS["bgc"])(x)
+    torch.manual_seed(0)
+    half = pipe(**PRESETS["bgc"])(x.to(torch.bfloat16))
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), full, rtol=0, atol=0.05)  # computed in float32, rounded once
+
+
+def test_an_image_filter_on_images_too_small_is_refused():
+    model = DCGAN(**TINY)  # 8x8
+    hooked(ADA(preset="bgcf"), model).train()
+    with pytest.raises(ConfigurationError, match=r"^ADA\(preset='bgcf'\): DCGAN's discriminator sees images of 8x8"):
+        model.critic(torch.zeros(4, 1, 8, 8))
 
 
 def test_packed_samples_are_augmented_one_by_one():
@@ -384,10 +403,11 @@ def test_ada_refuses_bad_values(kwargs, message):
 
 
 def test_ada_and_diffaugment_through_fast_dev_run(synthetic_mnist, tmp_path):
-    for callback in (ADA(p=0.5, interval=1, kimg=1.0), DiffAugment()):
-        model = DCGAN(**TINY)
+    # With R1: its gradient w.r.t. the clean reals goes through the augmentation, and its backward through that twice.
+    for callback in (ADA(p=1.0, interval=1, kimg=1.0), DiffAugment()):
+        model = DCGAN(**TINY, r1_gamma=1.0)
         quiet_trainer(tmp_path, fast_dev_run=1, callbacks=[callback]).fit(model, tiny_datamodule(synthetic_mnist))
-    assert callback.augmentation is not None
+        assert all(torch.isfinite(p).all() for p in model.discriminator.parameters())
 
 
 def test_p_is_restored_on_resume(synthetic_mnist, tmp_path):
