@@ -142,7 +142,9 @@ class AugmentPipe(nn.Module):
 
     Unlike the official code, a batch none of whose samples drew a geometric transform (or an image filter) skips
     the resampling (the official runs it, an identity up to float rounding), so the pipeline is exactly the identity
-    at ``p = 0``.
+    at ``p = 0``. As in the official code, the blits (flips, quarter turns, integer translations) go through the same
+    resampling as the other geometric transforms: an integer translation is exact, but since ``sym6`` is not a
+    symmetric filter a flip or quarter turn also shifts the phase of the frequencies near Nyquist.
 
     Args:
         xflip: probability multiplier of the x-flip.
