@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gans.errors import ConfigurationError
+from gans.nets.resample import setup_filter, upfirdn2d
 
 __all__ = ["DIFFAUGMENT_POLICIES", "PRESETS", "AugmentPipe", "DiffAugment"]
 
@@ -100,22 +101,14 @@ def _rotate3d(axis: Tensor, theta: Tensor) -> Tensor:
     )
 
 
-def _upfirdn(x: Tensor, taps: Tensor, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0), gain: float = 1.0,
-             flip: bool = True) -> Tensor:
-    """Zero-insertion upsampling by ``up``, zero padding (negative: cropping) by ``pad`` on both axes, the separable
-    FIR filter ``taps`` along both axes (a convolution with ``flip``, else a correlation) with overall ``gain``, then
-    keeping every ``down``-th pixel: the official ``upfirdn2d`` for a separable filter."""
-    n, c, h, w = x.shape
-    if up > 1:
-        x = F.pad(x.reshape(n, c, h, 1, w, 1), [0, up - 1, 0, 0, 0, up - 1]).reshape(n, c, h * up, w * up)
-    x = F.pad(x, [pad[0], pad[1], pad[0], pad[1]])
-    f = (taps * gain ** 0.5).to(x.dtype)  # half the gain per axis
-    if flip:
-        f = f.flip(0)
-    weight = f.reshape(1, 1, 1, -1).repeat(c, 1, 1, 1)  # [C, 1, 1, taps]
-    x = F.conv2d(x, weight, groups=c)
-    x = F.conv2d(x, weight.transpose(2, 3), groups=c)
-    return x[:, :, ::down, ::down]
+def _separable(x: Tensor, taps: Tensor, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0), gain: float = 1.0,
+               flip_filter: bool = False) -> Tensor:
+    """The official ``upfirdn2d`` of a separable filter as its CUDA path runs it: along the rows, then the columns
+    (two 1-D passes of ``taps`` instead of one 2-D pass of ``taps ** 2``), with ``pad`` on both axes and ``gain``
+    overall."""
+    row, column = taps[None, :], taps[:, None]
+    x = upfirdn2d(x, row, up=up, padding=[pad[0], pad[1], 0, 0], flip_filter=flip_filter, gain=gain ** 0.5)
+    return upfirdn2d(x, column, down=down, padding=[0, 0, pad[0], pad[1]], flip_filter=flip_filter, gain=gain ** 0.5)
 
 
 def _filter_bank() -> np.ndarray:
@@ -211,8 +204,7 @@ class AugmentPipe(nn.Module):
         self.noise_std, self.cutout_size = float(noise_std), float(cutout_size)
         # The overall probability: a buffer, so that it follows the module's device and is in its state dict.
         self.register_buffer("p", torch.ones([]))
-        geom = torch.tensor(_SYM6, dtype=torch.float32)
-        self.register_buffer("Hz_geom", geom / geom.sum())  # the official name; unit DC gain
+        self.register_buffer("Hz_geom", setup_filter(_SYM6))  # the official name: 12 taps, separable, unit DC gain
         self.register_buffer("Hz_fbank", torch.tensor(_filter_bank(), dtype=torch.float32))
 
     def changes_color(self) -> bool:
@@ -342,7 +334,7 @@ class AugmentPipe(nn.Module):
         images = F.pad(images, [mx0, mx1, my0, my1], mode="reflect")
         inverse = _translate2d((mx0 - mx1) / 2, (my0 - my1) / 2, device) @ inverse
 
-        images = _upfirdn(images, self.Hz_geom, up=2, pad=((taps + 1) // 2, (taps - 2) // 2), gain=4)
+        images = _separable(images, self.Hz_geom, up=2, pad=((taps + 1) // 2, (taps - 2) // 2), gain=4)
         inverse = _scale2d(2, 2, device) @ inverse @ _scale2d(1 / 2, 1 / 2, device)
         inverse = _translate2d(-0.5, -0.5, device) @ inverse @ _translate2d(0.5, 0.5, device)
 
@@ -355,7 +347,8 @@ class AugmentPipe(nn.Module):
         images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
         crop = -margin_pad * 2
-        return _upfirdn(images, self.Hz_geom, down=2, pad=(crop + (taps - 1) // 2, crop + (taps - 2) // 2), flip=False)
+        pad = (crop + (taps - 1) // 2, crop + (taps - 2) // 2)
+        return _separable(images, self.Hz_geom, down=2, pad=pad, flip_filter=True)
 
     # ------------------------------------------------------------------------------------------------------------------
     # Color transforms: one homogeneous 4x4 matrix per sample acting on (r, g, b, 1).

@@ -13,7 +13,7 @@ from test_ddp import clean_distributed_env  # noqa: F401 (fixture)
 from test_resume import fit
 
 from callbacks import ADA, DiffAugment
-from gans import BEGAN, DCGAN, MSGGAN, Pix2Pix, Pix2PixHD
+from gans import BEGAN, DCGAN, LAPGAN, MSGGAN, Pix2Pix
 from gans.augment import DIFFAUGMENT_POLICIES, PRESETS, AugmentPipe
 from gans.augment import DiffAugment as DiffAugmentModule
 from gans.errors import ConfigurationError
@@ -315,7 +315,7 @@ def test_a_translation_pair_moves_together_and_color_is_refused():
 @pytest.mark.parametrize("cls,message", [
     (MSGGAN, "MSGGAN's discriminator takes list, not one batch of images"),
     (BEGAN, "BEGAN's discriminator returns an image of its input's shape"),
-    (Pix2PixHD, "Pix2PixHD runs its discriminator's layers directly"),
+    (LAPGAN, "LAPGAN runs its discriminator's layers directly"),
 ])
 def test_variants_whose_discriminator_cannot_be_augmented_are_refused(cls, message, synthetic_mnist, tmp_path):
     # The three ways a discriminator escapes the hook: another input than one image batch (MSG-GAN's pyramid, the 2-D
