@@ -1,6 +1,7 @@
 """Callbacks for GAN training: checkpoints by iteration, preemption, generator EMA, FID/KID/IS, sample grids,
-predictions, a progress bar by iteration, progressive growing."""
+predictions, a progress bar by iteration, progressive growing, augmentation before the discriminator (ADA, DiffAugment)."""
 
+from callbacks.augment import ADA, DiffAugment
 from callbacks.checkpoint import AtomicCheckpointIO, IterationCheckpoint
 from callbacks.ema import GeneratorEMA
 from callbacks.fade_in import GrowthSchedule, GrowthState, ProgressiveGrowing
@@ -11,7 +12,9 @@ from callbacks.progress import GANProgressBar
 from callbacks.samples import SampleGrid, log_image
 
 __all__ = [
+    "ADA",
     "AtomicCheckpointIO",
+    "DiffAugment",
     "GANMetrics",
     "GANProgressBar",
     "GeneratorEMA",
