@@ -18,6 +18,7 @@ from gans.progan import ProGAN
 from gans.sngan import SNGAN
 from gans.spade import GauGAN
 from gans.srgan import SRGAN
+from gans.stylegan2 import StyleGAN2
 from gans.unrolled import UnrolledGAN
 from gans.wgan import WGAN
 from gans.wgan_gp import WGANGP
@@ -42,6 +43,7 @@ __all__ = [
     "Pix2Pix",
     "Pix2PixHD",
     "ProGAN",
+    "StyleGAN2",
     "UnrolledGAN",
     "load_gan",
 ]
