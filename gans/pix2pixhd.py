@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
@@ -72,12 +71,14 @@ def one_hot_labels(labels: Tensor, num_classes: int) -> Tensor:
         ConfigurationError: a class outside ``0 .. num_classes - 1``.
     """
     indices = labels[:, 0].round().long()  # [N, H, W]
-    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= num_classes):
+    # Not on the meta device (shapes only: the configs' tests size the networks so), where values cannot be read.
+    if indices.numel() and not indices.is_meta and (int(indices.min()) < 0 or int(indices.max()) >= num_classes):
         raise ConfigurationError(
             f"source_channels={num_classes}: the label map holds classes {int(indices.min())}..{int(indices.max())}, "
             f"outside 0..{num_classes - 1} (source_channels is the class count of a label-map source)"
         )
-    return F.one_hot(indices, num_classes).permute(0, 3, 1, 2).float()
+    one_hot = torch.zeros(indices.shape[0], num_classes, *indices.shape[1:], device=indices.device)
+    return one_hot.scatter_(1, indices[:, None], 1.0)  # F.one_hot would read the values on the meta device too
 
 
 def instance_edges(instance: Tensor) -> Tensor:

@@ -11,7 +11,6 @@ normalization layer, as in the paper and the reference code.
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
@@ -54,13 +53,15 @@ def one_hot(labels: Tensor, num_classes: int) -> Tensor:
         ConfigurationError: a class outside ``0 .. num_classes-1`` (a data module's classes that the model was not
             built for).
     """
-    low, high = int(labels.min()), int(labels.max())
+    # Not on the meta device (shapes only: the configs' tests size the networks so), where values cannot be read.
+    low, high = (0, 0) if labels.is_meta else (int(labels.min()), int(labels.max()))
     if low < 0 or high >= num_classes:
         raise ConfigurationError(
             f"num_classes={num_classes}: the label map holds class {low if low < 0 else high}, outside the model's "
             f"0..{num_classes - 1}; set the model's num_classes to the data module's", "num_classes",
         )
-    return F.one_hot(labels[:, 0], num_classes).permute(0, 3, 1, 2).float()
+    one_hot = torch.zeros(labels.shape[0], num_classes, *labels.shape[2:], device=labels.device)
+    return one_hot.scatter_(1, labels.long(), 1.0)  # F.one_hot would read the values on the meta device too
 
 
 class GauGAN(Translation):

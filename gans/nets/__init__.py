@@ -43,6 +43,8 @@ from gans.nets.progan import ProGANDiscriminator, ProGANGenerator
 from gans.nets.resnet import ResNetDiscriminator, ResNetGenerator
 from gans.nets.spade import SPADE, SPADEGenerator, SPADEResnetBlock
 from gans.nets.srgan import SRDiscriminator, SRResNet
+from gans.nets.style import MappingNetwork, mix_styles, truncate
+from gans.nets.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator, SynthesisNetwork
 from gans.nets.unet import UNetGenerator
 
 ImageGenerator = Callable[[int, int, int], nn.Module]
@@ -75,6 +77,7 @@ __all__ = [
     "MLPGenerator",
     "MSGDiscriminator",
     "MSGGenerator",
+    "MappingNetwork",
     "Maxout",
     "MinibatchDiscrimination",
     "MinibatchStdDev",
@@ -93,10 +96,15 @@ __all__ = [
     "SRDiscriminator",
     "SRResNet",
     "ScaleCombine",
+    "StyleGAN2Discriminator",
+    "StyleGAN2Generator",
     "SuperResolutionGenerator",
+    "SynthesisNetwork",
     "TranslationGenerator",
     "UNetGenerator",
     "VectorDiscriminator",
     "VectorGenerator",
+    "mix_styles",
     "pack",
+    "truncate",
 ]

@@ -7,13 +7,71 @@ constant outside the parameter every layer learns at the same speed whatever its
 StyleGAN's extension (its mapping network learns 100 times slower): the parameter is stored divided by it and the
 run-time gain multiplied by it, as the official ``FullyConnectedLayer`` does (its bias too is multiplied by it at run
 time), so Adam's step on them shrinks by that factor.
+
+StyleGAN2's layers (the official ``bias_act``) add the bias, apply the activation and multiply by the activation's
+gain *after* it (``sqrt(2)`` for (leaky) ReLU, :func:`bias_act`), optionally clamping the result; ``EqualizedLinear``
+does so when given an ``activation``.
 """
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from gans.errors import ConfigurationError
+
+# name -> (function, default gain): the activations of the official stylegan2-ada-pytorch ``bias_act`` with its
+# gains, which keep the output's second moment that of the input for N(0, 1) pre-activations.
+ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], float]] = {
+    "linear": (lambda x: x, 1.0),
+    "relu": (F.relu, math.sqrt(2)),
+    "lrelu": (lambda x: F.leaky_relu(x, 0.2), math.sqrt(2)),
+    "tanh": (torch.tanh, 1.0),
+    "sigmoid": (torch.sigmoid, 1.0),
+    "elu": (F.elu, 1.0),
+    "selu": (F.selu, 1.0),
+    "softplus": (F.softplus, 1.0),
+    "swish": (F.silu, math.sqrt(2)),
+}
+
+
+def check_activation(activation: str) -> None:
+    """Refuses an activation name that :data:`ACTIVATIONS` lacks.
+
+    Raises:
+        ConfigurationError: ``activation`` is not one of the official names.
+    """
+    if activation not in ACTIVATIONS:
+        raise ConfigurationError(f"activation={activation!r} is not an activation; expected one of {list(ACTIVATIONS)}")
+
+
+def bias_act(x: Tensor, bias: Tensor | None = None, activation: str = "linear", gain: float = 1.0,
+             clamp: float | None = None) -> Tensor:
+    """The official ``bias_act`` in plain PyTorch: ``clamp(act(x + bias) * act_gain * gain, -clamp, clamp)``.
+
+    Args:
+        x: activations [N, C, ...].
+        bias: [C], added along dimension 1, or ``None``.
+        activation: a name of :data:`ACTIVATIONS`.
+        gain: multiplies the activation's default gain (StyleGAN2's residual branches pass ``sqrt(0.5)``).
+        clamp: clamps the output to ``[-clamp, clamp]`` (the official ``conv_clamp``, against fp16 overflow), or
+            ``None``.
+
+    Returns:
+        A tensor of the shape of ``x``.
+    """
+    if bias is not None:
+        x = x + bias.to(x.dtype).reshape(-1, *([1] * (x.dim() - 2)))
+    function, act_gain = ACTIVATIONS[activation]
+    x = function(x)
+    gain = act_gain * gain
+    if gain != 1:
+        x = x * gain
+    if clamp is not None:
+        x = x.clamp(-clamp, clamp)
+    return x
 
 
 class EqualizedLinear(nn.Module):
@@ -28,6 +86,8 @@ class EqualizedLinear(nn.Module):
         lr_multiplier: learning-rate multiplier of the weight and bias (StyleGAN's mapping network: 0.01).
         bias_init: initial value of the bias parameter; the bias the layer adds starts at ``bias_init *
             lr_multiplier``, as in the official code.
+        activation: a name of :data:`ACTIVATIONS`, applied after the bias and multiplied by its gain (the official
+            ``FullyConnectedLayer``); ``"linear"`` (the default) applies none.
     """
 
     def __init__(
@@ -38,20 +98,27 @@ class EqualizedLinear(nn.Module):
         bias: bool = True,
         lr_multiplier: float = 1.0,
         bias_init: float = 0.0,
+        activation: str = "linear",
     ) -> None:
         super().__init__()
+        check_activation(activation)
         self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
         self.bias = nn.Parameter(torch.full((out_features,), float(bias_init))) if bias else None
         self.weight_gain = gain * lr_multiplier / math.sqrt(in_features)
         self.bias_gain = lr_multiplier
+        self.activation = activation
 
     def forward(self, x: Tensor) -> Tensor:
-        bias = self.bias * self.bias_gain if self.bias is not None else None
-        return F.linear(x, self.weight * self.weight_gain, bias)
+        weight = self.weight.to(x.dtype) * self.weight_gain
+        bias = self.bias.to(x.dtype) * self.bias_gain if self.bias is not None else None
+        if self.activation == "linear":
+            return F.linear(x, weight, bias)
+        return bias_act(F.linear(x, weight), bias, self.activation)
 
     def extra_repr(self) -> str:
         out_features, in_features = self.weight.shape
-        return f"{in_features}, {out_features}, weight_gain={self.weight_gain:.4g}, bias={self.bias is not None}"
+        act = f", activation={self.activation}" if self.activation != "linear" else ""
+        return f"{in_features}, {out_features}, weight_gain={self.weight_gain:.4g}, bias={self.bias is not None}{act}"
 
 
 class EqualizedConv2d(nn.Module):

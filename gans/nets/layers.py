@@ -56,29 +56,39 @@ def minibatch_group_size(batch: int, group_size: int) -> int:
 
 
 class MinibatchStdDev(nn.Module):
-    """Minibatch standard deviation (Karras et al. 2018, section 3): [N, C, ...] -> [N, C + 1, ...].
+    """Minibatch standard deviation (Karras et al. 2018, section 3; StyleGAN2's with channel groups): [N, C, ...] ->
+    [N, C + num_channels, ...].
 
-    The batch is split into groups of ``group_size``; within a group, the standard deviation of every feature at every
-    position over the group's samples is averaged into one number, appended to each sample of the group as an extra
-    constant feature map (for flat features [N, C], one extra feature).
+    The batch is split into groups of ``group_size`` and the channels into ``num_channels`` groups of ``C /
+    num_channels``; within a group of samples, the standard deviation of every feature at every position over the
+    group's samples is averaged over each channel group's features and positions into one number per channel group,
+    appended to each sample of the group as an extra constant feature map (for flat features [N, C], extra features).
+    ProGAN's layer is ``num_channels=1``; the official StyleGAN2 ``MinibatchStdLayer`` takes both arguments.
 
     Args:
-        group_size: samples per group (4 in the paper); when it does not divide the batch, the largest group size
-            that does (:func:`minibatch_group_size`), so that any batch size works.
+        group_size: samples per group (4 in the papers), ``None`` for the whole batch; when it does not divide the
+            batch, the largest group size that does (:func:`minibatch_group_size`), so that any batch size works.
+        num_channels: the number of statistics (channel groups); it must divide the input's channels.
     """
 
-    def __init__(self, group_size: int = 4) -> None:
+    def __init__(self, group_size: int | None = 4, num_channels: int = 1) -> None:
         super().__init__()
         self.group_size = group_size
+        self.num_channels = num_channels
 
     def forward(self, x: Tensor) -> Tensor:
-        n = x.shape[0]
-        g = minibatch_group_size(n, self.group_size)
-        groups = x.reshape(g, n // g, *x.shape[1:])  # [G, N/G, C, ...]: sample i is in group i mod N/G
-        std = (groups.var(dim=0, unbiased=False) + 1e-8).sqrt()  # [N/G, C, ...]
-        stat = std.flatten(1).mean(dim=1)  # [N/G]
-        stat = stat.repeat(g).view(n, 1, *([1] * (x.dim() - 2))).expand(n, 1, *x.shape[2:])  # [N, 1, ...]
+        n, c = x.shape[:2]
+        g = n if self.group_size is None else minibatch_group_size(n, self.group_size)
+        f = self.num_channels
+        # [G, N/G, F, C/F, ...]: sample i is in group i mod N/G, as in the official layers
+        groups = x.reshape(g, n // g, f, c // f, *x.shape[2:])
+        std = (groups.var(dim=0, unbiased=False) + 1e-8).sqrt()  # [N/G, F, C/F, ...]
+        stat = std.flatten(2).mean(dim=2)  # [N/G, F]
+        stat = stat.repeat(g, 1).view(n, f, *([1] * (x.dim() - 2))).expand(n, f, *x.shape[2:])  # [N, F, ...]
         return torch.cat([x, stat], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"group_size={self.group_size}, num_channels={self.num_channels}"
 
 
 def minibatch_layer(kind: str | None, features: int) -> tuple[nn.Module, int]:
