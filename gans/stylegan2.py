@@ -19,8 +19,6 @@ The official configurations (``train.py``'s ``--cfg``) are :data:`PRESETS` and :
 ``configs/stylegan2_*.yaml`` spell them out.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -244,10 +242,13 @@ class StyleGAN2(GAN):
         with ``style_mixing_prob``, the layers from a random crossover on taken from a second latent's ws (whose
         mapping does not move ``w_avg``), then the synthesis with random noise. ``ws`` are those the synthesis got."""
         mapping = self.generator.mapping
-        ws = mapping(z, c, update_emas=True)  # [N, num_ws, w_dim]
-        if self.style_mixing_prob > 0:
-            crossover = draw_crossover(ws.shape[1], self.style_mixing_prob, ws.device)
-            ws = mix_styles(ws, mapping(torch.randn_like(z), c), crossover)
+        # The mapping in float32 under an autocast too (mixed precision), as the official code runs it: ws and the
+        # running mean w_avg keep their precision.
+        with torch.autocast(z.device.type, enabled=False):
+            ws = mapping(z, c, update_emas=True)  # [N, num_ws, w_dim]
+            if self.style_mixing_prob > 0:
+                crossover = draw_crossover(ws.shape[1], self.style_mixing_prob, ws.device)
+                ws = mix_styles(ws, mapping(torch.randn_like(z), c), crossover)
         return GeneratorOutput(images=self.generator.synthesis(ws, noise_mode="random"), ws=ws)
 
     def generate(self, n: int, labels: Tensor | None = None, **cond: Tensor) -> GeneratorOutput:
