@@ -291,9 +291,10 @@ class StyleGAN2(GAN):
         fake = self.run_generator(self.sample_z(n), self.one_hot(None if labels is None else labels[:n], n))
         lengths = path_lengths(fake.images, fake.ws, scale=self.grad_scale())  # [n]
         # The official code keeps pl_mean per process (each moves it towards its own batch's mean), so the processes'
-        # targets drift apart. Here the mean moved towards is that of all processes' lengths (an all-reduce of one
-        # number), so pl_mean stays identical on every rank and equals that of one process with the whole batch; the
-        # penalty's gradient through it stays this process's share, as the official one.
+        # targets drift apart (and a strategy that broadcasts rank 0's buffers would keep rank 0's alone). Here the
+        # mean moved towards is that of all processes' lengths (an all-reduce of one number), so every rank computes
+        # the same target in the same step, that of one process with the whole batch; the penalty's gradient through
+        # it stays this process's share, as in the official code.
         local = lengths.mean()
         batch_mean = local + (self._mean_over_processes(local.detach()) - local.detach())
         penalty, pl_mean = path_length_penalty(lengths, self.pl_mean, self.pl_decay, batch_mean)
