@@ -259,6 +259,22 @@ def test_penalties_train_under_bf16_mixed(synthetic_mnist, tmp_path):
     assert all(torch.isfinite(v) for v in metrics.values()) and model.pl_mean > 0
 
 
+def test_path_length_is_finite_under_fp16_with_a_grad_scaler(synthetic_mnist, tmp_path):
+    # fp16 autocast with a GradScaler on CPU (as on a GPU): path length differentiates sum(noise * images), whose
+    # upstream gradient follows the AMP recipe (gans.losses.input_gradient), finite from the scaler's start 65536.
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    L.seed_everything(0, verbose=False)
+    model = tiny(pl_every=1)
+    calls = record_phases(model)
+    plugin = MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu"))
+    trainer = quiet_trainer(tmp_path, max_steps=2, plugins=[plugin])
+    trainer.fit(model, tiny_datamodule(synthetic_mnist))
+    g_terms = [terms for _, phase, terms in calls if phase == "G"]
+    assert all(torch.isfinite(terms["pl_penalty"]) for terms in g_terms) and model.skipped_steps == 0
+    assert torch.isfinite(model.pl_mean) and model.pl_mean > 0
+
+
 class SaveState(L.Callback):
     def __init__(self, out: Path) -> None:
         self.out = out
