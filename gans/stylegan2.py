@@ -120,8 +120,9 @@ class StyleGAN2(GAN):
         w_dim: size of w (512).
         channels: img_channels.
         image_size: img_resolution, a power of two >= 4.
-        num_classes: c_dim: 0 for an unconditional model; K > 0 for a class-conditional one, trained on labelled
-            batches (images, class indices), each label given to G and D as a one-hot c.
+        num_classes: c_dim: 0 for an unconditional model; K > 0 for a conditional one, trained on labelled batches
+            (images, class indices), each label given to G and D as a one-hot c, or (images, label vectors [N, K])
+            given as they are (CelebA's attributes).
         generator: ``factory(z_dim, c_dim, w_dim, img_resolution, img_channels)``, by default
             ``gans.nets.stylegan2.StyleGAN2Generator``; its forward returns ``GeneratorOutput(images, ws)`` and it has
             ``mapping`` and ``synthesis`` (the official interface).
@@ -219,16 +220,24 @@ class StyleGAN2(GAN):
         return real, cond
 
     def one_hot(self, labels: Tensor | None, n: int) -> Tensor | None:
-        """The networks' c for class indices ``labels`` [n]: one-hot [n, num_classes] float32; ``None`` for an
+        """The networks' c for ``labels``: class indices [n] one-hot encoded, [n, num_classes] float32; label vectors
+        [n, num_classes] (CelebA's 40 attributes, as the official c may be any vector) as they are; ``None`` for an
         unconditional model.
 
         Raises:
-            ConfigurationError: a conditional model without labels, or a label outside ``0 .. num_classes - 1``.
+            ConfigurationError: a conditional model without labels, a class outside ``0 .. num_classes - 1``, or
+                label vectors of another size.
         """
         if not self.num_classes:
             return None
         if labels is None:
             raise ConfigurationError(f"num_classes={self.num_classes}: this conditional model needs labels")
+        if labels.dim() == 2:
+            if labels.shape != (n, self.num_classes):
+                raise ConfigurationError(
+                    f"num_classes={self.num_classes}: the label vectors are {tuple(labels.shape[1:])} per sample"
+                )
+            return labels.to(self.device, torch.float32)
         labels = labels.to(self.device).long().reshape(n)
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
             raise ConfigurationError(

@@ -243,6 +243,10 @@ def test_conditional_training_step(synthetic_mnist, tmp_path):
     assert model.critic(images, labels=torch.tensor([0, 1])).shape == (2,)
     c = model.one_hot(torch.tensor([3]), 1)
     assert c.shape == (1, 10) and c[0, 3] == 1 and c.sum() == 1
+    vectors = torch.rand(2, 10)  # label vectors (attributes) are c as they are
+    assert torch.equal(model.one_hot(vectors, 2), vectors)
+    with pytest.raises(ConfigurationError, match="num_classes=10"):
+        model.one_hot(torch.rand(2, 40), 2)
     with pytest.raises(ConfigurationError, match="num_classes=10"):
         model.one_hot(torch.tensor([10]), 1)
     with pytest.raises(ConfigurationError, match="num_classes=10"):
