@@ -306,7 +306,9 @@ class ImageFolderDataModule(FolderDataModule):
         flip: mirror training images with probability 1/2 (ProGAN and StyleGAN's augmentation for faces).
         val_fraction: share of the images held out for validation (0: none).
         **kwargs: ``to_channels``, ``bad_files``, ``seed`` (of the order, the held-out split and the flips),
-            ``batch_size``, ``num_workers``, ``pin_memory``: the arguments every folder data module takes.
+            ``batch_size``, ``num_workers``, ``pin_memory``: the arguments every folder data module takes. With
+            ``to_channels`` the sample shape (``image_shape``) is known before the files are read, so the command
+            line sizes the model by it; without, the model keeps its configured ``channels`` and ``image_size``.
     """
 
     #: What a batch holds, for models to check that they can use it (see ``gans.base.GAN.batch_kinds``).
@@ -326,6 +328,8 @@ class ImageFolderDataModule(FolderDataModule):
             raise ConfigurationError(f"val_fraction={val_fraction} must be in [0, 1)")
         self.data_dir, self.image_size, self.flip, self.val_fraction = Path(data_dir), image_size, flip, val_fraction
         self.val_set: ImageFolder | None = None
+        if self.to_channels is not None:  # known before setup: the command line sizes the model by it
+            self.image_shape = (self.to_channels, image_size, image_size)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:

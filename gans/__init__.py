@@ -19,6 +19,7 @@ from gans.sngan import SNGAN
 from gans.spade import GauGAN
 from gans.srgan import SRGAN
 from gans.stylegan import StyleGAN
+from gans.stylegan2 import StyleGAN2
 from gans.unrolled import UnrolledGAN
 from gans.wgan import WGAN
 from gans.wgan_gp import WGANGP
@@ -44,6 +45,7 @@ __all__ = [
     "Pix2PixHD",
     "ProGAN",
     "StyleGAN",
+    "StyleGAN2",
     "UnrolledGAN",
     "load_gan",
 ]

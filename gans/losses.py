@@ -4,6 +4,7 @@ Discriminator outputs are raw logits (no sigmoid): the log-sigmoid losses are wr
 numerically stable for logits of any size. Every loss returns a scalar averaged over the batch.
 """
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -214,6 +215,48 @@ def r1_penalty(d_real: Tensor, real: Tensor, scale: float | Tensor = 1.0) -> Ten
 def r2_penalty(d_fake: Tensor, fake: Tensor, scale: float | Tensor = 1.0) -> Tensor:
     """R2 penalty (Mescheder et al. 2018): the same zero-centred penalty on generated samples."""
     return input_gradient(d_fake, fake, scale).flatten(1).square().sum(dim=1).mean()
+
+
+def path_lengths(images: Tensor, ws: Tensor, noise: Tensor | None = None, scale: float | Tensor = 1.0) -> Tensor:
+    """Per-sample path lengths of StyleGAN2's path-length regularization (Karras et al. 2020, section 3.2):
+    ``||J_w^T y||_2`` with ``y`` a random image, for the ``ws`` [N, num_ws, w_dim] that made ``images`` [N, C, H, W].
+    As the official code: ``y ~ N(0, I) / sqrt(H * W)`` (so the length does not grow with the resolution), and the
+    squared gradient is summed over ``w_dim`` and averaged over the layers before the square root.
+
+    Args:
+        images: the generator's output, with its graph to ``ws``.
+        ws: the per-layer latents the images were made from (a tensor of that graph).
+        noise: ``y``, shaped like ``images``; drawn when ``None``.
+        scale: the fp16 GradScaler's current scale (1 without one): see :func:`input_gradient`.
+
+    Returns:
+        The lengths [N], float32, differentiable (``create_graph``) so that a penalty on them trains the generator.
+    """
+    if noise is None:
+        noise = torch.randn_like(images, dtype=torch.float32) / math.sqrt(images.shape[2] * images.shape[3])
+    grad = input_gradient(images, ws, scale, weights=noise)  # [N, num_ws, w_dim]
+    return grad.square().sum(dim=2).mean(dim=1).sqrt()
+
+
+def path_length_penalty(
+    lengths: Tensor, pl_mean: Tensor, decay: float = 0.01, batch_mean: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """StyleGAN2's path-length penalty ``E[(||J_w^T y|| - a)^2]`` with the target ``a`` the moving average of the
+    lengths: ``a = lerp(pl_mean, mean(lengths), decay)``, updated before the penalty uses it, as in the official code
+    (whose penalty also differentiates through ``a``'s share of this batch). Multiply by the weight (2) in the caller.
+
+    Args:
+        lengths: per-sample path lengths [N] (:func:`path_lengths`).
+        pl_mean: the moving average so far, a scalar (0 before the first update).
+        decay: weight of this batch's mean in the update (0.01).
+        batch_mean: the mean length to move towards; ``lengths.mean()`` when ``None`` (under data parallelism, the
+            mean over all processes, so that every process keeps the same average).
+
+    Returns:
+        The penalty (a scalar) and the updated average ``a``, detached, to store for the next call.
+    """
+    target = pl_mean.lerp(lengths.mean() if batch_mean is None else batch_mean, decay)
+    return (lengths - target).square().mean(), target.detach()
 
 
 # ---------------------------------------------------------------------------------------------------------------

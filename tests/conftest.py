@@ -144,8 +144,12 @@ MLP_TINY = {"latent_dim": 8, "data_shape": (1, 8, 8), "generator": {"init_args":
             "discriminator": {"init_args": {"hidden": (16,)}}}
 
 #: Tiny values by argument name, for the variants found automatically: the model's sizes, then its networks'.
-TINY_SIZES = {"latent_dim": 8, "channels": 1, "source_channels": 1, "image_size": 8, "data_shape": (1, 8, 8)}
-TINY_NET_ARGS = {"features": 4, "hidden": (16,), "embedding": 8, "fmap_max": 8, "n_layers": 1}
+TINY_SIZES = {"latent_dim": 8, "w_dim": 8, "channels": 1, "source_channels": 1, "image_size": 8,
+              "data_shape": (1, 8, 8)}
+TINY_NET_ARGS = {"features": 4, "hidden": (16,), "embedding": 8, "fmap_max": 8, "n_layers": 1,
+                 # StyleGAN2's official network arguments: 4 and 8 channels at 8x8 and 4x4, 2 mapping layers.
+                 "channel_base": 32, "channel_max": 8, "mapping_kwargs": {"num_layers": 2},
+                 "synthesis_kwargs": {"channel_base": 32, "channel_max": 8}}
 #: Off for the registry: stages that come before the adversarial phases (SRGAN's pre-training; the registry counts D
 #: and G steps), and the VGG perceptual terms (no pretrained weights offline, and VGG19 needs inputs of 16 pixels).
 TINY_STAGES = {"pretrain_steps": 0, "lambda_vgg": 0.0}
