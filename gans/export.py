@@ -45,7 +45,8 @@ def export_generator(model: GAN, out: str | Path, ema: bool = True) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m gans.export", description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt", required=True, help="checkpoint written by training (.ckpt)")
+    parser.add_argument("--ckpt", required=True,
+                        help="checkpoint written by training (.ckpt) or official StyleGAN2-ADA snapshot (.pkl)")
     parser.add_argument("--out", required=True, help="output file (.safetensors)")
     parser.add_argument("--raw", action="store_true", help="export the raw generator, not its EMA")
     parser.add_argument("--unsafe-load", action="store_true",

@@ -77,10 +77,12 @@ def build_gan(class_path: str, hyper_parameters: Mapping[str, Any]) -> GAN:
 def load_gan(path: str | Path, map_location: str | torch.device = "cpu", unsafe_load: bool = False) -> GAN:
     """Rebuilds the GAN variant a checkpoint of this library was saved from, with its weights, in eval mode.
 
-    ``path`` is a training checkpoint (``.ckpt``) or a generator exported by ``gans.export`` (``.safetensors``:
-    the generator's weights only, no pickle at all). A checkpoint loads with ``weights_only=True``: one that would
-    need arbitrary unpickling (objects other than tensors and plain containers, which can run code while loading) is
-    refused unless ``unsafe_load`` says its source is trusted.
+    ``path`` is a training checkpoint (``.ckpt``), a generator exported by ``gans.export`` (``.safetensors``:
+    the generator's weights only, no pickle at all) or an official stylegan2-ada-pytorch snapshot (``.pkl``: a
+    ``gans.StyleGAN2`` with its G, D and G_ema, read by :func:`gans.official.read_snapshot`, which never runs the
+    code such a file embeds). A checkpoint loads with ``weights_only=True``: one that would need arbitrary unpickling
+    (objects other than tensors and plain containers, which can run code while loading) is refused unless
+    ``unsafe_load`` says its source is trusted.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -91,6 +93,10 @@ def load_gan(path: str | Path, map_location: str | torch.device = "cpu", unsafe_
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist (expected a .ckpt file written by training)")
     if path.suffix == ".safetensors":
         return load_exported(path, map_location)
+    if path.suffix == ".pkl":
+        from gans.official import build_stylegan2  # here: it imports gans.StyleGAN2, which imports this module
+
+        return build_stylegan2(path).to(map_location).eval()
     problem = checkpoint_problem(path)
     if problem is not None:
         raise ConfigurationError(f"cannot load checkpoint {str(path)!r}: {problem}")

@@ -17,16 +17,19 @@ import io
 import pickle
 import struct
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from gans.errors import ConfigurationError, MissingFileError
 
-__all__ = ["OfficialNetwork", "read_snapshot"]
+if TYPE_CHECKING:
+    from gans.stylegan2 import StyleGAN2
+
+__all__ = ["OfficialNetwork", "build_stylegan2", "read_snapshot", "stylegan2_arguments"]
 
 #: The entries of an official snapshot that hold networks; ``augment_pipe`` may be ``None``.
 NETWORKS = ("G", "D", "G_ema")
@@ -125,11 +128,11 @@ def _storage_from_bytes(data: Any) -> Any:
 def _tensor(storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any = False, hooks: Any = None,
             metadata: Any = None) -> torch.Tensor:
     # The arguments of torch._utils._rebuild_tensor_v2; the tensor is built with public calls only.
-    if not isinstance(storage, torch.TypedStorage | torch.UntypedStorage) or metadata:
-        raise _NotPlain("a tensor that is not a plain strided tensor over a storage")
-    # torch.load gives the typed storage the file was saved as (its .untyped() warns of TypedStorage's deprecation).
-    dtype = storage.dtype if isinstance(storage, torch.TypedStorage) else torch.uint8
-    return torch.empty(0, dtype=dtype).set_(storage, int(offset), tuple(size), tuple(stride))
+    # torch pickles a tensor's storage typed (the dtype comes with it); set_ takes it as it is (its .untyped() would
+    # warn of TypedStorage's deprecation).
+    if not isinstance(storage, torch.TypedStorage) or metadata:
+        raise _NotPlain("a tensor that is not a plain strided tensor over a typed storage")
+    return torch.empty(0, dtype=storage.dtype).set_(storage, int(offset), tuple(size), tuple(stride))
 
 
 def _parameter(data: Any, requires_grad: Any = False, hooks: Any = None, state: Any = None) -> torch.Tensor:
@@ -257,3 +260,80 @@ def _flatten(obj: _PersistentObject, prefix: str, out: dict[str, torch.Tensor]) 
         if not isinstance(child, _PersistentObject):
             raise _NotPlain(f"{prefix}{name} is not an official module")
         _flatten(child, f"{prefix}{name}.", out)
+
+
+def build_stylegan2(snapshot: Mapping[str, Any] | str | Path) -> StyleGAN2:
+    """A :class:`gans.StyleGAN2` with the networks of an official snapshot: ``G`` as the generator, ``D`` as the
+    discriminator and ``G_ema`` as the EMA generator (``attach_ema``), in eval mode. Its hyperparameters are the
+    networks' ``init_kwargs`` (:func:`stylegan2_arguments`), so that a checkpoint or export of it reloads with
+    ``load_gan``; the training options a snapshot does not record (learning rates, R1 gamma, ...) keep their defaults.
+
+    Args:
+        snapshot: what :func:`read_snapshot` returns, or the path of the ``.pkl`` to read with it.
+
+    Raises:
+        ConfigurationError: the networks are not the official StyleGAN2 ``Generator``/``Discriminator`` (StyleGAN3's
+            share the class names but not the layers), or their weights do not fit.
+    """
+    from gans.stylegan2 import StyleGAN2  # here, not at the top: gans.loading imports this module
+
+    source = str(snapshot) if isinstance(snapshot, str | Path) else "the snapshot"
+    if isinstance(snapshot, str | Path):
+        snapshot = read_snapshot(snapshot)
+    model = StyleGAN2(**stylegan2_arguments(snapshot, source))
+    model.attach_ema()
+    for name, network in (("G", model.generator), ("D", model.discriminator), ("G_ema", model.generator_ema)):
+        state_dict = snapshot[name].state_dict
+        missing = sorted(set(network.state_dict()) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(network.state_dict()))
+        if missing or unexpected:
+            raise ConfigurationError(
+                f"{source}: the weights of {name} do not fit gans.StyleGAN2's {snapshot[name].class_name} "
+                f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+                f"{'...' if len(unexpected) > 5 else ''}); only stylegan2-ada-pytorch snapshots are read, not "
+                "StyleGAN3 ones"
+            )
+        try:
+            network.load_state_dict(state_dict)
+        except RuntimeError as err:  # shapes that differ
+            raise ConfigurationError(f"{source}: the weights of {name} do not fit: {err}") from err
+    return model.eval()
+
+
+#: The official constructors' size arguments and the :class:`gans.StyleGAN2` arguments that carry them.
+_SIZES = {"z_dim": "latent_dim", "w_dim": "w_dim", "c_dim": "num_classes", "img_resolution": "image_size",
+          "img_channels": "channels"}
+
+
+def stylegan2_arguments(snapshot: Mapping[str, Any], source: str = "the snapshot") -> dict[str, Any]:
+    """The :class:`gans.StyleGAN2` arguments that build the networks of an official snapshot: its sizes from
+    ``G``'s ``init_kwargs`` (z_dim -> ``latent_dim``, c_dim -> ``num_classes``, img_resolution -> ``image_size``,
+    img_channels -> ``channels``, ``w_dim``), the rest of each network's ``init_kwargs`` as its ``init_args``.
+
+    Raises:
+        ConfigurationError: a network that is not the official StyleGAN2 class, positional constructor arguments,
+            ``G_ema`` built unlike ``G``, or ``D`` for other sizes than ``G``.
+    """
+    expected = {"G": "Generator", "G_ema": "Generator", "D": "Discriminator"}
+    for name, class_name in expected.items():
+        network = snapshot[name]
+        if network.class_name != class_name or network.init_args:
+            raise ConfigurationError(
+                f"{source}: {name} is a {network.class_name}{' with positional arguments' * bool(network.init_args)}"
+                f"; expected the official {class_name}"
+            )
+    g_kwargs, d_kwargs = dict(snapshot["G"].init_kwargs), dict(snapshot["D"].init_kwargs)
+    if snapshot["G_ema"].init_kwargs != g_kwargs:
+        raise ConfigurationError(f"{source}: G_ema is built with other arguments than G")
+    missing = [key for key in _SIZES if key not in g_kwargs]
+    if missing:
+        raise ConfigurationError(f"{source}: G's init_kwargs lack {', '.join(missing)}")
+    sizes = {_SIZES[key]: g_kwargs.pop(key) for key in _SIZES}
+    for key in ("c_dim", "img_resolution", "img_channels"):
+        if d_kwargs.pop(key, None) != sizes[_SIZES[key]]:
+            raise ConfigurationError(f"{source}: D's {key} differs from G's")
+    return {
+        **sizes,
+        "generator": {"class_path": "gans.nets.stylegan2.StyleGAN2Generator", "init_args": g_kwargs},
+        "discriminator": {"class_path": "gans.nets.stylegan2.StyleGAN2Discriminator", "init_args": d_kwargs},
+    }

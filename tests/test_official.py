@@ -8,6 +8,7 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -66,16 +67,18 @@ class Persistent:
     """An ``nn.Module`` pickled the way ``torch_utils.persistence`` pickles the official classes: the module's source,
     its class name and its ``__dict__`` (submodules likewise) as the argument of ``_reconstruct_persistent_obj``."""
 
-    def __init__(self, persistence, module: nn.Module, init_kwargs: dict, module_src: str = "") -> None:
+    def __init__(self, persistence, module: nn.Module, init_kwargs: dict, module_src: str = "",
+                 class_name: str | None = None) -> None:
         self.persistence, self.module, self.init_kwargs, self.module_src = persistence, module, init_kwargs, module_src
+        self.class_name = class_name or type(module).__name__
 
     def __reduce__(self):
         state = dict(vars(self.module), _init_args=(), _init_kwargs=self.init_kwargs)
         state["_modules"] = {
             name: Persistent(self.persistence, child, {}, self.module_src) for name, child in state["_modules"].items()
         }
-        meta = {"type": "class", "version": 6, "module_src": self.module_src,
-                "class_name": type(self.module).__name__, "state": state}
+        meta = {"type": "class", "version": 6, "module_src": self.module_src, "class_name": self.class_name,
+                "state": state}
         return self.persistence.reconstruct, (meta,)
 
 
@@ -118,7 +121,6 @@ def test_a_snapshot_in_the_official_layout_is_read_as_plain_data(persistence, tm
 
 
 def test_numpy_scalars_are_decoded_without_numpy_unpickling_anything(persistence, tmp_path):
-    np = pytest.importorskip("numpy")
     data = snapshot(persistence)
     data["G"].init_kwargs["gain"] = np.float64(0.25)
     data["G"].init_kwargs["count"] = np.int32(-7)
@@ -236,3 +238,191 @@ def test_the_shared_official_snapshot():
         noise_and_filters = ("resample_filter", "noise_const", "w_avg")
         params = [t for key, t in data[name].state_dict.items() if not key.endswith(noise_and_filters)]
         assert sum(t.numel() for t in params) == count
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# A gans.StyleGAN2 from a snapshot: load_gan, gans.sample, gans.convert
+# ---------------------------------------------------------------------------------------------------------------------
+
+TINY_G = {"z_dim": 8, "c_dim": 0, "w_dim": 8, "img_resolution": 8, "img_channels": 1,
+          "mapping_kwargs": {"num_layers": 2}, "synthesis_kwargs": {"channel_base": 64, "channel_max": 16}}
+TINY_D = {"c_dim": 0, "img_resolution": 8, "img_channels": 1, "channel_base": 64, "channel_max": 16,
+          "epilogue_kwargs": {"mbstd_group_size": 2}}
+
+
+def tiny_official_snapshot(persistence, path: Path, g_kwargs=TINY_G, d_kwargs=TINY_D) -> tuple[Path, dict]:
+    """A snapshot in the official layout of tiny networks with the official state dicts (ours, whose names are the
+    official ones), each of G, D, G_ema with its own random weights; returns the path and the networks."""
+    from gans.nets.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
+
+    torch.manual_seed(1)
+    networks = {"G": StyleGAN2Generator(**g_kwargs), "D": StyleGAN2Discriminator(**d_kwargs),
+                "G_ema": StyleGAN2Generator(**g_kwargs)}
+    for network in networks.values():
+        with torch.no_grad():
+            for tensor in network.state_dict().values():
+                tensor.add_(torch.randn_like(tensor) * 0.1)  # w_avg and noise too: every tensor must arrive
+    kwargs = {"G": g_kwargs, "D": d_kwargs, "G_ema": g_kwargs}
+    classes = {"G": "Generator", "D": "Discriminator", "G_ema": "Generator"}
+    data = {name: Persistent(persistence, network, kwargs[name], class_name=classes[name])
+            for name, network in networks.items()}
+    path.write_bytes(pickle.dumps({**data, "augment_pipe": None, "training_set_kwargs": None}, protocol=3))
+    return path, networks
+
+
+def published_kwargs(persistence) -> tuple[dict, dict]:
+    """The constructor arguments as NVIDIA's published files (converted from TensorFlow by the official legacy.py)
+    record them, all of them spelled out in EasyDicts, here for tiny networks."""
+    easy = persistence.EasyDict
+    g_kwargs = easy(TINY_G, mapping_kwargs=easy(num_layers=2, embed_features=None, layer_features=None,
+                                                activation="lrelu", lr_multiplier=0.01, w_avg_beta=0.995),
+                    synthesis_kwargs=easy(channel_base=64, channel_max=16, num_fp16_res=1, conv_clamp=256,
+                                          architecture="skip", resample_filter=[1, 3, 3, 1], use_noise=True,
+                                          activation="lrelu"))
+    d_kwargs = easy(TINY_D, architecture="resnet", num_fp16_res=1, conv_clamp=256, cmap_dim=None,
+                    block_kwargs=easy(activation="lrelu", resample_filter=[1, 3, 3, 1], freeze_layers=0),
+                    mapping_kwargs=easy(num_layers=0, embed_features=None, layer_features=None, activation="lrelu",
+                                        lr_multiplier=0.1),
+                    epilogue_kwargs=easy(mbstd_group_size=None, mbstd_num_channels=1, activation="lrelu"))
+    return g_kwargs, d_kwargs
+
+
+@pytest.mark.parametrize("published", [False, True], ids=["trained", "published"])
+def test_a_stylegan2_is_built_from_a_snapshot_and_converted(persistence, tmp_path, capsys, published):
+    from gans import StyleGAN2
+    from gans.convert import main as convert_main
+    from gans.loading import load_gan
+    from gans.official import build_stylegan2
+
+    kwargs = published_kwargs(persistence) if published else (TINY_G, TINY_D)
+    path, networks = tiny_official_snapshot(persistence, tmp_path / "tiny.pkl", *kwargs)
+    model = build_stylegan2(path)
+    assert type(model) is StyleGAN2 and not model.training
+    assert (model.latent_dim, model.w_dim, model.image_size, model.channels, model.num_classes) == (8, 8, 8, 1, 0)
+    for name, network in (("G", model.generator), ("D", model.discriminator), ("G_ema", model.generator_ema)):
+        for key, tensor in networks[name].state_dict().items():
+            assert torch.equal(network.state_dict()[key], tensor), (name, key)
+
+    convert_main(["--pkl", str(path), "--out", str(tmp_path / "model.ckpt")])
+    convert_main(["--pkl", str(path), "--out", str(tmp_path / "g.safetensors")])
+    convert_main(["--pkl", str(path), "--out", str(tmp_path / "raw.safetensors"), "--raw"])
+    assert "tiny.pkl as" in capsys.readouterr().out
+
+    z = torch.randn(4, 8)
+    expected = model.sample(z=z, truncation_psi=0.5)
+    for loaded in (load_gan(path), load_gan(tmp_path / "model.ckpt"), load_gan(tmp_path / "g.safetensors")):
+        assert type(loaded) is StyleGAN2 and torch.equal(loaded.sample(z=z, truncation_psi=0.5), expected)
+    checkpoint = load_gan(tmp_path / "model.ckpt")  # the whole model: D and the raw G too
+    assert torch.equal(checkpoint.sample(z=z, ema=False), model.sample(z=z, ema=False))
+    assert torch.equal(checkpoint.discriminator.b8.conv0.weight, networks["D"].b8.conv0.weight)
+    assert torch.equal(load_gan(tmp_path / "raw.safetensors").sample(z=z), model.sample(z=z, ema=False))
+
+
+def test_gans_sample_takes_the_style_controls_of_a_snapshot(persistence, tmp_path):
+    from gans.official import build_stylegan2
+    from gans.sample import main as sample_main
+
+    path, _ = tiny_official_snapshot(persistence, tmp_path / "tiny.pkl")
+    model = build_stylegan2(path)
+    for args, kwargs in [
+        ([], {}),
+        (["--trunc", "0.5", "--trunc-cutoff", "2"], {"truncation_psi": 0.5, "truncation_cutoff": 2}),
+        (["--noise-mode", "none"], {"noise_mode": "none"}),
+    ]:
+        out = tmp_path / "x.pt"
+        sample_main(["--ckpt", str(path), "--seeds", "3,1", "--out", str(out), *args])
+        z = torch.cat([torch.from_numpy(np.random.RandomState(s).randn(1, 8)) for s in (3, 1)]).float()
+        assert torch.equal(torch.load(out), model.sample(z=z, **kwargs)), args
+    # The controls reach the networks: each changes the images.
+    images = {}
+    for args in ([], ["--trunc", "0"], ["--noise-mode", "random"]):
+        sample_main(["--ckpt", str(path), "--seeds", "3,1", "--out", str(out), *args])
+        images[tuple(args)] = torch.load(out)
+    assert not torch.equal(images[()], images[("--trunc", "0")])
+    assert not torch.equal(images[()], images[("--noise-mode", "random")])
+    w_avg_image = model.synthesis(model.w_avg.expand(1, model.num_ws, -1)).clamp(-1, 1)
+    assert torch.allclose(images[("--trunc", "0")], w_avg_image.expand(2, -1, -1, -1), atol=1e-6)
+
+
+def test_a_conditional_snapshot_takes_class_labels(persistence, tmp_path):
+    from gans.official import build_stylegan2
+    from gans.sample import main as sample_main
+
+    g_kwargs, d_kwargs = {**TINY_G, "c_dim": 3}, {**TINY_D, "c_dim": 3}
+    path, networks = tiny_official_snapshot(persistence, tmp_path / "cond.pkl", g_kwargs, d_kwargs)
+    model = build_stylegan2(path)
+    assert model.num_classes == 3
+
+    sample_main(["--ckpt", str(path), "--seeds", "0-1", "--class", "2", "--out", str(tmp_path / "c.pt")])
+
+    z = torch.cat([torch.from_numpy(np.random.RandomState(s).randn(1, 8)) for s in (0, 1)]).float()
+    c = torch.nn.functional.one_hot(torch.tensor([2, 2]), 3).float()  # generate.py's label: one-hot of --class
+    networks["G_ema"].eval()
+    expected = networks["G_ema"](z, c, noise_mode="const").images.clamp(-1, 1)
+    assert torch.allclose(torch.load(tmp_path / "c.pt"), expected, atol=1e-6)
+
+
+def test_snapshots_that_do_not_fit_are_refused(persistence, tmp_path, capsys):
+    from gans.convert import main as convert_main
+    from gans.official import build_stylegan2
+
+    path, _ = tiny_official_snapshot(persistence, tmp_path / "tiny.pkl")
+    data = read_snapshot(path)
+    for name, change, message in [
+        ("G", lambda n: OfficialNetwork("SynthesisNetwork", n.init_kwargs, n.state_dict), "G is a SynthesisNetwork"),
+        ("G_ema", lambda n: OfficialNetwork(n.class_name, {**n.init_kwargs, "w_dim": 4}, n.state_dict),
+         "G_ema is built with other arguments than G"),
+        ("D", lambda n: OfficialNetwork(n.class_name, {**n.init_kwargs, "img_resolution": 16}, n.state_dict),
+         "D's img_resolution differs from G's"),
+        # StyleGAN3's networks share the class names, not the layers.
+        ("G_ema", lambda n: OfficialNetwork(n.class_name, n.init_kwargs, {"synthesis.L0_36_512.weight": torch.zeros(1),
+                                                                          **n.state_dict}),
+         "the weights of G_ema do not fit gans.StyleGAN2's Generator"),
+    ]:
+        with pytest.raises(ConfigurationError, match=message):
+            build_stylegan2({**data, name: change(data[name])})
+
+    hostile = tmp_path / "hostile.pkl"
+    hostile.write_bytes(pickle.dumps(Payload(os.system, "true")))
+    for args, message in [
+        (["--pkl", str(hostile), "--out", str(tmp_path / "x.ckpt")], "names the global posix.system"),
+        (["--pkl", str(path), "--out", str(tmp_path / "x.pt")], "--out '" + str(tmp_path / "x.pt") + "': expected a"),
+        (["--pkl", str(tmp_path / "missing.pkl"), "--out", str(tmp_path / "x.ckpt")], "missing.pkl' does not exist"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            convert_main(args)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hostile.pkl", "tiny.pkl"]
+
+
+@shared_snapshot
+def test_the_shared_snapshot_samples_as_the_official_generate_py(tmp_path):
+    from gans.loading import load_gan
+    from gans.sample import main as sample_main
+
+    model = load_gan(official_dir() / "sg2_32.pkl")
+    expected = torch.load(official_dir() / "sg2_32.expected.pt", weights_only=True)
+    z, c = expected["z"], expected["c"]
+    # G_ema is the EMA generator, G the trained one, D the discriminator (each network's own reproduction is
+    # tests/test_stylegan2_nets.py's).
+    assert torch.equal(model.mapping(z), expected["ws"])
+    assert torch.allclose(model.sample(z=z), expected["img_ema"].clamp(-1, 1), atol=1e-4)
+    assert torch.allclose(model.sample(z=z, truncation_psi=0.7), expected["img_ema_psi07"].clamp(-1, 1), atol=1e-4)
+    assert torch.allclose(model.sample(z=z, ema=False), expected["img_G"].clamp(-1, 1), atol=1e-4)
+    assert torch.allclose(model.discriminator(expected["img_ema"][:4], c[:4]), expected["d_scores"], atol=1e-4)
+
+    sample_main(["--ckpt", str(official_dir() / "sg2_32.pkl"), "--seeds", "0,5", "--trunc", "0.7",
+                 "--out", str(tmp_path / "seeds.pt")])
+    images = torch.load(tmp_path / "seeds.pt")
+    # The official generate.py's images for these seeds, clamped, at two pixels; computed with
+    # cd stylegan2-ada-pytorch && python -c "import legacy, numpy as np, torch; G = legacy.load_network_pkl(open(
+    # 'sg2_32.pkl', 'rb'))['G_ema']; z = torch.from_numpy(np.random.RandomState(seed).randn(1, 64));
+    # img = G(z, torch.zeros(1, 0), truncation_psi=0.7, noise_mode='const'); print(img[0, :, 0, 0], img[0, :, 17, 9])"
+    official = {
+        0: ([-0.295004, -0.497217, 0.329268], [-0.788794, -2.251537, 3.397091]),
+        5: ([-0.481283, -0.281268, 0.382956], [-1.020244, -0.864483, 4.196501]),
+    }
+    for image, (corner, inner) in zip(images, official.values(), strict=True):
+        assert torch.allclose(image[:, 0, 0], torch.tensor(corner), atol=1e-4)
+        assert torch.allclose(image[:, 17, 9], torch.tensor(inner).clamp(-1, 1), atol=1e-4)
