@@ -20,7 +20,7 @@ The official configurations (``train.py``'s ``--cfg``) are :data:`PRESETS` and :
 """
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,7 @@ from gans.losses import path_length_penalty, path_lengths
 from gans.nets.style import mix_styles
 from gans.outputs import GeneratorOutput
 from gans.phases import Phase
+from gans.style import StyleBased
 
 #: ``factory(z_dim, c_dim, w_dim, img_resolution, img_channels)``: the official ``Generator``'s leading arguments.
 StyleGenerator = Callable[[int, int, int, int, int], nn.Module]
@@ -101,7 +102,7 @@ def draw_crossover(num_ws: int, probability: float, device: torch.device | None 
     return torch.where(mixed & (num_ws > 1), crossover, torch.full_like(crossover, num_ws))
 
 
-class StyleGAN2(GAN):
+class StyleGAN2(StyleBased, GAN):
     """StyleGAN2 with the official training (see the module docstring): networks equal to stylegan2-ada-pytorch's
     (``gans.nets.stylegan2``), built from this module's sizes, so the official configurations map one to one: z_dim is
     ``latent_dim``, ``w_dim`` is ``w_dim``, c_dim is ``num_classes``, img_resolution and img_channels are
@@ -192,7 +193,6 @@ class StyleGAN2(GAN):
         # The path lengths' moving average, the target of the penalty (official ``pl_mean``): a buffer, so that
         # checkpoints and resumed runs carry it.
         self.register_buffer("pl_mean", torch.zeros(()))
-        self._sample_controls: tuple[float, int | None, str] = (1.0, None, "const")
 
     # ----------------------------------------------------------------------------------------------------------
     # The schedule
@@ -267,9 +267,7 @@ class StyleGAN2(GAN):
     def decode(self, network: nn.Module, z: Tensor, labels: Tensor | None = None, **cond: Tensor) -> GeneratorOutput:
         """A generator network on latents for sampling: no mixing, no ``w_avg`` update, with the truncation and noise
         mode that ``sample_output`` was given."""
-        psi, cutoff, noise_mode = self._sample_controls
-        return GeneratorOutput.of(network(z, self.one_hot(labels, z.shape[0]), truncation_psi=psi,
-                                          truncation_cutoff=cutoff, noise_mode=noise_mode))
+        return GeneratorOutput.of(network(z, self.one_hot(labels, z.shape[0]), **self.sampling_controls()))
 
     def critic(self, x: Tensor | GeneratorOutput, discriminator: Callable | None = None, labels: Tensor | None = None,
                **cond: Tensor) -> Tensor:
@@ -320,72 +318,6 @@ class StyleGAN2(GAN):
     # ----------------------------------------------------------------------------------------------------------
     # Sampling and the editing tools' interface
     # ----------------------------------------------------------------------------------------------------------
-
-    def _network(self, ema: bool) -> nn.Module:
-        return self.generator_ema if ema and self.generator_ema is not None else self.generator
-
-    @property
-    def num_ws(self) -> int:
-        """The number of per-layer latents the synthesis network takes (ws [N, num_ws, w_dim])."""
-        return self.generator.num_ws
-
-    @property
-    def w_avg(self) -> Tensor:
-        """The tracked mean w [w_dim] (of the EMA generator when there is one, which copies the generator's): the
-        centre of truncation."""
-        return self._network(True).mapping.w_avg
-
-    @torch.no_grad()
-    def mapping(self, z: Tensor, c: Tensor | None = None, truncation_psi: float = 1,
-                truncation_cutoff: int | None = None, ema: bool = True) -> Tensor:
-        """Per-layer latents ws [N, num_ws, w_dim] of latents z [N, latent_dim] (and, for a conditional model, c
-        [N, num_classes], one-hot: :meth:`one_hot`), truncated towards :attr:`w_avg` by ``truncation_psi`` in the
-        first ``truncation_cutoff`` layers (all with ``None``). The EMA generator's mapping by default; ``w_avg`` is
-        not moved."""
-        network = self._network(ema)
-        return network.mapping(z.to(self.device), None if c is None else c.to(self.device),
-                               truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
-
-    @torch.no_grad()
-    def synthesis(self, ws: Tensor, noise_mode: Literal["const", "random", "none"] = "const",
-                  ema: bool = True) -> Tensor:
-        """Images [N, C, H, W] (not clamped: about [-1, 1]) of per-layer latents ws [N, num_ws, w_dim]; noise
-        ``"const"`` (the fixed noise buffers, reproducible), ``"random"`` or ``"none"``. The EMA generator's
-        synthesis by default, in eval mode."""
-        network = self._network(ema)
-        was_training = network.training
-        network.eval()
-        try:
-            return network.synthesis(ws.to(self.device), noise_mode=noise_mode)
-        finally:
-            network.train(was_training)
-
-    def sample_output(
-        self,
-        n: int | None = None,
-        z: Tensor | None = None,
-        generator: torch.Generator | None = None,
-        ema: bool = True,
-        truncation_psi: float = 1,
-        truncation_cutoff: int | None = None,
-        noise_mode: Literal["const", "random", "none"] = "const",
-        **cond: Tensor,
-    ) -> GeneratorOutput:
-        """The base's ``sample_output`` (``labels`` [n] for a conditional model) with the official ``generate.py``
-        controls: ``truncation_psi`` (1: none, 0: every sample is :attr:`w_avg`'s image) in the first
-        ``truncation_cutoff`` layers (``None``: all), and ``noise_mode``: ``"const"`` (the default, so that a seed
-        always gives the same image), ``"random"`` or ``"none"``. ``ws`` of the output are the truncated ones.
-
-        Raises:
-            ConfigurationError: an unknown ``noise_mode``.
-        """
-        if noise_mode not in ("const", "random", "none"):
-            raise ConfigurationError(f"noise_mode={noise_mode!r}: expected 'const', 'random' or 'none'")
-        self._sample_controls = (truncation_psi, truncation_cutoff, noise_mode)
-        try:
-            return super().sample_output(n, z, generator, ema, **cond)
-        finally:
-            self._sample_controls = (1.0, None, "const")
 
     def sample_inputs(self, n: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Latents, and for a conditional model labels drawn uniformly (so that metrics sample every class)."""
