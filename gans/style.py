@@ -6,6 +6,7 @@ A mixin (listed before the base class) rather than a base of its own: StyleGAN a
 (``gans.progan.Progressive``), and neither belongs in ``gans.base``. The generator network must have ``mapping``
 (``gans.nets.style.MappingNetwork``), ``synthesis`` (taking ``ws`` and ``noise_mode``), ``num_ws`` and a forward
 ``(z, c, truncation_psi=, truncation_cutoff=, noise_mode=)`` returning a ``GeneratorOutput`` with ``ws``.
+The variant sets ``style_mixing_prob``, which :meth:`StyleBased.run_generator` (its training fakes) reads.
 """
 
 from typing import Any, Literal
@@ -14,10 +15,23 @@ import torch
 from torch import Tensor, nn
 
 from gans.errors import ConfigurationError
+from gans.nets.style import mix_styles
 from gans.nets.stylegan2 import NOISE_MODES
 from gans.outputs import GeneratorOutput
 
 NoiseMode = Literal["const", "random", "none"]
+
+
+def draw_crossover(num_ws: int, probability: float, device: torch.device | None = None,
+                   used: int | None = None) -> Tensor:
+    """The crossover layer of style mixing for one batch, as the official ``run_G`` draws it: uniform in
+    ``[1, used)`` with ``probability``, else ``num_ws`` (no mixing); ``used`` is the number of layers the synthesis
+    runs now (a growing StyleGAN's current resolution), ``num_ws`` when ``None``. A 0-d int64 tensor on ``device``: no
+    synchronisation with an accelerator."""
+    used = num_ws if used is None else used
+    crossover = torch.randint(1, max(used, 2), (), device=device)
+    mixed = torch.rand((), device=device) < probability
+    return torch.where(mixed & (used > 1), crossover, torch.full_like(crossover, num_ws))
 
 
 class StyleBased:
@@ -74,6 +88,21 @@ class StyleBased:
             return super().sample_output(n, z, generator, ema, **cond)
         finally:
             self._sampling = None
+
+    def run_generator(self, z: Tensor, c: Tensor | None = None) -> GeneratorOutput:
+        """The training generator on latents, as the official ``run_G``: the mapping (which moves ``w_avg``), then,
+        with ``style_mixing_prob``, the layers from a random crossover on taken from a second latent's ws (whose
+        mapping does not move ``w_avg``), then the synthesis with random noise. ``ws`` are those the synthesis got."""
+        network = self.generator
+        # The mapping in float32 under an autocast too (mixed precision), as the official code runs it: ws and the
+        # running mean w_avg keep their precision.
+        with torch.autocast(z.device.type, enabled=False):
+            ws = network.mapping(z, c, update_emas=True)  # [N, num_ws, w_dim]
+            if self.style_mixing_prob > 0:
+                used = getattr(network.synthesis, "num_ws_used", None)  # a growing synthesis's layers in use
+                crossover = draw_crossover(ws.shape[1], self.style_mixing_prob, ws.device, used)
+                ws = mix_styles(ws, network.mapping(torch.randn_like(z), c), crossover)
+        return GeneratorOutput(images=network.synthesis(ws, noise_mode="random"), ws=ws)
 
     def style_network(self, ema: bool = True) -> nn.Module:
         """The EMA generator when there is one and ``ema``, else the trained generator."""

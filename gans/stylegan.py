@@ -7,14 +7,12 @@ networks, style-mixing regularization on 90% of the training batches, and the ge
 10k images (``callbacks.GeneratorEMA(half_life_kimg=10, rampup=None)``). Truncation is for sampling only.
 """
 
-import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from gans.base import GAN
 from gans.errors import ConfigurationError
 from gans.nets import ImageDiscriminator, ImageGenerator
-from gans.nets.style import mix_styles
 from gans.outputs import GeneratorOutput
 from gans.progan import Progressive
 from gans.style import StyleBased
@@ -102,16 +100,7 @@ class StyleGAN(StyleBased, Progressive, GAN):
     def generate(self, n: int, **cond: Tensor) -> GeneratorOutput:
         """A training batch of ``n`` fakes with random noise, style mixing (``style_mixing_prob``) and the update of
         ``w_avg``; differentiable w.r.t. the generator. ``ws``: the (mixed) per-layer latents."""
-        network = self.generator
-        z = self.sample_z(n)
-        ws = network.mapping(z, None, update_emas=True)  # [N, num_ws, w_dim]
-        if self.style_mixing_prob > 0 and float(torch.rand(())) < self.style_mixing_prob:
-            # The official draw: the crossover among the layers the current resolution uses, at least 1 (layer 0
-            # always from the first latent).
-            used = getattr(network.synthesis, "num_ws_used", network.num_ws)
-            crossover = int(torch.randint(1, max(used, 2), ()))
-            ws = mix_styles(ws, network.mapping(torch.randn_like(z), None), crossover)
-        return GeneratorOutput(network.synthesis(ws, noise_mode="random"), ws=ws)
+        return self.run_generator(self.sample_z(n))
 
     # ----------------------------------------------------------------------------------------------------------
     # Sampling and the editing tools' surface

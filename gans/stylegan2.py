@@ -30,7 +30,6 @@ from torch import Tensor, nn
 from gans.base import GAN
 from gans.errors import ConfigurationError
 from gans.losses import path_length_penalty, path_lengths
-from gans.nets.style import mix_styles
 from gans.outputs import GeneratorOutput
 from gans.phases import Phase
 from gans.style import StyleBased
@@ -91,15 +90,6 @@ def auto_config(resolution: int, gpus: int = 1) -> dict[str, Any]:
               0.002 if resolution >= 1024 else 0.0025, 0.0002 * resolution**2 / mb, mb * 10 / 32, 0.05, 2)
     spec = dict(zip(PRESET_KEYS, values, strict=True))
     return {**spec, "channel_base": int(spec["fmaps"] * 32768)}
-
-
-def draw_crossover(num_ws: int, probability: float, device: torch.device | None = None) -> Tensor:
-    """The crossover layer of style mixing for one batch, as the official ``run_G`` draws it: uniform in
-    ``[1, num_ws)`` with ``probability``, else ``num_ws`` (no mixing). A 0-d int64 tensor on ``device``: no
-    synchronisation with an accelerator."""
-    crossover = torch.randint(1, max(num_ws, 2), (), device=device)
-    mixed = torch.rand((), device=device) < probability
-    return torch.where(mixed & (num_ws > 1), crossover, torch.full_like(crossover, num_ws))
 
 
 class StyleGAN2(StyleBased, GAN):
@@ -245,20 +235,6 @@ class StyleGAN2(StyleBased, GAN):
                 "set num_classes to the data's class count"
             )
         return F.one_hot(labels, self.num_classes).float()
-
-    def run_generator(self, z: Tensor, c: Tensor | None) -> GeneratorOutput:
-        """The training generator on latents, as the official ``run_G``: the mapping (which moves ``w_avg``), then,
-        with ``style_mixing_prob``, the layers from a random crossover on taken from a second latent's ws (whose
-        mapping does not move ``w_avg``), then the synthesis with random noise. ``ws`` are those the synthesis got."""
-        mapping = self.generator.mapping
-        # The mapping in float32 under an autocast too (mixed precision), as the official code runs it: ws and the
-        # running mean w_avg keep their precision.
-        with torch.autocast(z.device.type, enabled=False):
-            ws = mapping(z, c, update_emas=True)  # [N, num_ws, w_dim]
-            if self.style_mixing_prob > 0:
-                crossover = draw_crossover(ws.shape[1], self.style_mixing_prob, ws.device)
-                ws = mix_styles(ws, mapping(torch.randn_like(z), c), crossover)
-        return GeneratorOutput(images=self.generator.synthesis(ws, noise_mode="random"), ws=ws)
 
     def generate(self, n: int, labels: Tensor | None = None, **cond: Tensor) -> GeneratorOutput:
         """Fakes for training (all phases): fresh latents through :meth:`run_generator`, with ``labels`` as c."""

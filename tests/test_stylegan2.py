@@ -20,7 +20,8 @@ from test_ddp import clean_distributed_env  # noqa: F401 (fixture)
 from gans import GANDDPStrategy, StyleGAN2
 from gans.errors import ConfigurationError
 from gans.losses import path_length_penalty, path_lengths
-from gans.stylegan2 import PRESETS, auto_config, draw_crossover
+from gans.style import draw_crossover
+from gans.stylegan2 import PRESETS, auto_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
