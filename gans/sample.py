@@ -32,6 +32,7 @@ from gans.errors import ConfigurationError
 from gans.files import atomic_write
 from gans.latent import split_inputs
 from gans.loading import load_gan
+from gans.nets.stylegan2 import NOISE_MODES
 
 if TYPE_CHECKING:
     from gans.base import GAN
@@ -40,7 +41,6 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 #: The style controls of ``generate.py``: command-line option -> keyword argument of the model's ``sample_output``.
 STYLE_CONTROLS = {"--trunc": "truncation_psi", "--trunc-cutoff": "truncation_cutoff", "--noise-mode": "noise_mode"}
-NOISE_MODES = ("const", "random", "none")
 
 
 @dataclass(frozen=True)

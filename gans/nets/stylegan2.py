@@ -31,7 +31,7 @@ from gans.nets.style import MappingNetwork
 from gans.outputs import GeneratorOutput
 
 ARCHITECTURES = ("orig", "skip", "resnet")
-NOISE_MODES = ("random", "const", "none")
+NOISE_MODES = ("const", "random", "none")
 
 
 def check_architecture(architecture: str) -> None:
