@@ -12,6 +12,12 @@ after ``--warmup`` iterations (the first include one-time allocations) and cover
 ``--iterations`` is a multiple of 16, so both lazy phases weigh as in training; ours is timed inside a Lightning
 ``Trainer.fit`` (what users run), the official inside a copy of its training loop's phase loop.
 
+Precision: ``--num-fp16-res`` (the official default 4) puts the highest-resolution blocks in float16. The official
+code honours it on a CPU too, where PyTorch has no fast float16 convolution (its slow im2col path,
+``aten::_slow_conv2d_*``, took 94% of a profiled iteration at 32x32); ours runs those blocks in float32 on a CPU. For
+a like-for-like CPU comparison pass ``--num-fp16-res 0``. ``--profile N`` prints the N ops of most self CPU time over
+the timed iterations (``torch.profiler``).
+
 Peak memory: ``torch.cuda.max_memory_allocated`` on a GPU; on a CPU, the process's peak resident set size (ru_maxrss),
 which includes Python and the libraries: each side runs in its own process (``--side``).
 """
@@ -49,12 +55,13 @@ def run_official(args: argparse.Namespace, spec: dict) -> dict:
     sys.path.insert(0, str(Path(args.official).resolve()))
     import copy
 
-    from training.loss import StyleGAN2Loss  # noqa: PLC0415 (the official checkout, bench only)
-    from training.networks import Discriminator, Generator  # noqa: PLC0415
+    from training.loss import StyleGAN2Loss
+    from training.networks import Discriminator, Generator
 
     device = torch.device(args.device)
     common = {"c_dim": 0, "img_resolution": args.resolution, "img_channels": 3}
-    net = {"channel_base": spec["channel_base"], "channel_max": args.channel_max, "num_fp16_res": 4, "conv_clamp": 256}
+    net = {"channel_base": spec["channel_base"], "channel_max": args.channel_max, "num_fp16_res": args.num_fp16_res,
+           "conv_clamp": 256}
     G = Generator(z_dim=512, w_dim=512, mapping_kwargs={"num_layers": spec["map"]}, synthesis_kwargs=net, **common)
     D = Discriminator(block_kwargs={}, mapping_kwargs={}, epilogue_kwargs={"mbstd_group_size": spec["mbstd"]},
                       **net, **common)
@@ -73,6 +80,7 @@ def run_official(args: argparse.Namespace, spec: dict) -> dict:
     for batch_idx in range(args.warmup + args.iterations):
         if batch_idx == args.warmup:
             synchronize(device)
+            profiler = start_profiler(args)
             start = time.perf_counter()
         for phase_name, module, opt, interval in phases:
             if batch_idx % interval != 0:
@@ -90,9 +98,26 @@ def run_official(args: argparse.Namespace, spec: dict) -> dict:
         times.append(time.perf_counter())
     synchronize(device)
     seconds = time.perf_counter() - start
+    stop_profiler(profiler, args)
     return {"side": "official", "sec_per_kimg": seconds / (args.iterations * batch) * 1000,
             "peak_mib": peak_memory_mib(device),
             "g_params": sum(p.numel() for p in G.parameters()), "d_params": sum(p.numel() for p in D.parameters())}
+
+
+def start_profiler(args: argparse.Namespace) -> "torch.profiler.profile | None":
+    if not args.profile:
+        return None
+    profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]
+                                      + ([torch.profiler.ProfilerActivity.CUDA] if args.device != "cpu" else []))
+    profiler.__enter__()
+    return profiler
+
+
+def stop_profiler(profiler: "torch.profiler.profile | None", args: argparse.Namespace) -> None:
+    if profiler is None:
+        return
+    profiler.__exit__(None, None, None)
+    print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile, max_name_column_width=40))
 
 
 def synchronize(device: torch.device) -> None:
@@ -109,6 +134,11 @@ def main() -> None:
     parser.add_argument("--channel-base", type=int, default=None)
     parser.add_argument("--channel-max", type=int, default=512)
     parser.add_argument("--map", type=int, default=None, help="mapping layers (default: the auto preset's, 2)")
+    parser.add_argument("--num-fp16-res", type=int, default=4,
+                        help="blocks in float16 (official default 4; the official code honours it on a CPU too, ours "
+                        "runs float32 on a CPU)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="profile the timed iterations (torch.profiler) and print the N ops of most self CPU time")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--official", default=None, help="a stylegan2-ada-pytorch checkout, to time it too")
     parser.add_argument("--side", choices=["ours", "official"], default=None, help="run one side in this process")
@@ -129,7 +159,7 @@ def main() -> None:
     result = run_official(args, spec) if args.side == "official" else run_ours(args, spec)
     result.update(resolution=args.resolution, batch=args.batch, iterations=args.iterations, device=args.device,
                   threads=torch.get_num_threads(), channel_base=spec["channel_base"], channel_max=args.channel_max,
-                  map=spec["map"])
+                  map=spec["map"], num_fp16_res=args.num_fp16_res)
     line = json.dumps(result)
     print(line)
     if args.out:
@@ -138,14 +168,15 @@ def main() -> None:
 
 
 def run_ours(args: argparse.Namespace, spec: dict) -> dict:
-    import lightning as L  # noqa: PLC0415
-    from torch.utils.data import DataLoader, TensorDataset  # noqa: PLC0415
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
 
-    from callbacks import GeneratorEMA  # noqa: PLC0415
-    from gans import StyleGAN2  # noqa: PLC0415
+    from callbacks import GeneratorEMA
+    from gans import StyleGAN2
 
     device = torch.device(args.device)
-    net = {"channel_base": spec["channel_base"], "channel_max": args.channel_max, "num_fp16_res": 4, "conv_clamp": 256}
+    net = {"channel_base": spec["channel_base"], "channel_max": args.channel_max, "num_fp16_res": args.num_fp16_res,
+           "conv_clamp": 256}
     adam = {"class_path": "torch.optim.Adam", "init_args": {"lr": spec["lrate"], "betas": (0.0, 0.99), "eps": 1e-8}}
     model = StyleGAN2(
         latent_dim=512, channels=3, image_size=args.resolution, r1_gamma=spec["gamma"],
@@ -160,12 +191,14 @@ def run_ours(args: argparse.Namespace, spec: dict) -> dict:
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
             if batch_idx == args.warmup:
                 synchronize(device)
+                self.profiler = start_profiler(args)
                 self.start = time.perf_counter()
 
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
             if batch_idx == steps - 1:
                 synchronize(device)
                 self.seconds = time.perf_counter() - self.start
+                stop_profiler(self.profiler, args)
 
     clock = Clock()
     trainer = L.Trainer(
