@@ -19,10 +19,15 @@ steps. The cost against DDP: the all-reduce starts after the backward instead of
 Spawned processes (``gan_ddp_spawn``, ``ddp_spawn``) receive the module pickled, which torch refuses for a module under
 a parametrization (``torch.nn.utils.parametrizations.spectral_norm``: SNGAN, ``MLPGAN(d_spectral_norm=True)``):
 ``picklable_parametrizations`` lets such modules pickle through their state, spectral norm's u and v vectors included.
+
+At exit every process destroys its process group (``destroy_process_group``, registered with ``atexit``). Lightning
+does so for NCCL only; a gloo group (CPU) left alive at interpreter shutdown can abort the process ("terminate called
+without an active exception", SIGABRT) after a successful run, when gloo's worker threads are torn down with it.
 """
 
 from __future__ import annotations
 
+import atexit
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -98,6 +103,17 @@ def picklable_parametrizations(module: nn.Module) -> None:
             type(sub).__reduce_ex__ = _reduce_parametrized
 
 
+def _destroy_process_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _destroy_process_group_at_exit() -> None:
+    """Registers the process group's destruction at interpreter exit, once per process (see the module docstring)."""
+    atexit.unregister(_destroy_process_group)  # several fits in one process: still a single call
+    atexit.register(_destroy_process_group)
+
+
 class GANDDPStrategy(DDPStrategy):
     """Data parallelism for GANs without a DDP wrapper (see the module docstring). ``--trainer.strategy=gan_ddp``
     (``gan_ddp_spawn`` starts the processes by spawning); ``train.py`` picks it for any run on several devices or
@@ -105,6 +121,11 @@ class GANDDPStrategy(DDPStrategy):
     (``find_unused_parameters``, ``static_graph``, bucket sizes) have no effect."""
 
     strategy_name = "gan_ddp"
+
+    def setup_distributed(self) -> None:
+        super().setup_distributed()
+        if dist.is_available() and dist.is_initialized():
+            _destroy_process_group_at_exit()
 
     def configure_ddp(self) -> None:
         # No wrapper: the module stays a LightningModule; every process starts from rank 0's weights and buffers.

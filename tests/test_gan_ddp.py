@@ -3,6 +3,8 @@ training equal to DDP with find_unused_parameters, without a DDP wrapper."""
 
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -176,3 +178,33 @@ def test_sngan_trains_under_gan_ddp_spawn(synthetic_mnist, tmp_path, clean_distr
     # The trained weights come back to this process.
     for name, tensor in model.state_dict().items():
         torch.testing.assert_close(tensor, ranks[0][name], rtol=0, atol=0, msg=name)
+
+
+EXIT_CHECK = """
+import atexit, sys
+from pathlib import Path
+
+import torch.distributed as dist
+
+# Registered first, so it runs last at exit (atexit is last in, first out): after whatever the strategy registered.
+atexit.register(lambda: print("process group at exit:", "alive" if dist.is_initialized() else "destroyed", flush=True))
+sys.path.insert(0, {tests!r})
+from conftest import TINY, quiet_trainer, tiny_datamodule
+from gans import WGANGP
+
+for _ in range(2):  # two fits in one process: the group destroyed once, at exit
+    quiet_trainer(Path({out!r}), strategy="gan_ddp", max_steps=1).fit(WGANGP(**TINY), tiny_datamodule({data!r}))
+print("group after the fits:", "alive" if dist.is_initialized() else "destroyed", flush=True)
+"""
+
+
+def test_process_group_destroyed_at_exit(synthetic_mnist, tmp_path, clean_distributed_env):  # noqa: F811
+    # A gloo group left alive at interpreter shutdown can abort a process that trained successfully ("terminate
+    # called without an active exception"): each process of gan_ddp destroys its group at exit, not before.
+    script = EXIT_CHECK.format(tests=str(Path(__file__).parent), out=str(tmp_path), data=str(synthetic_mnist))
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK")}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env,
+                            cwd=Path(__file__).parents[1], check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "group after the fits: alive" in result.stdout, result.stdout
+    assert result.stdout.strip().endswith("process group at exit: destroyed"), result.stdout
