@@ -165,8 +165,11 @@ class ADA(DiscriminatorAugmentation):
     ``interval`` iterations p moves by sign(r_t - target) * images / (kimg * 1000), ``images`` being the real images
     shown in those iterations on all processes (batch_size * interval with one discriminator step per iteration, the
     official formula), so p can go from 0 to 1 in ``kimg`` thousand images; it is clamped to [0, 1]. Every process
-    computes the same p. p is logged as ``train/ada_p`` (every batch) and r_t as ``train/ada_rt`` (at each
-    adjustment); p and the interval's partial sums are in the callback's state, so a resumed run continues exactly.
+    computes the same p. As the official code, the signs are summed on the device and the processes synchronise once
+    per adjustment (one all-reduce of two numbers), not every batch. p is logged as ``train/ada_p`` (every batch) and
+    r_t as ``train/ada_rt`` (at each adjustment). p and the interval's partial sums are in the callback's state: a
+    resumed run continues exactly on one process; on several, the partial sums saved are rank 0's, so the first r_t
+    after a resume between two adjustments leaves out the other processes' batches before the checkpoint.
 
     The paper's defaults: ``preset="bgc"``, p from 0, target 0.6, interval 4, 500 kimg. Add to a config:
 
@@ -213,9 +216,10 @@ class ADA(DiscriminatorAugmentation):
         pipe.p.fill_(p)
         super().__init__(pipe, f"ADA(preset={preset!r})")
         self.target, self.interval, self.kimg, self.fixed = target, interval, kimg, fixed
-        # Sum and count of d_real_sign since the last adjustment (over all processes), where that adjustment was.
-        self._sign_sum = 0.0
-        self._sign_count = 0
+        # Sum and count of d_real_sign on this process since the last adjustment, on the module's device, and where that
+        # adjustment was.
+        self._sign_sums = torch.zeros(2, dtype=torch.float64)
+        self._restored_sums: tuple[float, int] | None = None
         self._adjusted_at_step = 0
         self._adjusted_at_images: int | None = None
 
@@ -234,6 +238,10 @@ class ADA(DiscriminatorAugmentation):
     @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._augmentation.to(pl_module.device)
+        self._sign_sums = torch.zeros(2, dtype=torch.float64, device=pl_module.device)
+        if self._restored_sums is not None and trainer.global_rank == 0:  # the checkpoint's sums are rank 0's
+            self._sign_sums[0], self._sign_sums[1] = self._restored_sums
+        self._restored_sums = None
         if self._adjusted_at_images is None:  # a fresh run (a resumed one restored it)
             self._adjusted_at_images = int(pl_module.images_seen)
             self._adjusted_at_step = trainer.global_step
@@ -247,40 +255,37 @@ class ADA(DiscriminatorAugmentation):
             self._accumulate(trainer, pl_module, outputs)
             if trainer.global_step - self._adjusted_at_step >= self.interval:
                 self._adjust(trainer, pl_module)
-        pl_module.log("train/ada_p", self.p)
+        pl_module.log("train/ada_p", self._augmentation.p.detach().clone())  # a tensor: no host sync per batch
 
     def _accumulate(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any) -> None:
         sign = outputs.get("d_real_sign") if isinstance(outputs, Mapping) else None
-        local = torch.zeros(2, dtype=torch.float64, device=pl_module.device)
         if sign is not None:
-            local[0], local[1] = float(sign), 1.0
-        # Summed over processes every batch, so that every rank (and a checkpoint of rank 0) holds the same sums.
-        total = trainer.strategy.reduce(local, reduce_op="sum")
-        self._sign_sum += float(total[0])
-        self._sign_count += int(total[1])
+            self._sign_sums += torch.stack([sign.detach().to(self._sign_sums), self._sign_sums.new_ones(())])
 
     def _adjust(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._sign_count == 0:
+        # The one synchronisation per interval: every process then holds the same sums and computes the same p.
+        sign_sum, sign_count = trainer.strategy.reduce(self._sign_sums.clone(), reduce_op="sum").tolist()
+        if sign_count == 0:
             raise ConfigurationError(
                 f"{self._description}: {self._variant}'s discriminator phase reports no d_real_sign (the mean sign of "
                 "D's scores on real images, ADA's over-fitting measure r_t), so p cannot adapt; use "
                 "ADA(fixed=True, p=...) for a fixed probability"
             )
-        r_t = self._sign_sum / self._sign_count
+        r_t = sign_sum / sign_count
         images = int(pl_module.images_seen) - self._adjusted_at_images
         step = float(torch.sign(torch.tensor(r_t - self.target))) * images / (self.kimg * 1000)
         p = self._augmentation.p
         p.copy_((p + step).clamp(0.0, 1.0))
         pl_module.log("train/ada_rt", r_t)
-        self._sign_sum, self._sign_count = 0.0, 0
+        self._sign_sums.zero_()
         self._adjusted_at_step, self._adjusted_at_images = trainer.global_step, int(pl_module.images_seen)
 
     @override
     def state_dict(self) -> dict[str, Any]:
         return {
             "p": self.p,
-            "sign_sum": self._sign_sum,
-            "sign_count": self._sign_count,
+            "sign_sum": float(self._sign_sums[0]),
+            "sign_count": int(self._sign_sums[1]),
             "adjusted_at_step": self._adjusted_at_step,
             "adjusted_at_images": self._adjusted_at_images,
         }
@@ -291,6 +296,6 @@ class ADA(DiscriminatorAugmentation):
             rank_zero_info(f"ADA(fixed=True): p stays {self.p}, not the checkpoint's {state_dict['p']}")
             return
         self._augmentation.p.fill_(state_dict["p"])
-        self._sign_sum, self._sign_count = state_dict["sign_sum"], state_dict["sign_count"]
+        self._restored_sums = (state_dict["sign_sum"], state_dict["sign_count"])
         self._adjusted_at_step = state_dict["adjusted_at_step"]
         self._adjusted_at_images = state_dict["adjusted_at_images"]

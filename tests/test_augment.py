@@ -375,6 +375,31 @@ def test_p_rises_when_d_overfits_falls_otherwise_and_stays_in_0_1():
     assert callback.p == 1.0 and run.logged["train/ada_p"] == 1.0  # clamped at 1
 
 
+def test_processes_synchronise_once_per_adjustment_and_rank_0_keeps_the_partial_sums():
+    # The official code sums the signs on the device and synchronises once per interval: a reduce every batch would
+    # stall a GPU pipeline every iteration.
+    callback = ADA(p=0.5, target=0.6, interval=4, kimg=0.1)
+    run = FakeRun(batch_size=8)
+    reduced = []
+    run.strategy = SimpleNamespace(reduce=lambda tensor, reduce_op: reduced.append(tensor.tolist()) or tensor)
+    callback.setup(run, run, "fit")
+    callback.on_train_start(run, run)
+    for sign in (1.0, 0.5, 0.0, 0.5, 1.0, 1.0):
+        run.iterate(callback, sign)
+    assert reduced == [[2.0, 4.0]] and run.logged["train/ada_rt"] == pytest.approx(0.5)
+    state = callback.state_dict()
+    assert (state["sign_sum"], state["sign_count"]) == (2.0, 2)  # between two adjustments
+    # A resume on two processes: rank 0 continues from the saved partial sums, rank 1 from none (they are rank 0's).
+    for rank, expected in ((0, [2.0, 2.0]), (1, [0.0, 0.0])):
+        resumed = ADA(p=0.5, target=0.6, interval=4, kimg=0.1)
+        resumed.load_state_dict(state)
+        run.global_rank = rank
+        resumed.setup(run, run, "fit")
+        resumed.on_train_start(run, run)
+        assert resumed.state_dict()["p"] == callback.p
+        assert [resumed.state_dict()["sign_sum"], resumed.state_dict()["sign_count"]] == expected
+
+
 def test_fixed_p_and_a_variant_without_d_real_sign(synthetic_mnist, tmp_path):
     run = FakeRun(batch_size=4)
     fixed = ADA(p=0.3, fixed=True)
