@@ -13,6 +13,7 @@ tensors are rebuilt from their bytes with ``torch.load(..., weights_only=True)``
 
 from __future__ import annotations
 
+import inspect
 import io
 import pickle
 import struct
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from gans.errors import ConfigurationError, MissingFileError
+from gans.nets.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 
 if TYPE_CHECKING:
     from gans.stylegan2 import StyleGAN2
@@ -93,6 +95,10 @@ def read_snapshot(path: str | Path) -> dict[str, Any]:
         return {str(key): _plain(value) for key, value in data.items()}
     except _NotPlain as err:
         raise ConfigurationError(f"{str(path)!r} is not an official StyleGAN2-ADA snapshot: {err}") from err
+    except RecursionError as err:  # pickle's memo lets a container hold itself; _plain and _flatten recurse
+        raise ConfigurationError(
+            f"{str(path)!r} is not an official StyleGAN2-ADA snapshot: its data is nested too deeply or holds itself"
+        ) from err
 
 
 class _NotPlain(Exception):
@@ -273,14 +279,20 @@ def build_stylegan2(snapshot: Mapping[str, Any] | str | Path) -> StyleGAN2:
 
     Raises:
         ConfigurationError: the networks are not the official StyleGAN2 ``Generator``/``Discriminator`` (StyleGAN3's
-            share the class names but not the layers), or their weights do not fit.
+            share the class names but not the constructor arguments or the layers), or their weights do not fit.
     """
     from gans.stylegan2 import StyleGAN2  # here, not at the top: gans.loading imports this module
 
     source = str(snapshot) if isinstance(snapshot, str | Path) else "the snapshot"
     if isinstance(snapshot, str | Path):
         snapshot = read_snapshot(snapshot)
-    model = StyleGAN2(**stylegan2_arguments(snapshot, source))
+    try:
+        model = StyleGAN2(**stylegan2_arguments(snapshot, source))
+    except TypeError as err:  # an argument inside mapping_kwargs, synthesis_kwargs, ... that our networks lack
+        raise ConfigurationError(
+            f"{source}: the networks' init_kwargs do not build gans.StyleGAN2's networks ({err}); only "
+            "stylegan2-ada-pytorch snapshots are read, not StyleGAN3 ones"
+        ) from err
     model.attach_ema()
     for name, network in (("G", model.generator), ("D", model.discriminator), ("G_ema", model.generator_ema)):
         state_dict = snapshot[name].state_dict
@@ -311,8 +323,9 @@ def stylegan2_arguments(snapshot: Mapping[str, Any], source: str = "the snapshot
     img_channels -> ``channels``, ``w_dim``), the rest of each network's ``init_kwargs`` as its ``init_args``.
 
     Raises:
-        ConfigurationError: a network that is not the official StyleGAN2 class, positional constructor arguments,
-            ``G_ema`` built unlike ``G``, or ``D`` for other sizes than ``G``.
+        ConfigurationError: a network that is not the official StyleGAN2 class, positional constructor arguments or
+            keyword ones it does not take (StyleGAN3's), ``G_ema`` built unlike ``G``, or ``D`` for other sizes than
+            ``G``.
     """
     expected = {"G": "Generator", "G_ema": "Generator", "D": "Discriminator"}
     for name, class_name in expected.items():
@@ -325,6 +338,14 @@ def stylegan2_arguments(snapshot: Mapping[str, Any], source: str = "the snapshot
     g_kwargs, d_kwargs = dict(snapshot["G"].init_kwargs), dict(snapshot["D"].init_kwargs)
     if snapshot["G_ema"].init_kwargs != g_kwargs:
         raise ConfigurationError(f"{source}: G_ema is built with other arguments than G")
+    for name, kwargs, network in (("G", g_kwargs, StyleGAN2Generator), ("D", d_kwargs, StyleGAN2Discriminator)):
+        # StyleGAN3's train.py gives its Generator the synthesis arguments at the top level of init_kwargs.
+        unknown = sorted(set(kwargs) - set(inspect.signature(network).parameters))
+        if unknown:
+            raise ConfigurationError(
+                f"{source}: {name}'s init_kwargs do not build gans.StyleGAN2's {expected[name]} (unknown "
+                f"{', '.join(map(str, unknown))}); only stylegan2-ada-pytorch snapshots are read, not StyleGAN3 ones"
+            )
     missing = [key for key in _SIZES if key not in g_kwargs]
     if missing:
         raise ConfigurationError(f"{source}: G's init_kwargs lack {', '.join(missing)}")

@@ -396,6 +396,35 @@ def test_snapshots_that_do_not_fit_are_refused(persistence, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hostile.pkl", "tiny.pkl"]
 
 
+def test_a_stylegan3_or_a_cyclic_snapshot_gets_one_message(persistence, tmp_path, capsys):
+    from gans.convert import main as convert_main
+    from gans.nets.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
+
+    # StyleGAN3's train.py gives its Generator the synthesis arguments at the top level of init_kwargs (and some that
+    # StyleGAN2 has not): a real StyleGAN3 snapshot fails before its weights are compared.
+    stylegan3_g = {**{k: v for k, v in TINY_G.items() if k != "synthesis_kwargs"}, "channel_base": 64,
+                   "channel_max": 16, "magnitude_ema_beta": 0.999}
+    networks = {"G": StyleGAN2Generator(**TINY_G), "D": StyleGAN2Discriminator(**TINY_D),
+                "G_ema": StyleGAN2Generator(**TINY_G)}
+    kwargs = {"G": stylegan3_g, "D": TINY_D, "G_ema": stylegan3_g}
+    classes = {"G": "Generator", "D": "Discriminator", "G_ema": "Generator"}
+    data = {name: Persistent(persistence, network, kwargs[name], class_name=classes[name])
+            for name, network in networks.items()}
+    stylegan3 = tmp_path / "stylegan3.pkl"
+    stylegan3.write_bytes(pickle.dumps({**data, "augment_pipe": None, "training_set_kwargs": None}, protocol=3))
+    # A file whose plain data refers to itself (pickle's memo allows it).
+    loop: list = []
+    loop.append(loop)
+    cyclic = tmp_path / "cyclic.pkl"
+    cyclic.write_bytes(pickle.dumps({**data, "augment_pipe": None, "training_set_kwargs": loop}, protocol=3))
+    for path, message in [(stylegan3, "G's init_kwargs do not build gans.StyleGAN2's Generator"),
+                          (cyclic, "nested too deeply")]:
+        with pytest.raises(SystemExit) as exit_info:
+            convert_main(["--pkl", str(path), "--out", str(tmp_path / "x.ckpt")])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err and str(path) in err and "Traceback" not in err
+
+
 @shared_snapshot
 def test_the_shared_snapshot_samples_as_the_official_generate_py(tmp_path):
     from gans.loading import load_gan
