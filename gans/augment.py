@@ -482,9 +482,10 @@ def _contrast(x: Tensor) -> Tensor:
 
 def _translation(x: Tensor, ratio: float = 1 / 8) -> Tensor:
     """Moves each sample by whole pixels, up to ``ratio`` of its height and width in each direction (uniform over the
-    integers), filling with zeros: output pixel (i, j) is input pixel (i + dy, j + dx)."""
+    integers), filling with zeros: output pixel (i, j) is input pixel (i + dy, j + dx). The range is rounded to the
+    nearest pixel, as the authors' code (4 pixels at 28x28)."""
     n, _, height, width = x.shape
-    max_y, max_x = int(height * ratio), int(width * ratio)
+    max_y, max_x = int(height * ratio + 0.5), int(width * ratio + 0.5)
     dy = torch.randint(-max_y, max_y + 1, size=[n, 1], device=x.device)
     dx = torch.randint(-max_x, max_x + 1, size=[n, 1], device=x.device)
     # Indices into the image padded with one zero pixel, pointing at the padding when out of range.
@@ -497,9 +498,9 @@ def _translation(x: Tensor, ratio: float = 1 / 8) -> Tensor:
 
 def _cutout(x: Tensor, ratio: float = 1 / 2) -> Tensor:
     """Zeroes a rectangle of ``ratio`` of the height and width per sample, centered anywhere in the image (clipped by
-    its borders)."""
+    its borders); the sides rounded to the nearest pixel, as the authors' code."""
     n, _, height, width = x.shape
-    size_y, size_x = int(height * ratio), int(width * ratio)
+    size_y, size_x = int(height * ratio + 0.5), int(width * ratio + 0.5)
     # Centers over 0..H (0..H-1 for an odd size), as the authors' code.
     center_y = torch.randint(0, height + (1 - size_y % 2), size=[n, 1, 1], device=x.device)
     center_x = torch.randint(0, width + (1 - size_x % 2), size=[n, 1, 1], device=x.device)
