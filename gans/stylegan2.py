@@ -166,9 +166,10 @@ class StyleGAN2(StyleBased, GAN):
         for name, value in (("pl_decay", pl_decay), ("style_mixing_prob", style_mixing_prob)):
             if not 0 <= value <= 1:
                 raise ConfigurationError(f"{name}={value} must be in [0, 1]")
-        # Without R1 there is nothing to space out: the base refuses reg_every > 1 then, the saved hyperparameters keep
-        # the value given here.
-        super().__init__(latent_dim=latent_dim, r1_gamma=r1_gamma, reg_every=reg_every if r1_gamma else 1,
+        # Without R1 or R2 there is nothing to space out: the base refuses reg_every > 1 then, the saved
+        # hyperparameters keep the value given here.
+        penalized = r1_gamma or kwargs.get("r2_gamma", 0.0)
+        super().__init__(latent_dim=latent_dim, r1_gamma=r1_gamma, reg_every=reg_every if penalized else 1,
                          g_optimizer=g_optimizer, d_optimizer=d_optimizer, **kwargs)
         if num_classes and self.pack > 1:
             raise ConfigurationError(f"pack={self.pack}: a class-conditional StyleGAN2 scores each image with its label")

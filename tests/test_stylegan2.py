@@ -157,6 +157,12 @@ def test_an_interval_whose_term_is_off_still_corrects_the_optimizer(synthetic_mn
     assert unlazy.schedule.lazy_ratios == {}
 
 
+def test_r2_alone_is_lazy_with_reg_every():
+    model = tiny(r1_gamma=0.0, r2_gamma=1.0, reg_every=4)
+    assert [p.name for p in model.schedule.phases] == ["G", "G_reg", "D", "D_reg"]
+    assert model.schedule.lazy_ratios["d"] == pytest.approx(4 / 5)
+
+
 def test_pl_mean_moves_by_the_decay_and_is_checkpointed(tmp_path):
     torch.manual_seed(0)
     model = tiny()
