@@ -113,6 +113,9 @@ class _PersistentObject:
     class_name: str
     state: dict[str, Any]
 
+    def __setstate__(self, state: Any) -> None:  # pickle's BUILD would replace the checked class record
+        raise _NotPlain(f"the file sets the state of the persistent object {self.class_name}")
+
 
 def _persistent_object(meta: Any) -> _PersistentObject:
     # meta = {type, version, module_src, class_name, state}; module_src is the code we must never run.
@@ -185,19 +188,40 @@ class _AttributeDict(dict):
         pass  # the instance __dict__ of an EasyDict is empty; its items come through the dict part
 
 
-#: module -> name -> what we call instead of the global the file names. Nothing else is resolved.
+class _Sealed:
+    """One of our functions as the file gets it: callable, but pickle's BUILD on it (which sets the attributes of
+    whatever the file names, ``__defaults__`` included) is refused, so that a file cannot change how later files
+    are read."""
+
+    __slots__ = ("_function",)
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        object.__setattr__(self, "_function", function)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._function(*args, **kwargs)
+
+    def __setstate__(self, state: Any) -> None:
+        raise _NotPlain(f"the file sets the state of the global {self._function.__name__}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise _NotPlain(f"the file sets {name} of the global {self._function.__name__}")
+
+
+#: module -> name -> what we call instead of the global the file names. Nothing else is resolved. Our functions are
+#: sealed; the classes (builtins, or ours with a ``__setstate__`` that BUILD cannot call on the class) need not be.
 _ALLOWED: dict[str, dict[str, Callable[..., Any]]] = {
-    "torch_utils.persistence": {"_reconstruct_persistent_obj": _persistent_object},
-    "torch._utils": {"_rebuild_tensor_v2": _tensor, "_rebuild_parameter": _parameter,
-                     "_rebuild_parameter_with_state": _parameter},
+    "torch_utils.persistence": {"_reconstruct_persistent_obj": _Sealed(_persistent_object)},
+    "torch._utils": {"_rebuild_tensor_v2": _Sealed(_tensor), "_rebuild_parameter": _Sealed(_parameter),
+                     "_rebuild_parameter_with_state": _Sealed(_parameter)},
     # torch's own _load_from_bytes would unpickle the storage's bytes without restriction.
-    "torch.storage": {"_load_from_bytes": _storage_from_bytes},
+    "torch.storage": {"_load_from_bytes": _Sealed(_storage_from_bytes)},
     "collections": {"OrderedDict": OrderedDict},
     "builtins": {"set": set, "frozenset": frozenset},  # protocol 3 (NVIDIA's files) has no opcode for sets
     "dnnlib.util": {"EasyDict": _AttributeDict},
     "numpy": {"dtype": _NumpyDType},
-    "numpy.core.multiarray": {"scalar": _numpy_scalar},  # numpy < 2
-    "numpy._core.multiarray": {"scalar": _numpy_scalar},
+    "numpy.core.multiarray": {"scalar": _Sealed(_numpy_scalar)},  # numpy < 2
+    "numpy._core.multiarray": {"scalar": _Sealed(_numpy_scalar)},
 }
 
 

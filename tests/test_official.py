@@ -191,6 +191,32 @@ def test_storage_bytes_holding_a_pickle_are_not_unpickled_freely(persistence, tm
     assert not marker.exists()
 
 
+def test_a_file_cannot_change_the_readers_functions_for_later_files(persistence, tmp_path):
+    # pickle's BUILD on a global sets its attributes: here the defaults of what torch._utils._rebuild_tensor_v2
+    # resolves to, which would make every later file's tensors look like tensors with metadata (refused).
+    hostile = tmp_path / "hostile.pkl"
+    hostile.write_bytes(b"\x80\x03ctorch._utils\n_rebuild_tensor_v2\n"
+                        b"N}X\x0c\x00\x00\x00__defaults__(\x88NX\x04\x00\x00\x00evilts\x86b0}.")
+    with pytest.raises(ConfigurationError, match=f"'{hostile}'"):
+        read_snapshot(hostile)
+    path = tmp_path / "snapshot.pkl"
+    path.write_bytes(pickle.dumps(snapshot(persistence)))
+    assert set(read_snapshot(path)["G"].state_dict) == set(tiny_module().state_dict())
+
+
+def test_a_persistent_object_whose_state_the_file_replaces_gets_one_error(persistence, tmp_path):
+    class Rebuilt(Persistent):
+        def __reduce__(self):  # the official record, then a BUILD that swaps the attribute dict for a list
+            return (*super().__reduce__(), {"state": [1, 2]})
+
+    data = snapshot(persistence)
+    data["G"] = Rebuilt(persistence, tiny_module(), {})
+    path = tmp_path / "rebuilt.pkl"
+    path.write_bytes(pickle.dumps(data))
+    with pytest.raises(ConfigurationError, match=f"'{path}'"):
+        read_snapshot(path)
+
+
 def test_a_truncated_or_foreign_file_gets_one_error_naming_it(persistence, tmp_path):
     whole = pickle.dumps(snapshot(persistence))
     truncated = tmp_path / "truncated.pkl"
