@@ -54,7 +54,8 @@ def run_official(args: argparse.Namespace, spec: dict) -> dict:
 
     device = torch.device(args.device)
     common = {"c_dim": 0, "img_resolution": args.resolution, "img_channels": 3}
-    net = {"channel_base": spec["channel_base"], "channel_max": args.channel_max, "num_fp16_res": 4, "conv_clamp": 256}
+    net = {"channel_base": spec["channel_base"], "channel_max": args.channel_max, "num_fp16_res": fp16_res(device),
+           "conv_clamp": 256}
     G = Generator(z_dim=512, w_dim=512, mapping_kwargs={"num_layers": spec["map"]}, synthesis_kwargs=net, **common)
     D = Discriminator(block_kwargs={}, mapping_kwargs={}, epilogue_kwargs={"mbstd_group_size": spec["mbstd"]},
                       **net, **common)
@@ -93,6 +94,13 @@ def run_official(args: argparse.Namespace, spec: dict) -> dict:
     return {"side": "official", "sec_per_kimg": seconds / (args.iterations * batch) * 1000,
             "peak_mib": peak_memory_mib(device),
             "g_params": sum(p.numel() for p in G.parameters()), "d_params": sum(p.numel() for p in D.parameters())}
+
+
+def fp16_res(device: torch.device) -> int:
+    """train.py's 4 float16 resolutions on a GPU; none on a CPU, where ours runs those layers in float32 and the
+    official code would run them in float16 (its choice ignores the device), about 20 times slower there: the two
+    sides would not do the same arithmetic."""
+    return 4 if device.type == "cuda" else 0
 
 
 def synchronize(device: torch.device) -> None:
@@ -145,7 +153,8 @@ def run_ours(args: argparse.Namespace, spec: dict) -> dict:
     from gans import StyleGAN2  # noqa: PLC0415
 
     device = torch.device(args.device)
-    net = {"channel_base": spec["channel_base"], "channel_max": args.channel_max, "num_fp16_res": 4, "conv_clamp": 256}
+    net = {"channel_base": spec["channel_base"], "channel_max": args.channel_max, "num_fp16_res": fp16_res(device),
+           "conv_clamp": 256}
     adam = {"class_path": "torch.optim.Adam", "init_args": {"lr": spec["lrate"], "betas": (0.0, 0.99), "eps": 1e-8}}
     model = StyleGAN2(
         latent_dim=512, channels=3, image_size=args.resolution, r1_gamma=spec["gamma"],
