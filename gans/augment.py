@@ -237,14 +237,18 @@ class AugmentPipe(nn.Module):
         if min(images.shape[2:]) < self.min_size():
             raise ValueError(f"AugmentPipe's image filter needs images of at least {self.min_size()} pixels a side")
         debug = None if debug_percentile is None else torch.tensor(debug_percentile, device=images.device)
-        # In float32 whatever the input (fp16/bf16 under autocast): sampling positions need float32's precision.
+        # In float32 whatever the input (fp16/bf16) and outside the autocast of mixed precision (the discriminator's
+        # pre-hook runs inside it), which would compute the matrices and resampling convolutions in half precision:
+        # sampling positions need float32's.
         dtype, images = images.dtype, images.float()
-        inverse, moved = self._geometric(images, debug)
-        if moved:
-            images = self._resample(images, inverse)
-        images = self._color(images, debug)
-        images = self._image_filter(images, debug)
-        return self._corruptions(images, debug).to(dtype)
+        with torch.autocast(images.device.type, enabled=False):
+            inverse, moved = self._geometric(images, debug)
+            if moved:
+                images = self._resample(images, inverse)
+            images = self._color(images, debug)
+            images = self._image_filter(images, debug)
+            images = self._corruptions(images, debug)
+        return images.to(dtype)
 
     def min_size(self) -> int:
         """The smallest image side the pipeline takes: the image filter reflects the image at its borders by half its

@@ -289,6 +289,20 @@ def test_half_precision_images_keep_their_dtype():
     torch.testing.assert_close(half.float(), full, rtol=0, atol=0.05)  # computed in float32, rounded once
 
 
+def test_mixed_precision_autocast_does_not_reach_the_pipeline():
+    # Under bf16-mixed/16-mixed the discriminator, and its pre-hook, run inside an autocast, which would compute the
+    # sampling matrices and the resampling convolutions in half precision: grid positions off by pixels at 64x64.
+    x = smooth_images(2, 3, 64)
+    for preset in ("bgc", "bgcfnc"):
+        torch.manual_seed(0)
+        full = pipe(1.0, **PRESETS[preset])(x)
+        torch.manual_seed(0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = pipe(1.0, **PRESETS[preset])(x)
+        assert mixed.dtype == torch.float32
+        torch.testing.assert_close(mixed, full, rtol=0, atol=1e-5)
+
+
 def test_an_image_filter_on_images_too_small_is_refused():
     model = DCGAN(**TINY)  # 8x8
     hooked(ADA(preset="bgcf"), model).train()
