@@ -386,6 +386,15 @@ def test_a_conditional_snapshot_takes_class_labels(persistence, tmp_path):
     networks["G_ema"].eval()
     expected = networks["G_ema"](z, c, noise_mode="const").images.clamp(-1, 1)
     assert torch.allclose(torch.load(tmp_path / "c.pt"), expected, atol=1e-6)
+    # A discriminator converted by the official legacy.py from TensorFlow (the published conditional CIFAR-10 file)
+    # maps its label without layers: mapping_kwargs num_layers=0.
+    legacy_d = {**d_kwargs, "mapping_kwargs": {"num_layers": 0, "embed_features": None, "layer_features": None,
+                                               "activation": "lrelu", "lr_multiplier": 0.1}}
+    path, networks = tiny_official_snapshot(persistence, tmp_path / "legacy.pkl", g_kwargs, legacy_d)
+    model = build_stylegan2(path)
+    images = torch.zeros(2, 1, 8, 8)
+    torch.testing.assert_close(model.critic(images, labels=torch.tensor([0, 2])),
+                               networks["D"](images, torch.eye(3)[[0, 2]]).flatten())
 
 
 def test_snapshots_that_do_not_fit_are_refused(persistence, tmp_path, capsys):
