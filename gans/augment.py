@@ -237,14 +237,18 @@ class AugmentPipe(nn.Module):
         if min(images.shape[2:]) < self.min_size():
             raise ValueError(f"AugmentPipe's image filter needs images of at least {self.min_size()} pixels a side")
         debug = None if debug_percentile is None else torch.tensor(debug_percentile, device=images.device)
-        # In float32 whatever the input (fp16/bf16 under autocast): sampling positions need float32's precision.
+        # In float32 whatever the input (fp16/bf16) and outside the autocast of mixed precision (the discriminator's
+        # pre-hook runs inside it), which would compute the matrices and resampling convolutions in half precision:
+        # sampling positions need float32's.
         dtype, images = images.dtype, images.float()
-        inverse, moved = self._geometric(images, debug)
-        if moved:
-            images = self._resample(images, inverse)
-        images = self._color(images, debug)
-        images = self._image_filter(images, debug)
-        return self._corruptions(images, debug).to(dtype)
+        with torch.autocast(images.device.type, enabled=False):
+            inverse, moved = self._geometric(images, debug)
+            if moved:
+                images = self._resample(images, inverse)
+            images = self._color(images, debug)
+            images = self._image_filter(images, debug)
+            images = self._corruptions(images, debug)
+        return images.to(dtype)
 
     def min_size(self) -> int:
         """The smallest image side the pipeline takes: the image filter reflects the image at its borders by half its
@@ -482,9 +486,10 @@ def _contrast(x: Tensor) -> Tensor:
 
 def _translation(x: Tensor, ratio: float = 1 / 8) -> Tensor:
     """Moves each sample by whole pixels, up to ``ratio`` of its height and width in each direction (uniform over the
-    integers), filling with zeros: output pixel (i, j) is input pixel (i + dy, j + dx)."""
+    integers), filling with zeros: output pixel (i, j) is input pixel (i + dy, j + dx). The range is rounded to the
+    nearest pixel, as the authors' code (4 pixels at 28x28)."""
     n, _, height, width = x.shape
-    max_y, max_x = int(height * ratio), int(width * ratio)
+    max_y, max_x = int(height * ratio + 0.5), int(width * ratio + 0.5)
     dy = torch.randint(-max_y, max_y + 1, size=[n, 1], device=x.device)
     dx = torch.randint(-max_x, max_x + 1, size=[n, 1], device=x.device)
     # Indices into the image padded with one zero pixel, pointing at the padding when out of range.
@@ -497,9 +502,9 @@ def _translation(x: Tensor, ratio: float = 1 / 8) -> Tensor:
 
 def _cutout(x: Tensor, ratio: float = 1 / 2) -> Tensor:
     """Zeroes a rectangle of ``ratio`` of the height and width per sample, centered anywhere in the image (clipped by
-    its borders)."""
+    its borders); the sides rounded to the nearest pixel, as the authors' code."""
     n, _, height, width = x.shape
-    size_y, size_x = int(height * ratio), int(width * ratio)
+    size_y, size_x = int(height * ratio + 0.5), int(width * ratio + 0.5)
     # Centers over 0..H (0..H-1 for an odd size), as the authors' code.
     center_y = torch.randint(0, height + (1 - size_y % 2), size=[n, 1, 1], device=x.device)
     center_x = torch.randint(0, width + (1 - size_x % 2), size=[n, 1, 1], device=x.device)

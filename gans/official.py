@@ -13,6 +13,7 @@ tensors are rebuilt from their bytes with ``torch.load(..., weights_only=True)``
 
 from __future__ import annotations
 
+import inspect
 import io
 import pickle
 import struct
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from gans.errors import ConfigurationError, MissingFileError
+from gans.nets.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 
 if TYPE_CHECKING:
     from gans.stylegan2 import StyleGAN2
@@ -93,6 +95,10 @@ def read_snapshot(path: str | Path) -> dict[str, Any]:
         return {str(key): _plain(value) for key, value in data.items()}
     except _NotPlain as err:
         raise ConfigurationError(f"{str(path)!r} is not an official StyleGAN2-ADA snapshot: {err}") from err
+    except RecursionError as err:  # pickle's memo lets a container hold itself; _plain and _flatten recurse
+        raise ConfigurationError(
+            f"{str(path)!r} is not an official StyleGAN2-ADA snapshot: its data is nested too deeply or holds itself"
+        ) from err
 
 
 class _NotPlain(Exception):
@@ -106,6 +112,9 @@ class _PersistentObject:
 
     class_name: str
     state: dict[str, Any]
+
+    def __setstate__(self, state: Any) -> None:  # pickle's BUILD would replace the checked class record
+        raise _NotPlain(f"the file sets the state of the persistent object {self.class_name}")
 
 
 def _persistent_object(meta: Any) -> _PersistentObject:
@@ -179,19 +188,40 @@ class _AttributeDict(dict):
         pass  # the instance __dict__ of an EasyDict is empty; its items come through the dict part
 
 
-#: module -> name -> what we call instead of the global the file names. Nothing else is resolved.
+class _Sealed:
+    """One of our functions as the file gets it: callable, but pickle's BUILD on it (which sets the attributes of
+    whatever the file names, ``__defaults__`` included) is refused, so that a file cannot change how later files
+    are read."""
+
+    __slots__ = ("_function",)
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        object.__setattr__(self, "_function", function)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._function(*args, **kwargs)
+
+    def __setstate__(self, state: Any) -> None:
+        raise _NotPlain(f"the file sets the state of the global {self._function.__name__}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise _NotPlain(f"the file sets {name} of the global {self._function.__name__}")
+
+
+#: module -> name -> what we call instead of the global the file names. Nothing else is resolved. Our functions are
+#: sealed; the classes (builtins, or ours with a ``__setstate__`` that BUILD cannot call on the class) need not be.
 _ALLOWED: dict[str, dict[str, Callable[..., Any]]] = {
-    "torch_utils.persistence": {"_reconstruct_persistent_obj": _persistent_object},
-    "torch._utils": {"_rebuild_tensor_v2": _tensor, "_rebuild_parameter": _parameter,
-                     "_rebuild_parameter_with_state": _parameter},
+    "torch_utils.persistence": {"_reconstruct_persistent_obj": _Sealed(_persistent_object)},
+    "torch._utils": {"_rebuild_tensor_v2": _Sealed(_tensor), "_rebuild_parameter": _Sealed(_parameter),
+                     "_rebuild_parameter_with_state": _Sealed(_parameter)},
     # torch's own _load_from_bytes would unpickle the storage's bytes without restriction.
-    "torch.storage": {"_load_from_bytes": _storage_from_bytes},
+    "torch.storage": {"_load_from_bytes": _Sealed(_storage_from_bytes)},
     "collections": {"OrderedDict": OrderedDict},
     "builtins": {"set": set, "frozenset": frozenset},  # protocol 3 (NVIDIA's files) has no opcode for sets
     "dnnlib.util": {"EasyDict": _AttributeDict},
     "numpy": {"dtype": _NumpyDType},
-    "numpy.core.multiarray": {"scalar": _numpy_scalar},  # numpy < 2
-    "numpy._core.multiarray": {"scalar": _numpy_scalar},
+    "numpy.core.multiarray": {"scalar": _Sealed(_numpy_scalar)},  # numpy < 2
+    "numpy._core.multiarray": {"scalar": _Sealed(_numpy_scalar)},
 }
 
 
@@ -273,14 +303,20 @@ def build_stylegan2(snapshot: Mapping[str, Any] | str | Path) -> StyleGAN2:
 
     Raises:
         ConfigurationError: the networks are not the official StyleGAN2 ``Generator``/``Discriminator`` (StyleGAN3's
-            share the class names but not the layers), or their weights do not fit.
+            share the class names but not the constructor arguments or the layers), or their weights do not fit.
     """
     from gans.stylegan2 import StyleGAN2  # here, not at the top: gans.loading imports this module
 
     source = str(snapshot) if isinstance(snapshot, str | Path) else "the snapshot"
     if isinstance(snapshot, str | Path):
         snapshot = read_snapshot(snapshot)
-    model = StyleGAN2(**stylegan2_arguments(snapshot, source))
+    try:
+        model = StyleGAN2(**stylegan2_arguments(snapshot, source))
+    except TypeError as err:  # an argument inside mapping_kwargs, synthesis_kwargs, ... that our networks lack
+        raise ConfigurationError(
+            f"{source}: the networks' init_kwargs do not build gans.StyleGAN2's networks ({err}); only "
+            "stylegan2-ada-pytorch snapshots are read, not StyleGAN3 ones"
+        ) from err
     model.attach_ema()
     for name, network in (("G", model.generator), ("D", model.discriminator), ("G_ema", model.generator_ema)):
         state_dict = snapshot[name].state_dict
@@ -311,8 +347,9 @@ def stylegan2_arguments(snapshot: Mapping[str, Any], source: str = "the snapshot
     img_channels -> ``channels``, ``w_dim``), the rest of each network's ``init_kwargs`` as its ``init_args``.
 
     Raises:
-        ConfigurationError: a network that is not the official StyleGAN2 class, positional constructor arguments,
-            ``G_ema`` built unlike ``G``, or ``D`` for other sizes than ``G``.
+        ConfigurationError: a network that is not the official StyleGAN2 class, positional constructor arguments or
+            keyword ones it does not take (StyleGAN3's), ``G_ema`` built unlike ``G``, or ``D`` for other sizes than
+            ``G``.
     """
     expected = {"G": "Generator", "G_ema": "Generator", "D": "Discriminator"}
     for name, class_name in expected.items():
@@ -325,6 +362,14 @@ def stylegan2_arguments(snapshot: Mapping[str, Any], source: str = "the snapshot
     g_kwargs, d_kwargs = dict(snapshot["G"].init_kwargs), dict(snapshot["D"].init_kwargs)
     if snapshot["G_ema"].init_kwargs != g_kwargs:
         raise ConfigurationError(f"{source}: G_ema is built with other arguments than G")
+    for name, kwargs, network in (("G", g_kwargs, StyleGAN2Generator), ("D", d_kwargs, StyleGAN2Discriminator)):
+        # StyleGAN3's train.py gives its Generator the synthesis arguments at the top level of init_kwargs.
+        unknown = sorted(set(kwargs) - set(inspect.signature(network).parameters))
+        if unknown:
+            raise ConfigurationError(
+                f"{source}: {name}'s init_kwargs do not build gans.StyleGAN2's {expected[name]} (unknown "
+                f"{', '.join(map(str, unknown))}); only stylegan2-ada-pytorch snapshots are read, not StyleGAN3 ones"
+            )
     missing = [key for key in _SIZES if key not in g_kwargs]
     if missing:
         raise ConfigurationError(f"{source}: G's init_kwargs lack {', '.join(missing)}")

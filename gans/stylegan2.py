@@ -30,8 +30,9 @@ from torch import Tensor, nn
 from gans.base import GAN
 from gans.errors import ConfigurationError
 from gans.losses import path_length_penalty, path_lengths
+from gans.optim import lazy_regularization_ratio
 from gans.outputs import GeneratorOutput
-from gans.phases import Phase
+from gans.phases import Phase, Schedule
 from gans.style import StyleBased
 
 #: ``factory(z_dim, c_dim, w_dim, img_resolution, img_channels)``: the official ``Generator``'s leading arguments.
@@ -165,15 +166,17 @@ class StyleGAN2(StyleBased, GAN):
         for name, value in (("pl_decay", pl_decay), ("style_mixing_prob", style_mixing_prob)):
             if not 0 <= value <= 1:
                 raise ConfigurationError(f"{name}={value} must be in [0, 1]")
-        # Without R1 there is nothing to space out: the base refuses reg_every > 1 then, the saved hyperparameters keep
-        # the value given here.
-        super().__init__(latent_dim=latent_dim, r1_gamma=r1_gamma, reg_every=reg_every if r1_gamma else 1,
+        # Without R1 or R2 there is nothing to space out: the base refuses reg_every > 1 then, the saved
+        # hyperparameters keep the value given here.
+        penalized = r1_gamma or kwargs.get("r2_gamma", 0.0)
+        super().__init__(latent_dim=latent_dim, r1_gamma=r1_gamma, reg_every=reg_every if penalized else 1,
                          g_optimizer=g_optimizer, d_optimizer=d_optimizer, **kwargs)
         if num_classes and self.pack > 1:
             raise ConfigurationError(f"pack={self.pack}: a class-conditional StyleGAN2 scores each image with its label")
         self.w_dim, self.channels, self.image_size, self.num_classes = w_dim, channels, image_size, num_classes
         self.pl_weight, self.pl_every, self.pl_batch_shrink = pl_weight, pl_every, pl_batch_shrink
         self.pl_decay, self.style_mixing_prob = pl_decay, style_mixing_prob
+        self.d_reg_interval = reg_every  # the base's reg_every is 1 without R1
         if num_classes:
             self.batch_kinds = ("labelled",)
         self.generator = self.build_network("generator", generator, latent_dim, num_classes, w_dim, image_size,
@@ -197,6 +200,19 @@ class StyleGAN2(StyleBased, GAN):
             g_phases.append(Phase("G_reg", "g", "g_reg_loss", "g_reg", every=self.pl_every, clock="iteration",
                                   fake="none", lazy=True))
         return (*g_phases, *(p for p in base if p.optimizer != "g"))
+
+    @property
+    def schedule(self) -> Schedule:
+        """The base's schedule of :meth:`phases`, whose lazy corrections include, as the official ``training_loop``,
+        a network whose regularisation interval is set but whose term is off (``pl_weight`` 0 with ``pl_every`` > 1:
+        the ``cifar`` preset's G at lr * 4/5; ``r1_gamma`` 0 with ``reg_every`` > 1): the official code keeps the
+        Greg/Dreg phases then, which step nothing but leave the optimizer corrected."""
+        schedule = super().schedule
+        for name, interval, on in (("g", self.pl_every, self.pl_weight > 0),
+                                   ("d", self.d_reg_interval, self.r1_gamma > 0 or self.r2_gamma > 0)):
+            if not on and interval > 1:
+                schedule.lazy_ratios.setdefault(name, lazy_regularization_ratio(interval))
+        return schedule
 
     # ----------------------------------------------------------------------------------------------------------
     # Data and networks

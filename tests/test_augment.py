@@ -221,6 +221,19 @@ def test_diffaugment_translation_shifts_by_whole_pixels_with_zero_fill():
     assert len(shifts) > 10  # the 25 shifts are all drawn
 
 
+def test_diffaugment_rounds_the_sizes_as_the_authors():
+    # The authors' DiffAugment_pytorch.py: shift = int(28 * 1/8 + 0.5) = 4 pixels at 28x28 (MNIST's size), cutout
+    # int(7 * 1/2 + 0.5) = 4 pixels a side at 7x7; flooring gave 3 and 3.
+    torch.manual_seed(0)
+    x = torch.rand(256, 1, 28, 28) + 1
+    y = DiffAugmentModule("translation")(x)
+    zero_rows = (y[:, 0] == 0).all(dim=2).sum(dim=1)  # rows of zero fill: |dy|
+    assert zero_rows.max() == 4
+    small = torch.rand(256, 1, 7, 7) + 1
+    sides = (DiffAugmentModule("cutout")(small)[:, 0] == 0).any(dim=1).sum(dim=1)  # columns hit by the cutout
+    assert sides.max() == 4
+
+
 def test_diffaugment_cutout_zeroes_a_square_of_half_the_side():
     torch.manual_seed(0)
     x = torch.rand(64, 3, 16, 16) + 1
@@ -274,6 +287,20 @@ def test_half_precision_images_keep_their_dtype():
     half = pipe(**PRESETS["bgc"])(x.to(torch.bfloat16))
     assert half.dtype == torch.bfloat16
     torch.testing.assert_close(half.float(), full, rtol=0, atol=0.05)  # computed in float32, rounded once
+
+
+def test_mixed_precision_autocast_does_not_reach_the_pipeline():
+    # Under bf16-mixed/16-mixed the discriminator, and its pre-hook, run inside an autocast, which would compute the
+    # sampling matrices and the resampling convolutions in half precision: grid positions off by pixels at 64x64.
+    x = smooth_images(2, 3, 64)
+    for preset in ("bgc", "bgcfnc"):
+        torch.manual_seed(0)
+        full = pipe(1.0, **PRESETS[preset])(x)
+        torch.manual_seed(0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = pipe(1.0, **PRESETS[preset])(x)
+        assert mixed.dtype == torch.float32
+        torch.testing.assert_close(mixed, full, rtol=0, atol=1e-5)
 
 
 def test_an_image_filter_on_images_too_small_is_refused():

@@ -191,6 +191,32 @@ def test_storage_bytes_holding_a_pickle_are_not_unpickled_freely(persistence, tm
     assert not marker.exists()
 
 
+def test_a_file_cannot_change_the_readers_functions_for_later_files(persistence, tmp_path):
+    # pickle's BUILD on a global sets its attributes: here the defaults of what torch._utils._rebuild_tensor_v2
+    # resolves to, which would make every later file's tensors look like tensors with metadata (refused).
+    hostile = tmp_path / "hostile.pkl"
+    hostile.write_bytes(b"\x80\x03ctorch._utils\n_rebuild_tensor_v2\n"
+                        b"N}X\x0c\x00\x00\x00__defaults__(\x88NX\x04\x00\x00\x00evilts\x86b0}.")
+    with pytest.raises(ConfigurationError, match=f"'{hostile}'"):
+        read_snapshot(hostile)
+    path = tmp_path / "snapshot.pkl"
+    path.write_bytes(pickle.dumps(snapshot(persistence)))
+    assert set(read_snapshot(path)["G"].state_dict) == set(tiny_module().state_dict())
+
+
+def test_a_persistent_object_whose_state_the_file_replaces_gets_one_error(persistence, tmp_path):
+    class Rebuilt(Persistent):
+        def __reduce__(self):  # the official record, then a BUILD that swaps the attribute dict for a list
+            return (*super().__reduce__(), {"state": [1, 2]})
+
+    data = snapshot(persistence)
+    data["G"] = Rebuilt(persistence, tiny_module(), {})
+    path = tmp_path / "rebuilt.pkl"
+    path.write_bytes(pickle.dumps(data))
+    with pytest.raises(ConfigurationError, match=f"'{path}'"):
+        read_snapshot(path)
+
+
 def test_a_truncated_or_foreign_file_gets_one_error_naming_it(persistence, tmp_path):
     whole = pickle.dumps(snapshot(persistence))
     truncated = tmp_path / "truncated.pkl"
@@ -360,6 +386,15 @@ def test_a_conditional_snapshot_takes_class_labels(persistence, tmp_path):
     networks["G_ema"].eval()
     expected = networks["G_ema"](z, c, noise_mode="const").images.clamp(-1, 1)
     assert torch.allclose(torch.load(tmp_path / "c.pt"), expected, atol=1e-6)
+    # A discriminator converted by the official legacy.py from TensorFlow (the published conditional CIFAR-10 file)
+    # maps its label without layers: mapping_kwargs num_layers=0.
+    legacy_d = {**d_kwargs, "mapping_kwargs": {"num_layers": 0, "embed_features": None, "layer_features": None,
+                                               "activation": "lrelu", "lr_multiplier": 0.1}}
+    path, networks = tiny_official_snapshot(persistence, tmp_path / "legacy.pkl", g_kwargs, legacy_d)
+    model = build_stylegan2(path)
+    images = torch.zeros(2, 1, 8, 8)
+    torch.testing.assert_close(model.critic(images, labels=torch.tensor([0, 2])),
+                               networks["D"](images, torch.eye(3)[[0, 2]]).flatten())
 
 
 def test_snapshots_that_do_not_fit_are_refused(persistence, tmp_path, capsys):
@@ -394,6 +429,35 @@ def test_snapshots_that_do_not_fit_are_refused(persistence, tmp_path, capsys):
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and message in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hostile.pkl", "tiny.pkl"]
+
+
+def test_a_stylegan3_or_a_cyclic_snapshot_gets_one_message(persistence, tmp_path, capsys):
+    from gans.convert import main as convert_main
+    from gans.nets.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
+
+    # StyleGAN3's train.py gives its Generator the synthesis arguments at the top level of init_kwargs (and some that
+    # StyleGAN2 has not): a real StyleGAN3 snapshot fails before its weights are compared.
+    stylegan3_g = {**{k: v for k, v in TINY_G.items() if k != "synthesis_kwargs"}, "channel_base": 64,
+                   "channel_max": 16, "magnitude_ema_beta": 0.999}
+    networks = {"G": StyleGAN2Generator(**TINY_G), "D": StyleGAN2Discriminator(**TINY_D),
+                "G_ema": StyleGAN2Generator(**TINY_G)}
+    kwargs = {"G": stylegan3_g, "D": TINY_D, "G_ema": stylegan3_g}
+    classes = {"G": "Generator", "D": "Discriminator", "G_ema": "Generator"}
+    data = {name: Persistent(persistence, network, kwargs[name], class_name=classes[name])
+            for name, network in networks.items()}
+    stylegan3 = tmp_path / "stylegan3.pkl"
+    stylegan3.write_bytes(pickle.dumps({**data, "augment_pipe": None, "training_set_kwargs": None}, protocol=3))
+    # A file whose plain data refers to itself (pickle's memo allows it).
+    loop: list = []
+    loop.append(loop)
+    cyclic = tmp_path / "cyclic.pkl"
+    cyclic.write_bytes(pickle.dumps({**data, "augment_pipe": None, "training_set_kwargs": loop}, protocol=3))
+    for path, message in [(stylegan3, "G's init_kwargs do not build gans.StyleGAN2's Generator"),
+                          (cyclic, "nested too deeply")]:
+        with pytest.raises(SystemExit) as exit_info:
+            convert_main(["--pkl", str(path), "--out", str(tmp_path / "x.ckpt")])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err and str(path) in err and "Traceback" not in err
 
 
 @shared_snapshot

@@ -141,6 +141,28 @@ def test_without_lazy_intervals_the_terms_join_the_main_phases(synthetic_mnist, 
     assert [p.name for p in tiny(pl_weight=0.0, r1_gamma=0.0).schedule.phases] == ["G", "D"]
 
 
+def test_an_interval_whose_term_is_off_still_corrects_the_optimizer(synthetic_mnist, tmp_path):
+    """The official training_loop corrects a network's Adam by c/(c+1) for G_reg_interval 4 and D_reg_interval 16
+    whether or not path length or R1 is on: its cifar preset (pl_weight 0) trains G at lr 0.0025 * 4/5, betas 0.99 **
+    (4/5). pl_every=1 (the official G_reg_interval None) corrects nothing."""
+    L.seed_everything(0, verbose=False)
+    model = tiny(pl_weight=0.0, r1_gamma=0.0)
+    trainer = quiet_trainer(tmp_path, max_steps=1)
+    trainer.fit(model, tiny_datamodule(synthetic_mnist))
+    g_opt, d_opt = (opt.param_groups[0] for opt in trainer.optimizers)
+    assert g_opt["lr"] == pytest.approx(0.0025 * 4 / 5) and g_opt["betas"] == pytest.approx((0.0, 0.99 ** (4 / 5)))
+    assert d_opt["lr"] == pytest.approx(0.0025 * 16 / 17) and d_opt["betas"] == pytest.approx((0.0, 0.99 ** (16 / 17)))
+    assert [p.name for p in model.schedule.phases] == ["G", "D"]  # nothing more runs
+    unlazy = tiny(pl_weight=0.0, pl_every=1, r1_gamma=0.0, reg_every=1)
+    assert unlazy.schedule.lazy_ratios == {}
+
+
+def test_r2_alone_is_lazy_with_reg_every():
+    model = tiny(r1_gamma=0.0, r2_gamma=1.0, reg_every=4)
+    assert [p.name for p in model.schedule.phases] == ["G", "G_reg", "D", "D_reg"]
+    assert model.schedule.lazy_ratios["d"] == pytest.approx(4 / 5)
+
+
 def test_pl_mean_moves_by_the_decay_and_is_checkpointed(tmp_path):
     torch.manual_seed(0)
     model = tiny()

@@ -72,6 +72,25 @@ def test_discriminator_mapping_has_no_latent_and_no_mean():
         mapping(None, torch.eye(3), truncation_psi=0.5)
 
 
+def test_a_mapping_without_layers_as_the_published_conditional_discriminators():
+    # The official legacy.py gives a converted TensorFlow discriminator (the published class-conditional CIFAR-10
+    # pickle) mapping_kwargs num_layers=0: its label mapping is the normalised embedding alone. The official
+    # MappingNetwork accepts it: m = MappingNetwork(z_dim=0, c_dim=3, w_dim=8, num_ws=None, num_layers=0,
+    # w_avg_beta=None) has embed.weight/embed.bias only and returns normalize_2nd_moment(embed(c)).
+    mapping = MappingNetwork(z_dim=0, c_dim=3, w_dim=8, num_ws=None, num_layers=0, w_avg_beta=None)
+    assert list(mapping.state_dict()) == ["embed.weight", "embed.bias"]
+    c = torch.eye(3)[:2]
+    torch.testing.assert_close(mapping(None, c), normalize_2nd_moment(mapping.embed(c)))
+    discriminator = StyleGAN2Discriminator(c_dim=3, img_resolution=8, img_channels=3, channel_base=64, channel_max=16,
+                                           mapping_kwargs={"num_layers": 0, "lr_multiplier": 0.1})
+    assert discriminator(torch.randn(2, 3, 8, 8), c).shape == (2, 1)
+    # Without a layer the output is the input: its size must be w_dim's.
+    with pytest.raises(ConfigurationError, match="num_layers=0"):
+        MappingNetwork(z_dim=0, c_dim=3, w_dim=8, num_ws=None, num_layers=0, embed_features=4)
+    with pytest.raises(ConfigurationError, match="num_layers=-1"):
+        MappingNetwork(z_dim=4, c_dim=0, w_dim=8, num_ws=2, num_layers=-1)
+
+
 def test_truncation_psi_0_gives_the_mean_and_psi_1_leaves_ws():
     torch.manual_seed(0)
     ws, w_avg = torch.randn(4, 6, 8), torch.randn(8)

@@ -75,7 +75,9 @@ class MappingNetwork(nn.Module):
         c_dim: size of the label c; 0 for none.
         w_dim: size of w.
         num_ws: the number of per-layer copies of w to output, ``None`` to return [N, w_dim].
-        num_layers: fully connected layers (8 in both papers; the official ``cifar`` preset uses 2).
+        num_layers: fully connected layers (8 in both papers; the official ``cifar`` preset uses 2); 0 (the official
+            legacy.py's converted conditional discriminators) outputs the normalised inputs, whose size must be
+            ``w_dim``.
         embed_features: size of the embedded label, ``None`` for ``w_dim``.
         layer_features: size of the hidden layers, ``None`` for ``w_dim``.
         activation: the hidden layers' activation (a name of :data:`gans.nets.equalized.ACTIVATIONS`).
@@ -83,7 +85,8 @@ class MappingNetwork(nn.Module):
         w_avg_beta: decay of the running mean of w (``w_avg``), ``None`` to track none.
 
     Raises:
-        ConfigurationError: neither z nor c (``z_dim`` and ``c_dim`` both 0) or ``num_layers`` below 1.
+        ConfigurationError: neither z nor c (``z_dim`` and ``c_dim`` both 0), ``num_layers`` below 0, or 0 with
+            inputs of another size than ``w_dim``.
     """
 
     def __init__(
@@ -102,13 +105,18 @@ class MappingNetwork(nn.Module):
         super().__init__()
         if z_dim == 0 and c_dim == 0:
             raise ConfigurationError("z_dim=0 with c_dim=0: the mapping network needs a latent or a label")
-        if num_layers < 1:
-            raise ConfigurationError(f"num_layers={num_layers} is invalid; expected an integer >= 1")
+        if num_layers < 0:
+            raise ConfigurationError(f"num_layers={num_layers} is invalid; expected an integer >= 0")
         self.z_dim, self.c_dim, self.w_dim, self.num_ws = z_dim, c_dim, w_dim, num_ws
         self.num_layers, self.w_avg_beta = num_layers, w_avg_beta
         embed_features = 0 if c_dim == 0 else w_dim if embed_features is None else embed_features
         layer_features = w_dim if layer_features is None else layer_features
         features = [z_dim + embed_features] + [layer_features] * (num_layers - 1) + [w_dim]
+        # No layer (the official legacy.py's converted conditional discriminators): the normalised inputs are w.
+        if num_layers == 0 and features[0] != w_dim:
+            raise ConfigurationError(
+                f"num_layers=0 makes the {features[0]} normalised input features w, which has w_dim={w_dim}"
+            )
         if c_dim > 0:
             self.embed = EqualizedLinear(c_dim, embed_features)
         for idx in range(num_layers):
