@@ -339,7 +339,7 @@ class GANMetrics(L.Callback):
         size = (getattr(trainer.datamodule, "image_shape", None) or (None,))[-1]
         features, logits = [], []
         for chunk in split_inputs({name: value.cpu()[rank::world] for name, value in inputs.items()}, self.batch_size):
-            images = module.sample(**chunk, ema=self.ema)
+            images = module.sample(**chunk, ema=self.ema, **module.metric_sample_options())
             if size is not None and images.dim() == 4 and images.shape[-1] < size:
                 images = F.interpolate(images, scale_factor=size // images.shape[-1], mode="nearest")
             f, lg = self._extract(images)

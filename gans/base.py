@@ -383,6 +383,12 @@ class GAN(L.LightningModule):
         conditional variant adds labels, a translation variant source images."""
         return {"z": self.sample_z(n, generator)}
 
+    def metric_sample_options(self) -> dict[str, Any]:
+        """Keyword options of ``sample`` for the samples the metrics score (besides ``sample_inputs``): none here; a
+        variant whose sampling defaults suit pictures rather than the distribution changes them (a style-based GAN
+        samples with random noise, as the official metrics)."""
+        return {}
+
     def sample_grid(self, inputs: dict[str, Tensor], images: Tensor, nrow: int) -> tuple[Tensor, int]:
         """What a sample grid shows of ``images``, the samples of ``inputs``, and how many per row: the samples
         themselves here; a translation variant shows rows of input | output | target."""

@@ -89,6 +89,12 @@ class StyleBased:
         finally:
             self._sampling = None
 
+    def metric_sample_options(self) -> dict[str, Any]:
+        """Random noise for the metrics' samples: the official metrics (``metrics/metric_utils.py``) run G with its
+        default ``noise_mode="random"``, the distribution it was trained for; ``sample``'s default, ``"const"``, is
+        ``generate.py``'s, for pictures that a latent always gives alike."""
+        return {"noise_mode": "random"}
+
     def run_generator(self, z: Tensor, c: Tensor | None = None) -> GeneratorOutput:
         """The training generator on latents, as the official ``run_G``: the mapping (which moves ``w_avg``), then,
         with ``style_mixing_prob``, the layers from a random crossover on taken from a second latent's ws (whose

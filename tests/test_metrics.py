@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from conftest import TINY, quiet_trainer, tiny_datamodule, write_idx_dataset
+from conftest import TINY, quiet_trainer, tiny_datamodule, tiny_kwargs, write_idx_dataset
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from testdoubles import TinyFeatures
@@ -26,7 +26,7 @@ from callbacks.metrics import (
     to_uint8_rgb,
 )
 from datamodules.mnist import MNISTImages
-from gans import DCGAN
+from gans import DCGAN, StyleGAN2
 
 TINY_METRICS = {
     "num_samples": 24, "kid_subset_size": 8, "kid_subsets": 5, "is_splits": 2, "batch_size": 10,
@@ -161,6 +161,21 @@ def test_validate_computes_the_metrics(synthetic_mnist, tmp_path):
     trainer.validate(model, tiny_datamodule(synthetic_mnist))
     assert {"metrics/fid", "metrics/kid_mean", "metrics/is_mean"} <= set(trainer.callback_metrics)
     assert metric.last["fid"] == pytest.approx(expected_values(model, synthetic_mnist, metric)["fid"], rel=1e-6)
+
+
+@pytest.mark.parametrize("cls,options", [(DCGAN, {}), (StyleGAN2, {"noise_mode": "random"})])
+def test_style_based_generators_are_scored_with_random_noise(cls, options, synthetic_mnist, tmp_path):
+    # The official metrics run G with random noise (its training distribution); sample()'s default is generate.py's
+    # constant noise, for pictures.
+    model = cls(**tiny_kwargs(cls))
+    calls = []
+    sample = model.sample
+    model.sample = lambda *args, **kwargs: calls.append(kwargs) or sample(*args, **kwargs)
+    metric = GANMetrics(every_n_steps=0, cache_dir=str(tmp_path / "cache"), **TINY_METRICS)
+    quiet_trainer(tmp_path, callbacks=[metric], limit_val_batches=1).validate(model, tiny_datamodule(synthetic_mnist))
+    scored = [kwargs for kwargs in calls if "z" in kwargs]  # the metric's (validation draws its own grid too)
+    assert scored and all({k: v for k, v in kwargs.items() if k == "noise_mode"} == options for kwargs in scored)
+    assert math.isfinite(metric.last["fid"])
 
 
 def test_real_statistics_are_cached_and_invalidated(synthetic_mnist, tmp_path, monkeypatch):
