@@ -70,7 +70,7 @@ class GAN(L.LightningModule):
     - ``critic(x, **cond)``: the discriminator's scores, [N / pack], of samples or of a ``GeneratorOutput``;
     - the phases' losses (``d_loss``, ``d_reg_loss``, ``g_loss``): dicts of named terms, each logged under ``train/``;
     - ``evaluation_terms(real, **cond)``: what validation and test log;
-    - ``sample_inputs`` / ``sample_conditions``: what the callbacks show and measure.
+    - ``sample_inputs`` / ``sample_conditions`` / ``metric_sample_options``: what the callbacks show and measure.
 
     Args:
         latent_dim: size of the latent vector z ~ N(0, I); 0 for a model without z (translation).
