@@ -97,7 +97,8 @@ class GAN(L.LightningModule):
         nonfinite: what a non-finite loss term or gradient does (``gans.guard.StepGuard``): ``"stop"`` raises
             ``FloatingPointError`` naming it before the step is applied; ``"skip"`` drops that optimizer step, counts
             it in ``train/skipped_steps`` and goes on (a skipped generator step is no iteration). Under DDP all
-            processes decide together; under fp16 the GradScaler's own skips are counted.
+            processes decide together; under fp16 the GradScaler's own skips are counted. ``"sanitize"`` checks
+            nothing and applies the step with NaN gradients set to 0 and +-inf to +-1e5 (StyleGAN2-ADA's way).
         skip_limit: with ``nonfinite="skip"``, one network's steps skipped in a row after which training stops; 0
             never stops.
         clip_grad_norm: the largest L2 norm of each optimizer step's gradient, applied after the all-reduce and the
@@ -135,7 +136,7 @@ class GAN(L.LightningModule):
         d_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: Literal["step", "epoch"] = "step",
         scheduler_monitor: str | None = None,
-        nonfinite: Literal["stop", "skip"] = "stop",
+        nonfinite: Literal["stop", "skip", "sanitize"] = "stop",
         skip_limit: int = 100,
         clip_grad_norm: float | None = None,
         channels_last: bool = False,
@@ -513,6 +514,7 @@ class GAN(L.LightningModule):
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
         # The precision plugin calls this inside the step: after gan_ddp's all-reduce and the GradScaler's unscale_,
         # before the optimizer runs (Lightning's Trainer(gradient_clip_val) does not apply to manual optimisation).
+        self.guard.sanitize(optimizer)
         norm = self.guard.clip(self.trainer, optimizer)
         if norm is not None:  # train/g_grad_norm, train/d_grad_norm; a lazy phase's under its own name (d_reg)
             phase = self._phase

@@ -3,7 +3,9 @@
 A GAN that diverges does so in one step: a loss or a gradient becomes inf or NaN, the optimizer writes it into the
 weights, and every later step and checkpoint is garbage. The guard checks each step's loss terms and gradients
 before the step is applied, with one device sync, and either stops the run (the checkpoints keep the last good
-state) or skips that step. Under DDP every process takes the same decision; under fp16 mixed precision the
+state) or skips that step. Or, as NVIDIA's StyleGAN2-ADA code does before every step (``training_loop.py``), it checks
+nothing and sanitises the final gradients: NaN becomes 0 and +-inf +-1e5, so an overflow in a float16 layer costs one
+poor step instead of the run. Under DDP every process takes the same decision; under fp16 mixed precision the
 GradScaler owns overflow (it must skip steps while it calibrates its scale), so such steps are only counted.
 """
 
@@ -29,12 +31,20 @@ def grad_scaler(trainer: L.Trainer | None) -> torch.amp.GradScaler | None:
     return getattr(trainer.precision_plugin, "scaler", None) if trainer is not None else None
 
 
+#: The values of ``nonfinite`` (see :class:`StepGuard`).
+NONFINITE_MODES = ("stop", "skip", "sanitize")
+#: What ``nonfinite="sanitize"`` writes for NaN and +-inf gradients (stylegan2-ada-pytorch, ``training_loop.py``).
+SANITIZED_NAN, SANITIZED_INF = 0.0, 1e5
+
+
 class StepGuard:
     """Checks and clips the optimizer steps of a GAN.
 
     Args:
         nonfinite: ``"stop"`` raises ``FloatingPointError`` naming the loss term or parameter, the network and the
-            iteration before the step is applied; ``"skip"`` drops that step, counts it and goes on.
+            iteration before the step is applied; ``"skip"`` drops that step, counts it and goes on; ``"sanitize"``
+            checks nothing (no sync) and replaces, in the gradients about to be applied, NaN by 0 and +-inf by
+            +-1e5 (:meth:`sanitize`, the official StyleGAN2-ADA behaviour).
         skip_limit: steps of one network skipped in a row after which training stops anyway; 0 never stops.
         clip_grad_norm: the largest L2 norm of one step's gradient (all parameters of the optimizer together), or
             ``None`` for no clipping.
@@ -44,8 +54,8 @@ class StepGuard:
     """
 
     def __init__(self, nonfinite: str = "stop", skip_limit: int = 100, clip_grad_norm: float | None = None) -> None:
-        if nonfinite not in ("stop", "skip"):
-            raise ConfigurationError(f"nonfinite={nonfinite!r}; expected 'stop' or 'skip'")
+        if nonfinite not in NONFINITE_MODES:
+            raise ConfigurationError(f"nonfinite={nonfinite!r}; expected one of {', '.join(map(repr, NONFINITE_MODES))}")
         if skip_limit < 0:
             raise ConfigurationError(f"skip_limit={skip_limit} must be >= 0 (0: never stop for skipped steps)")
         if clip_grad_norm is not None and not clip_grad_norm > 0:
@@ -80,6 +90,8 @@ class StepGuard:
         Raises:
             FloatingPointError: with ``nonfinite="stop"``, or after ``skip_limit`` skipped steps in a row.
         """
+        if self.nonfinite == "sanitize":  # the gradients are made finite where they are final (sanitize)
+            return True
         params = params_with_grad(optimizer)
         flags = [torch.stack([t.detach().float() for t in terms.values()]).isfinite().all()]
         # Under fp16 mixed precision the GradScaler owns overflow: while it calibrates, scaled gradients (and input
@@ -123,6 +135,15 @@ class StepGuard:
             f"{what}. Training stopped before this step was applied: the last checkpoint holds the last good state. "
             "Lower the learning rates, check the data, or pass --model.init_args.nonfinite=skip to skip such steps."
         )
+
+    def sanitize(self, optimizer: Optimizer) -> None:
+        """With ``nonfinite="sanitize"``, replaces NaN by 0 and +-inf by +-1e5 in the gradients of ``optimizer``'s
+        parameters, in place; otherwise does nothing. Call it where the gradients are final (after the all-reduce of
+        the processes, so that every process writes the same values, and the GradScaler's unscaling, whose overflow
+        check has then already seen them)."""
+        if self.nonfinite == "sanitize":
+            for param in params_with_grad(optimizer):
+                torch.nan_to_num_(param.grad, nan=SANITIZED_NAN, posinf=SANITIZED_INF, neginf=-SANITIZED_INF)
 
     def clip(self, trainer: L.Trainer, optimizer: Optimizer) -> Tensor | None:
         """Clips the gradient of ``optimizer``'s parameters to ``clip_grad_norm``; returns the norm before clipping,

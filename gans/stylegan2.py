@@ -20,7 +20,7 @@ The official configurations (``train.py``'s ``--cfg``) are :data:`PRESETS` and :
 """
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -131,6 +131,9 @@ class StyleGAN2(StyleBased, GAN):
         g_optimizer: generator optimizer (mapping and synthesis; the mapping's 0.01 learning-rate multiplier is in
             its layers).
         d_optimizer: discriminator optimizer.
+        nonfinite: ``"sanitize"`` (the official training loop's way: NaN gradients set to 0 and +-inf to +-1e5 before
+            every step, which lets the float16 layers overflow now and then without ending the run), or the base's
+            ``"stop"`` / ``"skip"``.
         **kwargs: the rest of :class:`gans.base.GAN`'s arguments (``loss``, ``nonfinite``, ``compile``, ...).
 
     Raises:
@@ -155,6 +158,7 @@ class StyleGAN2(StyleBased, GAN):
         style_mixing_prob: float = 0.9,
         g_optimizer: OptimizerCallable = STYLEGAN2_ADAM,
         d_optimizer: OptimizerCallable = STYLEGAN2_ADAM,
+        nonfinite: Literal["stop", "skip", "sanitize"] = "sanitize",
         **kwargs: Any,
     ) -> None:
         for name, value, low in (("num_classes", num_classes, 0), ("pl_every", pl_every, 1),
@@ -170,7 +174,7 @@ class StyleGAN2(StyleBased, GAN):
         # hyperparameters keep the value given here.
         penalized = r1_gamma or kwargs.get("r2_gamma", 0.0)
         super().__init__(latent_dim=latent_dim, r1_gamma=r1_gamma, reg_every=reg_every if penalized else 1,
-                         g_optimizer=g_optimizer, d_optimizer=d_optimizer, **kwargs)
+                         g_optimizer=g_optimizer, d_optimizer=d_optimizer, nonfinite=nonfinite, **kwargs)
         if num_classes and self.pack > 1:
             raise ConfigurationError(f"pack={self.pack}: a class-conditional StyleGAN2 scores each image with its label")
         self.w_dim, self.channels, self.image_size, self.num_classes = w_dim, channels, image_size, num_classes

@@ -72,6 +72,54 @@ def test_skip_drops_the_step_counts_it_and_goes_on(tmp_path):
     assert [float(r.split(",")[column]) for r in rows[1:] if r.split(",")[column]] == [0.0, 1.0, 1.0, 1.0]
 
 
+class PoisonGradientEntries(L.Callback):
+    """From iteration ``at`` on, three entries of the generator's first weight's gradient become NaN, +inf and -inf
+    (the losses stay finite); records that gradient as the generator's optimizer step receives it."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.applied = at, []
+
+    def on_train_start(self, trainer, module):
+        self.weight = next(module.generator.parameters())
+
+        def poison(grad):
+            if trainer.global_step < self.at:
+                return grad
+            grad = grad.clone()
+            grad.view(-1)[:3] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+            return grad
+
+        self.weight.register_hook(poison)
+        generator_optimizer = next(opt for opt in trainer.optimizers
+                                   if any(p is self.weight for group in opt.param_groups for p in group["params"]))
+        # The gradient the step used (torch's step calls Lightning's closure and hooks inside it, so only after the
+        # step is it final).
+        generator_optimizer.register_step_post_hook(
+            lambda optimizer, args, kwargs: self.applied.append(self.weight.grad.detach().clone()))
+
+
+def test_sanitize_applies_the_step_with_nan_as_0_and_inf_as_1e5(tmp_path):
+    # StyleGAN2-ADA's training loop: nan_to_num(grad, nan=0, posinf=1e5, neginf=-1e5) before every step.
+    model = DCGAN(**TINY, nonfinite="sanitize")
+    poison = PoisonGradientEntries(at=1)
+    trainer = quiet_trainer(tmp_path, max_steps=3, callbacks=[poison])
+    trainer.fit(model, poisoned_loader(slice(0, 0)))
+    assert trainer.global_step == 3 and model.skipped_steps == 0
+    assert torch.isfinite(parameters(model)).all()
+    sanitized = [g.view(-1)[:3].tolist() for g in poison.applied[1:]]
+    assert sanitized == [[0.0, 1e5, -1e5]] * 2  # iterations 1 and 2, applied (the weights moved, finite)
+    assert torch.isfinite(poison.applied[0]).all()
+
+
+def test_stylegan2_sanitizes_by_default_as_the_official_loop():
+    from conftest import tiny_kwargs
+
+    from gans import StyleGAN2
+
+    assert StyleGAN2(**tiny_kwargs(StyleGAN2)).guard.nonfinite == "sanitize"
+    assert StyleGAN2(**tiny_kwargs(StyleGAN2), nonfinite="stop").guard.nonfinite == "stop"
+
+
 def test_skip_limit_stops_a_run_that_only_skips(tmp_path):
     model = DCGAN(**TINY, nonfinite="skip", skip_limit=3)
     trainer = quiet_trainer(tmp_path, max_steps=10)
