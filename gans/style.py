@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from gans.errors import ConfigurationError
 from gans.nets.style import mix_styles
-from gans.nets.stylegan2 import NOISE_MODES
+from gans.nets.stylegan2 import check_noise_mode
 from gans.outputs import GeneratorOutput
 
 NoiseMode = Literal["const", "random", "none"]
@@ -78,8 +78,7 @@ class StyleBased:
         Raises:
             ConfigurationError: an unknown ``noise_mode`` or a negative ``truncation_cutoff``.
         """
-        if noise_mode not in NOISE_MODES:
-            raise ConfigurationError(f"noise_mode={noise_mode!r} is not one of {', '.join(NOISE_MODES)}")
+        check_noise_mode(noise_mode)
         if truncation_cutoff is not None and truncation_cutoff < 0:
             raise ConfigurationError(f"truncation_cutoff={truncation_cutoff} must be >= 0 (a number of layers)")
         self._sampling = {"truncation_psi": truncation_psi, "truncation_cutoff": truncation_cutoff,

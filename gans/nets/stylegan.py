@@ -23,12 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gans.errors import ConfigurationError
 from gans.nets.equalized import EqualizedConv2d, EqualizedLinear, upsample
 from gans.nets.progan import Growing, ProGANDiscriminator, progan_channels
 from gans.nets.resample import setup_filter, upfirdn2d
 from gans.nets.style import MappingNetwork
-from gans.nets.stylegan2 import NOISE_MODES
+from gans.nets.stylegan2 import check_noise_mode
 from gans.outputs import GeneratorOutput
 
 NoiseMode = Literal["random", "const", "none"]
@@ -156,7 +155,7 @@ class NoiseInput(nn.Module):
         elif noise_mode == "const":
             noise = self.noise_const.to(x.dtype)
         else:
-            raise ConfigurationError(f"noise_mode={noise_mode!r} is not one of {list(NOISE_MODES)}")
+            check_noise_mode(noise_mode)  # raises
         return x + noise * self.weight.view(1, -1, 1, 1)
 
 

@@ -34,6 +34,12 @@ ARCHITECTURES = ("orig", "skip", "resnet")
 NOISE_MODES = ("const", "random", "none")
 
 
+def check_noise_mode(noise_mode: str) -> None:
+    """Raises ``ConfigurationError`` naming ``noise_mode`` unless it is one of :data:`NOISE_MODES`."""
+    if noise_mode not in NOISE_MODES:
+        raise ConfigurationError(f"noise_mode={noise_mode!r} is not one of {', '.join(NOISE_MODES)}")
+
+
 def check_architecture(architecture: str) -> None:
     """Refuses an architecture the official networks do not have.
 
@@ -414,8 +420,7 @@ class SynthesisNetwork(nn.Module):
         Raises:
             ConfigurationError: an unknown ``noise_mode``.
         """
-        if noise_mode not in NOISE_MODES:
-            raise ConfigurationError(f"noise_mode={noise_mode!r} is not one of {list(NOISE_MODES)}")
+        check_noise_mode(noise_mode)
         ws = ws.to(torch.float32)
         x = img = None
         w_idx = 0
