@@ -514,8 +514,7 @@ class GAN(L.LightningModule):
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
         # The precision plugin calls this inside the step: after gan_ddp's all-reduce and the GradScaler's unscale_,
         # before the optimizer runs (Lightning's Trainer(gradient_clip_val) does not apply to manual optimisation).
-        self.guard.sanitize(optimizer)
-        norm = self.guard.clip(self.trainer, optimizer)
+        norm = self.guard.finalize(self.trainer, optimizer)
         if norm is not None:  # train/g_grad_norm, train/d_grad_norm; a lazy phase's under its own name (d_reg)
             phase = self._phase
             self.log(f"train/{phase.name.lower() if phase.lazy else phase.optimizer}_grad_norm", norm)

@@ -44,7 +44,7 @@ class StepGuard:
         nonfinite: ``"stop"`` raises ``FloatingPointError`` naming the loss term or parameter, the network and the
             iteration before the step is applied; ``"skip"`` drops that step, counts it and goes on; ``"sanitize"``
             checks nothing (no sync) and replaces, in the gradients about to be applied, NaN by 0 and +-inf by
-            +-1e5 (:meth:`sanitize`, the official StyleGAN2-ADA behaviour).
+            +-1e5 (:meth:`finalize`, the official StyleGAN2-ADA behaviour).
         skip_limit: steps of one network skipped in a row after which training stops anyway; 0 never stops.
         clip_grad_norm: the largest L2 norm of one step's gradient (all parameters of the optimizer together), or
             ``None`` for no clipping.
@@ -136,26 +136,27 @@ class StepGuard:
             "Lower the learning rates, check the data, or pass --model.init_args.nonfinite=skip to skip such steps."
         )
 
-    def sanitize(self, optimizer: Optimizer) -> None:
-        """With ``nonfinite="sanitize"``, replaces NaN by 0 and +-inf by +-1e5 in the gradients of ``optimizer``'s
-        parameters, in place; otherwise does nothing. Call it where the gradients are final (after the all-reduce of
-        the processes, so that every process writes the same values, and the GradScaler's unscaling, whose overflow
-        check has then already seen them)."""
-        if self.nonfinite == "sanitize":
-            for param in params_with_grad(optimizer):
-                torch.nan_to_num_(param.grad, nan=SANITIZED_NAN, posinf=SANITIZED_INF, neginf=-SANITIZED_INF)
+    def finalize(self, trainer: L.Trainer, optimizer: Optimizer) -> Tensor | None:
+        """Sanitizes (``nonfinite="sanitize"``) and clips (``clip_grad_norm``) the gradients of ``optimizer``'s
+        parameters; returns the norm before clipping, or ``None`` without clipping. Call it where the gradients are
+        final: after the all-reduce of the processes (so that every process writes the same values) and the
+        GradScaler's unscaling (``LightningModule.on_before_optimizer_step``).
 
-    def clip(self, trainer: L.Trainer, optimizer: Optimizer) -> Tensor | None:
-        """Clips the gradient of ``optimizer``'s parameters to ``clip_grad_norm``; returns the norm before clipping,
-        or ``None`` without clipping. Call it where the gradients are final: after the all-reduce of the processes and
-        the GradScaler's unscaling (``LightningModule.on_before_optimizer_step``)."""
-        if self.clip_grad_norm is None:
+        Under fp16 the GradScaler must see the gradients before they are sanitized: its overflow check skips the step
+        and lowers the scale, which a sanitized overflow would hide (the scale would stay too high and every step
+        apply the sanitized values). Lightning unscales before this hook, except for a fused optimizer, which it
+        leaves to unscale in its step; such an optimizer is unscaled here first, and ``GradScaler.step`` then tells
+        it that its gradients are unscaled and whether they overflowed."""
+        if self.nonfinite != "sanitize" and self.clip_grad_norm is None:
             return None
         scaler = grad_scaler(trainer)
         if scaler is not None and optimizer.defaults.get("fused"):
-            # Lightning leaves a fused optimizer's gradients scaled, for its step to unscale (fused kernels unscale
-            # themselves); clipping needs them unscaled first, and GradScaler.step then tells the optimizer they are.
             scaler.unscale_(optimizer)
+        if self.nonfinite == "sanitize":
+            for param in params_with_grad(optimizer):
+                torch.nan_to_num_(param.grad, nan=SANITIZED_NAN, posinf=SANITIZED_INF, neginf=-SANITIZED_INF)
+        if self.clip_grad_norm is None:
+            return None
         return torch.nn.utils.clip_grad_norm_(params_with_grad(optimizer), self.clip_grad_norm)
 
     def state_dict(self) -> dict[str, Any]:

@@ -111,6 +111,30 @@ def test_sanitize_applies_the_step_with_nan_as_0_and_inf_as_1e5(tmp_path):
     assert torch.isfinite(poison.applied[0]).all()
 
 
+@pytest.mark.parametrize("fused", [True, False])
+def test_sanitize_under_fp16_leaves_overflow_to_the_grad_scaler(fused, tmp_path):
+    # The GradScaler must see an overflow to skip the step and lower its scale. Lightning leaves a fused optimizer's
+    # gradients scaled until its step: sanitized before the scaler's check, the overflow was hidden, the scale stayed
+    # at 65536 and the sanitized gradients (1e5 / 65536) were applied.
+    from lightning.pytorch.plugins import MixedPrecision
+
+    adam = {"class_path": "torch.optim.Adam", "init_args": {"lr": 2e-4, "betas": (0.5, 0.999), "fused": fused}}
+    model = DCGAN(**TINY, nonfinite="sanitize", g_optimizer=adam, d_optimizer=adam)
+    poison = PoisonGradientEntries(at=1)
+    weights = []
+
+    class Weights(L.Callback):
+        def on_train_batch_end(self, trainer, module, *args):
+            weights.append(parameters(module.generator))
+
+    plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**16))
+    trainer = quiet_trainer(tmp_path, max_steps=3, callbacks=[poison, Weights()], plugins=[plugin])
+    trainer.fit(model, poisoned_loader(slice(0, 0)))
+    assert plugin.scaler.get_scale() < 2.0**16  # the overflowing steps lowered the scale
+    assert len(weights) >= 3 and torch.equal(weights[0], weights[-1])  # and were skipped: G is as after iteration 0
+    assert torch.isfinite(weights[-1]).all()
+
+
 def test_stylegan2_sanitizes_by_default_as_the_official_loop():
     from conftest import tiny_kwargs
 
