@@ -195,7 +195,8 @@ class GANMetrics(L.Callback):
 
     Each process generates every ``world_size``-th of the ``num_samples`` images from one fixed, seeded set of
     latents and every process takes part in gathering the features, so the value does not depend on the number of
-    GPUs. Real-data features are computed once per data set, sample count and extractor, cached under
+    GPUs (a style-based GAN's random noise, drawn by each process from the seed and its rank, is the same again for
+    the same number of processes on the same kind of device: an evaluation is repeatable). Real-data features are computed once per data set, sample count and extractor, cached under
     ``cache_dir`` and reused by later evaluations and runs; a data module with a ``fingerprint()`` method (the
     library's do) invalidates the cache when its files change. The extractor is kept outside the LightningModule,
     so it is never saved in checkpoints.
@@ -338,13 +339,19 @@ class GANMetrics(L.Callback):
         # upscaled by pixel repetition to the data's size, as the official ProGAN code's outputs always are.
         size = (getattr(trainer.datamodule, "image_shape", None) or (None,))[-1]
         features, logits = [], []
-        for chunk in split_inputs({name: value.cpu()[rank::world] for name, value in inputs.items()}, self.batch_size):
-            images = module.sample(**chunk, ema=self.ema, **module.metric_sample_options())
-            if size is not None and images.dim() == 4 and images.shape[-1] < size:
-                images = F.interpolate(images, scale_factor=size // images.shape[-1], mode="nearest")
-            f, lg = self._extract(images)
-            features.append(f)
-            logits.append(lg)
+        # What the generator draws itself (a style-based GAN's random noise) comes from the seed too, on a forked
+        # generator: an evaluation is repeatable and leaves the training's random stream as it was.
+        device = module.device
+        with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device], device_type=device.type):
+            torch.manual_seed(self.seed + rank)
+            chunks = split_inputs({name: value.cpu()[rank::world] for name, value in inputs.items()}, self.batch_size)
+            for chunk in chunks:
+                images = module.sample(**chunk, ema=self.ema, **module.metric_sample_options())
+                if size is not None and images.dim() == 4 and images.shape[-1] < size:
+                    images = F.interpolate(images, scale_factor=size // images.shape[-1], mode="nearest")
+                f, lg = self._extract(images)
+                features.append(f)
+                logits.append(lg)
         fake = _gather_strided(trainer, torch.cat(features), self.num_samples)  # [num_samples, d]
         out: dict[str, float] = {}
         if "fid" in self.metrics:

@@ -178,6 +178,20 @@ def test_style_based_generators_are_scored_with_random_noise(cls, options, synth
     assert math.isfinite(metric.last["fid"])
 
 
+def test_an_evaluation_with_random_noise_is_repeatable_and_leaves_the_random_stream(synthetic_mnist, tmp_path):
+    # The metrics' random noise came from the training's global generator: the same model scored differently at each
+    # evaluation, and an evaluation moved the training's random stream.
+    model = StyleGAN2(**tiny_kwargs(StyleGAN2))
+    metric = GANMetrics(every_n_steps=0, cache_dir=str(tmp_path / "cache"), **TINY_METRICS)
+    trainer = quiet_trainer(tmp_path, callbacks=[metric], limit_val_batches=1)
+    trainer.validate(model, tiny_datamodule(synthetic_mnist))
+    state = torch.get_rng_state()
+    again = metric.evaluate(trainer, model)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.rand(7)  # another position of the global stream
+    assert metric.evaluate(trainer, model) == again
+
+
 def test_real_statistics_are_cached_and_invalidated(synthetic_mnist, tmp_path, monkeypatch):
     reads = []
     original = MNISTImages.__getitem__
