@@ -26,7 +26,8 @@ class InitFrom(L.Callback):
     e.g. StyleGAN2's ``w_avg`` and ``pl_mean``) is matched by name to ``path``'s; a module with an EMA generator
     (``callbacks.GeneratorEMA``) takes the source's EMA generator, or its generator when the source has none. The
     optimizer state, ``images_seen`` and the callbacks' state (ADA's p, the growth stage) start fresh, as in the
-    official ``--resume``. Every process reads the file, so all start from the same weights.
+    official ``--resume``; a growing network (ProGAN, StyleGAN) keeps the resolution it runs at, whatever the order
+    of this callback and ``ProgressiveGrowing``. Every process reads the file, so all start from the same weights.
 
     From a config:
 
@@ -73,7 +74,13 @@ class InitFrom(L.Callback):
         if not any(name.startswith(EMA) for name in source):  # the EMA starts as the generator, as attach_ema does
             source.update({EMA + name[len("generator."):]: tensor for name, tensor in source.items()
                            if name.startswith("generator.")})
-        target = pl_module.state_dict()
+        # A growing network's growth state (the resolution it runs at) is the run's, set by ProgressiveGrowing from
+        # its own schedule, which may have run before this callback: the source's (fully grown) is not copied.
+        from gans.nets.progan import Growing
+
+        growth = {f"{prefix}.{buffer}" if prefix else buffer for prefix, network in pl_module.named_modules()
+                  if isinstance(network, Growing) for buffer in ("level_state", "alpha_state")}
+        target = {name: tensor for name, tensor in pl_module.state_dict().items() if name not in growth}
         missing = [name for name in target if name not in source]
         if missing and self.strict:
             raise ConfigurationError(

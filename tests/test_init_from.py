@@ -135,3 +135,29 @@ def test_an_official_snapshot_initialises_g_d_and_g_ema():
         assert torch.equal(model.state_dict()[name], tensor), name
     z = torch.randn(2, model.latent_dim)
     torch.testing.assert_close(model.eval().sample(z=z), official.sample(z=z))
+
+
+def test_a_growing_module_keeps_its_growth_stage(synthetic_mnist, tmp_path):
+    # ProgressiveGrowing sets the stage of the run when fitting starts; an InitFrom listed after it copied the source's
+    # growth buffers (fully grown), and the module ran at the source's resolution until the first batch.
+    from gans import StyleGAN
+
+    tiny = {"latent_dim": 8, "channels": 1, "image_size": 16, "generator": {"init_args": {"fmap_max": 8,
+            "mapping_layers": 2}}, "discriminator": {"init_args": {"fmap_max": 8}}}
+    source = StyleGAN(**tiny)  # fully grown: 16x16
+    source.attach_ema()
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.strategy.connect(source)
+    path = tmp_path / "source.ckpt"
+    trainer.save_checkpoint(path)
+    torch.manual_seed(1)
+    model = StyleGAN(**tiny)
+    model.attach_ema()
+    model.set_growth(8, 0.25)  # as ProgressiveGrowing's on_fit_start, before this callback's
+    InitFrom(path).on_fit_start(SimpleNamespace(ckpt_path=None), model)
+    for network in (model.generator.synthesis, model.generator_ema.synthesis, model.discriminator):
+        assert (network.resolution, network.alpha) == (8, 0.25)
+    expected = source.state_dict()
+    for name, tensor in model.state_dict().items():
+        if not name.endswith(("level_state", "alpha_state")):
+            assert torch.equal(tensor, expected[name]), name
