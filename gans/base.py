@@ -98,7 +98,8 @@ class GAN(L.LightningModule):
             ``FloatingPointError`` naming it before the step is applied; ``"skip"`` drops that optimizer step, counts
             it in ``train/skipped_steps`` and goes on (a skipped generator step is no iteration). Under DDP all
             processes decide together; under fp16 the GradScaler's own skips are counted. ``"sanitize"`` checks
-            nothing and applies the step with NaN gradients set to 0 and +-inf to +-1e5 (StyleGAN2-ADA's way).
+            nothing and applies the step with NaN gradients set to 0 and +-inf to +-1e5 (StyleGAN2-ADA's way; under
+            fp16 the GradScaler still skips the steps that overflowed).
         skip_limit: with ``nonfinite="skip"``, one network's steps skipped in a row after which training stops; 0
             never stops.
         clip_grad_norm: the largest L2 norm of each optimizer step's gradient, applied after the all-reduce and the
