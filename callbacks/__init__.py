@@ -1,5 +1,6 @@
 """Callbacks for GAN training: checkpoints by iteration, preemption, generator EMA, FID/KID/IS, sample grids,
-predictions, a progress bar by iteration, progressive growing, augmentation before the discriminator (ADA, DiffAugment), initialisation from a trained model."""
+predictions, a progress bar by iteration, progressive growing, augmentation before the discriminator (ADA,
+DiffAugment), initialisation from a trained model."""
 
 from callbacks.augment import ADA, DiffAugment
 from callbacks.checkpoint import AtomicCheckpointIO, IterationCheckpoint

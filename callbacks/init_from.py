@@ -56,11 +56,15 @@ class InitFrom(L.Callback):
         self.path, self.strict = Path(path), strict
         if not self.path.is_file():  # before the data and the processes are set up
             raise ConfigurationError(f"InitFrom(path={str(path)!r}): no such file", "path")
+        self._applied = False  # once: a second fit in the same process continues from the first one's weights
 
     @override
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.ckpt_path is not None:
             rank_zero_info(f"InitFrom(path={str(self.path)!r}): resuming {trainer.ckpt_path}, whose weights are kept")
+            return
+        if self._applied:
+            rank_zero_info(f"InitFrom(path={str(self.path)!r}): applied in an earlier fit, whose weights are kept")
             return
         from gans.loading import load_gan  # here: gans imports the callbacks package
 
@@ -100,4 +104,5 @@ class InitFrom(L.Callback):
         # dropped for a module without one.
         pl_module.load_state_dict({name: source[name] for name in target if name in source}, strict=False)
         left = f"; left as initialised: {', '.join(missing)}" if missing else ""
+        self._applied = True
         rank_zero_info(f"InitFrom: {len(target) - len(missing)} tensors from {self.path}{left}")

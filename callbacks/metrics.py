@@ -196,9 +196,10 @@ class GANMetrics(L.Callback):
     Each process generates every ``world_size``-th of the ``num_samples`` images from one fixed, seeded set of
     latents and every process takes part in gathering the features, so the value does not depend on the number of
     GPUs (a style-based GAN's random noise, drawn by each process from the seed and its rank, is the same again for
-    the same number of processes on the same kind of device: an evaluation is repeatable). Real-data features are computed once per data set, sample count and extractor, cached under
-    ``cache_dir`` and reused by later evaluations and runs; a data module with a ``fingerprint()`` method (the
-    library's do) invalidates the cache when its files change. The extractor is kept outside the LightningModule,
+    the same number of processes on the same kind of device: an evaluation is repeatable). Real-data features are
+    computed once per data set, sample count and extractor, cached under ``cache_dir`` and reused by later
+    evaluations and runs; a data module with a ``fingerprint()`` method (the library's do) invalidates the cache when
+    its files change. The extractor is kept outside the LightningModule,
     so it is never saved in checkpoints.
 
     Args:

@@ -509,7 +509,8 @@ class GAN(L.LightningModule):
 
     @property
     def skipped_steps(self) -> int:
-        """Optimizer steps dropped for non-finite values (``nonfinite="skip"``, or the GradScaler under fp16)."""
+        """Optimizer steps dropped for non-finite values (``nonfinite="skip"``, or the GradScaler under fp16); with
+        ``"sanitize"`` nothing is checked, so nothing is counted."""
         return self.guard.skipped_steps
 
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:

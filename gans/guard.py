@@ -55,7 +55,8 @@ class StepGuard:
 
     def __init__(self, nonfinite: str = "stop", skip_limit: int = 100, clip_grad_norm: float | None = None) -> None:
         if nonfinite not in NONFINITE_MODES:
-            raise ConfigurationError(f"nonfinite={nonfinite!r}; expected one of {', '.join(map(repr, NONFINITE_MODES))}")
+            expected = ", ".join(map(repr, NONFINITE_MODES))
+            raise ConfigurationError(f"nonfinite={nonfinite!r}; expected one of {expected}")
         if skip_limit < 0:
             raise ConfigurationError(f"skip_limit={skip_limit} must be >= 0 (0: never stop for skipped steps)")
         if clip_grad_norm is not None and not clip_grad_norm > 0:

@@ -83,6 +83,18 @@ def test_a_resume_keeps_its_own_weights(synthetic_mnist, tmp_path):
     assert trainer.global_step == 3  # continued from the checkpoint's 2 iterations
 
 
+
+def test_a_second_fit_continues_from_the_first(synthetic_mnist, tmp_path):
+    source = trained(tmp_path / "source", synthetic_mnist)
+    model, init = DCGAN(**TINY), InitFrom(source)
+    quiet_trainer(tmp_path / "a", max_steps=1, callbacks=[init]).fit(model, tiny_datamodule(synthetic_mnist))
+    after_first = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    start = StateAtStart()
+    quiet_trainer(tmp_path / "b", max_steps=1, callbacks=[init, start]).fit(model, tiny_datamodule(synthetic_mnist))
+    for name, tensor in after_first.items():
+        assert torch.equal(start.state[name], tensor), name
+
+
 def test_files_that_do_not_fit_the_module_are_refused_naming_the_tensor(synthetic_mnist, tmp_path):
     with pytest.raises(ConfigurationError, match=r"^InitFrom\(path='nowhere.ckpt'\): no such file"):
         InitFrom("nowhere.ckpt")
