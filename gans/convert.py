@@ -19,7 +19,7 @@ import torch
 
 from gans.errors import ConfigurationError
 from gans.export import export_generator
-from gans.files import atomic_write
+from gans.files import atomic_write, check_output
 from gans.official import build_stylegan2
 
 if TYPE_CHECKING:
@@ -51,13 +51,14 @@ def convert_snapshot(pkl: str | Path, out: str | Path, ema: bool = True) -> Path
     of its generator (G_ema, or G when not ``ema``).
 
     Raises:
-        ConfigurationError: ``out`` has another suffix, or the snapshot cannot be read or built (see
-            :func:`gans.official.build_stylegan2`).
+        ConfigurationError: ``out`` has another suffix or cannot be written (a folder), or the snapshot cannot be
+            read or built (see :func:`gans.official.build_stylegan2`).
         FileNotFoundError: ``pkl`` does not exist.
     """
     out = Path(out)
     if out.suffix not in SUFFIXES:
         raise ConfigurationError(f"--out {str(out)!r}: expected a {' or '.join(SUFFIXES)} file")
+    check_output(out, "--out")
     model = build_stylegan2(pkl)
     if out.suffix == ".safetensors":
         return export_generator(model, out, ema=ema)
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         out = convert_snapshot(args.pkl, args.out, ema=not args.raw)
-    except (FileNotFoundError, ValueError) as err:
+    except (OSError, ValueError) as err:  # OSError: a write refused by the system (permissions, a full disk)
         parser.exit(2, f"error: {err}\n")
     print(f"wrote {args.pkl} as {out}")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from safetensors.torch import save_model
 
 from gans.base import GAN
-from gans.files import atomic_write
+from gans.files import atomic_write, check_output
 from gans.loading import EXPORT_FORMAT, load_exported, load_gan
 
 FORMAT = EXPORT_FORMAT
@@ -55,9 +55,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if not args.out.endswith(".safetensors"):
             raise ValueError(f"--out {args.out!r}: expected a .safetensors file")
+        check_output(args.out, "--out")
         model = load_gan(args.ckpt, unsafe_load=args.unsafe_load)
         out = export_generator(model, args.out, ema=not args.raw)
-    except (FileNotFoundError, ValueError) as err:
+    except (OSError, ValueError) as err:  # OSError: a write refused by the system (permissions, a full disk)
         parser.exit(2, f"error: {err}\n")
     print(f"wrote the {'raw' if args.raw or model.generator_ema is None else 'EMA'} generator of {args.ckpt} to {out}")
 

@@ -426,3 +426,20 @@ def test_the_shared_snapshot_samples_as_the_official_generate_py(tmp_path):
     for image, (corner, inner) in zip(images, official.values(), strict=True):
         assert torch.allclose(image[:, 0, 0], torch.tensor(corner), atol=1e-4)
         assert torch.allclose(image[:, 17, 9], torch.tensor(inner).clamp(-1, 1), atol=1e-4)
+
+
+def test_convert_refuses_an_output_it_cannot_write_before_reading_the_snapshot(persistence, tmp_path, capsys):
+    # An --out that is a folder ended in a traceback about a temporary file, after the whole snapshot was built.
+    from gans.convert import main as convert_main
+
+    path, _ = tiny_official_snapshot(persistence, tmp_path / "tiny.pkl")
+    (tmp_path / "d.ckpt").mkdir()
+    (tmp_path / "file").write_text("")
+    for out, message in [(tmp_path / "d.ckpt", f"--out '{tmp_path / 'd.ckpt'}': expected a file"),
+                         (tmp_path / "file" / "g.safetensors", f"'{tmp_path / 'file'}' is a file, not a folder")]:
+        with pytest.raises(SystemExit) as exit_info:
+            convert_main(["--pkl", str(path), "--out", str(out)])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.ckpt", "file", "tiny.pkl"]
+    assert list((tmp_path / "d.ckpt").iterdir()) == []
