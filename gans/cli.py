@@ -421,8 +421,11 @@ class GANCLI(LightningCLI):
         if ckpt_path in ("best", "hpc", "registry") or "://" in str(ckpt_path):
             return
         if ckpt_path != "last":
-            problem = checkpoint_problem(ckpt_path)
+            problem = checkpoint_problem(ckpt_path) or _training_state_problem(ckpt_path)
             if problem is not None:
+                if Path(ckpt_path).suffix == ".pkl":
+                    problem += ("; an official StyleGAN2-ADA snapshot cannot be resumed (python -m gans.convert makes "
+                                "a checkpoint of it for load_gan and gans.sample)")
                 raise ValueError(f"cannot load checkpoint {str(ckpt_path)!r} (--ckpt_path): {problem}")
             return
         trainer = config.get("trainer") or {}
@@ -443,6 +446,21 @@ class GANCLI(LightningCLI):
         else:
             rank_zero_info(f"--ckpt_path=last: resuming from {path}")
         config["ckpt_path"] = None if path is None else str(path)
+
+
+def _training_state_problem(path: str | Path) -> str | None:
+    """Why the complete checkpoint ``path`` cannot be resumed, or ``None``: one without the optimizers' states (a
+    snapshot converted by ``gans.convert``, a weights-only checkpoint) would otherwise fail inside Lightning, after
+    its hyperparameters replaced the config's model with a confusing "not a known variant" message. Memory-mapped:
+    the tensors are not read."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 (unsafe or unreadable: Lightning's own load reports it, as before)
+        return None
+    if isinstance(checkpoint, dict) and "optimizer_states" not in checkpoint:
+        return ("it holds the networks but no training state (no optimizers: a converted snapshot or a weights-only "
+                "checkpoint), so it cannot be resumed; load_gan and gans.sample read it")
+    return None
 
 
 def _with_default_callbacks(config: Any) -> list[L.Callback]:
