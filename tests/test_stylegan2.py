@@ -405,3 +405,14 @@ def test_the_official_kwargs_dicts_take_typed_values_from_the_command_line(tmp_p
     assert generator.synthesis.b32.torgb.conv_clamp == 256
     z = torch.randn(2, 128)
     assert torch.isfinite(cli.model.sample(z=z)).all()
+
+
+def test_mapping_refuses_labels_of_the_wrong_shape_with_a_message():
+    # Class indices [N] given to a conditional model's documented mapping(z, c) failed deep inside a matmul.
+    model = tiny(num_classes=3).eval()
+    z = torch.randn(2, model.hparams.latent_dim)
+    one_hot = torch.nn.functional.one_hot(torch.tensor([0, 2]), 3).float()
+    assert model.mapping(z, one_hot).shape == (2, model.num_ws, model.hparams.w_dim)
+    for bad in (torch.tensor([0, 2]), one_hot[:, :2], one_hot[:1]):
+        with pytest.raises(ConfigurationError, match=rf"^c=\[{', '.join(map(str, bad.shape))}\] \(its shape\)"):
+            model.mapping(z, bad)
