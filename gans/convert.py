@@ -10,14 +10,13 @@ and editing, not for ``--ckpt_path``.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import lightning
 import torch
 
-from gans.errors import ConfigurationError
+from gans.errors import ConfigurationError, OneLineArgumentParser
 from gans.export import export_generator
 from gans.files import atomic_write, check_output
 from gans.official import build_stylegan2
@@ -66,7 +65,7 @@ def convert_snapshot(pkl: str | Path, out: str | Path, ema: bool = True) -> Path
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m gans.convert", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog="python -m gans.convert", description=__doc__.splitlines()[0])
     parser.add_argument("--pkl", required=True, help="official stylegan2-ada-pytorch snapshot (.pkl)")
     parser.add_argument("--out", required=True, help="output: .ckpt (G, D, G_ema) or .safetensors (the generator)")
     parser.add_argument("--raw", action="store_true", help="with .safetensors: export G, not G_ema")

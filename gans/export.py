@@ -7,13 +7,13 @@ one) and, as string metadata, the variant's class path and hyperparameters, so t
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 from safetensors.torch import save_model
 
 from gans.base import GAN
+from gans.errors import OneLineArgumentParser
 from gans.files import atomic_write, check_output
 from gans.loading import EXPORT_FORMAT, load_exported, load_gan
 
@@ -44,7 +44,7 @@ def export_generator(model: GAN, out: str | Path, ema: bool = True) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m gans.export", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog="python -m gans.export", description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", required=True,
                         help="checkpoint written by training (.ckpt) or official StyleGAN2-ADA snapshot (.pkl)")
     parser.add_argument("--out", required=True, help="output file (.safetensors)")

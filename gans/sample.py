@@ -28,7 +28,7 @@ import torch
 from torchvision.io import write_png
 from torchvision.utils import save_image
 
-from gans.errors import ConfigurationError
+from gans.errors import ConfigurationError, OneLineArgumentParser
 from gans.files import atomic_write, check_output
 from gans.latent import split_inputs
 from gans.loading import load_gan
@@ -274,7 +274,7 @@ def class_input(model: GAN, class_idx: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m gans.sample", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog="python -m gans.sample", description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", required=True,
                         help="checkpoint (.ckpt), exported generator (.safetensors) or official StyleGAN2-ADA .pkl")
     parser.add_argument("--num", type=int, help="number of samples, their latents drawn in one sequence from --seed")

@@ -197,3 +197,25 @@ def test_a_truncation_that_is_not_a_number_is_refused(tmp_path, psi, capsys):
     for finite in ("-0.5", "2"):  # extrapolation, as generate.py allows
         sample_main(["--ckpt", str(path), "--seeds", "0", f"--trunc={finite}", "--out", str(tmp_path / "x.pt")])
         assert torch.load(tmp_path / "x.pt").isfinite().all()
+
+
+@pytest.mark.parametrize(
+    ("tool", "argv", "message"),
+    [
+        ("sample", ["--ckpt", "g.safetensors", "--seeds", "3-1", "--out", "x.pt"],
+         "argument --seeds: '3-1': 3-1 is not a range of seeds in 0 .. 2**32 - 1"),
+        ("sample", ["--ckpt", "g.safetensors", "--num", "2", "--trunc", "abc", "--out", "x.pt"],
+         "argument --trunc: invalid float value: 'abc'"),
+        ("convert", ["--pkl", "x.pkl"], "the following arguments are required: --out"),
+        ("export", ["--ckpt", "x.ckpt", "--out", "x.safetensors", "--ema"], "unrecognized arguments: --ema"),
+    ],
+)
+def test_the_tools_report_a_command_line_mistake_in_one_line(tool, argv, message, capsys):
+    # argparse printed its usage block of every option above the line that names the value (train.py does not).
+    import importlib
+
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(f"gans.{tool}").main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err == f"error: {message}\ntip: python -m gans.{tool} --help lists the accepted options\n"
