@@ -474,7 +474,34 @@ def _with_default_callbacks(config: Any) -> list[L.Callback]:
     for name, cls in DEFAULT_CALLBACKS.items():
         replacing = [c for c in listed if isinstance(c, cls)]
         chosen += replacing or ([config[name]] if isinstance(config.get(name), L.Callback) else [])
-    return chosen + [c for c in listed if not any(c is other for other in chosen)]
+    trainer_callbacks = chosen + [c for c in listed if not any(c is other for other in chosen)]
+    _refuse_twice_listed(trainer_callbacks)
+    return trainer_callbacks
+
+
+def _refuse_twice_listed(trainer_callbacks: list[L.Callback]) -> None:
+    """Refuses a callback that cannot run twice: one with checkpointed state (``ADA``, ``ProgressiveGrowing``; the
+    Trainer would stop with a RuntimeError traceback, as both would save under one key) or an augmentation before D
+    (``DiffAugment``: each image would be augmented twice). The usual cause: ``--trainer.callbacks+=ADA`` on a config
+    that already lists it.
+
+    Raises:
+        ConfigurationError: the message names the callback and the list.
+    """
+    from callbacks.augment import DiscriminatorAugmentation  # here: the package __init__ does not export it
+
+    seen: set[str] = set()
+    for callback in trainer_callbacks:
+        stateful = type(callback).state_dict is not L.Callback.state_dict
+        if not (stateful or isinstance(callback, DiscriminatorAugmentation)):
+            continue
+        if callback.state_key in seen:
+            names = ", ".join(type(c).__name__ for c in trainer_callbacks)
+            raise ConfigurationError(
+                f"trainer.callbacks=[{names}]: {type(callback).__name__} is listed twice (a config that lists it and "
+                f"--trainer.callbacks+={type(callback).__name__}?); keep one"
+            )
+        seen.add(callback.state_key)
 
 
 def _plain(value: Any) -> Any:
