@@ -23,6 +23,7 @@ import textwrap
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from pydoc import locate
 from typing import Any, Literal, NoReturn
 
 import lightning as L
@@ -421,7 +422,7 @@ class GANCLI(LightningCLI):
         if ckpt_path in ("best", "hpc", "registry") or "://" in str(ckpt_path):
             return
         if ckpt_path != "last":
-            problem = checkpoint_problem(ckpt_path) or _training_state_problem(ckpt_path)
+            problem = checkpoint_problem(ckpt_path) or _training_state_problem(ckpt_path, config.get("model"))
             if problem is not None:
                 if Path(ckpt_path).suffix == ".pkl":
                     problem += ("; an official StyleGAN2-ADA snapshot cannot be resumed (python -m gans.convert makes "
@@ -448,18 +449,30 @@ class GANCLI(LightningCLI):
         config["ckpt_path"] = None if path is None else str(path)
 
 
-def _training_state_problem(path: str | Path) -> str | None:
-    """Why the complete checkpoint ``path`` cannot be resumed, or ``None``: one without the optimizers' states (a
-    snapshot converted by ``gans.convert``, a weights-only checkpoint) would otherwise fail inside Lightning, after
-    its hyperparameters replaced the config's model with a confusing "not a known variant" message. Memory-mapped:
-    the tensors are not read."""
+def _training_state_problem(path: str | Path, model: Any = None) -> str | None:
+    """Why the complete checkpoint ``path`` cannot be resumed under the configured ``model``, or ``None``.
+
+    One without the optimizers' states (a snapshot converted by ``gans.convert``, a weights-only checkpoint) would
+    otherwise fail inside Lightning, after its hyperparameters replaced the config's model with a confusing "not a
+    known variant" message. One of another variant than the config's would silently train the checkpoint's variant
+    with the config's callbacks (a StyleGAN without its ProgressiveGrowing, under a StyleGAN2 config). Memory-mapped:
+    the tensors are not read.
+    """
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001 (unsafe or unreadable: Lightning's own load reports it, as before)
         return None
-    if isinstance(checkpoint, dict) and "optimizer_states" not in checkpoint:
+    if not isinstance(checkpoint, dict):
+        return None
+    if "optimizer_states" not in checkpoint:
         return ("it holds the networks but no training state (no optimizers: a converted snapshot or a weights-only "
                 "checkpoint), so it cannot be resumed; load_gan and gans.sample read it")
+    saved = (checkpoint.get("gans") or {}).get("class_path")
+    configured = model.get("class_path") if isinstance(model, (dict, Namespace)) else None
+    saved_class, configured_class = (locate(str(p)) if p else None for p in (saved, configured))
+    if isinstance(saved_class, type) and isinstance(configured_class, type) and saved_class is not configured_class:
+        return (f"it was saved by {saved_class.__name__}, and the config trains {configured_class.__name__}; resume "
+                "with the config of the run that wrote it")
     return None
 
 

@@ -151,3 +151,24 @@ def test_a_checkpoint_without_training_state_or_an_official_snapshot_is_refused_
         error = capsys.readouterr().err
         assert exit_info.value.code == 2 and f"error: cannot load checkpoint '{path}' (--ckpt_path): " in error
         assert message in error and "Traceback" not in error and "not a known variant" not in error
+
+
+def test_a_checkpoint_of_another_variant_than_the_configs_is_refused(synthetic_mnist, tmp_path, capsys):
+    # Lightning rebuilt the checkpoint's variant in place of the config's and trained it with the config's callbacks
+    # (a StyleGAN checkpoint under the StyleGAN2 config ran without its ProgressiveGrowing), without a word.
+    from gans import WGANGP
+
+    root = tmp_path / "run"
+    cli = fit(root, synthetic_mnist, "--trainer.max_steps=2")
+    saved = Path(cli.trainer.checkpoint_callback.dirpath) / "last.ckpt"
+    checkpoint = torch.load(saved, weights_only=True)
+    checkpoint["gans"]["class_path"] = f"{WGANGP.__module__}.WGANGP"
+    other = tmp_path / "other.ckpt"
+    torch.save(checkpoint, other)
+    with pytest.raises(SystemExit) as exit_info:
+        fit(root, synthetic_mnist, "--trainer.max_steps=4", f"--ckpt_path={other}")
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in error
+    assert (f"error: cannot load checkpoint '{other}' (--ckpt_path): it was saved by WGANGP, and the config trains "
+            "DCGAN; resume with the config of the run that wrote it") in error
+    assert fit(root, synthetic_mnist, "--trainer.max_steps=4", f"--ckpt_path={saved}").trainer.global_step == 4
