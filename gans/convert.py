@@ -50,13 +50,16 @@ def convert_snapshot(pkl: str | Path, out: str | Path, ema: bool = True) -> Path
     of its generator (G_ema, or G when not ``ema``).
 
     Raises:
-        ConfigurationError: ``out`` has another suffix or cannot be written (a folder), or the snapshot cannot be
-            read or built (see :func:`gans.official.build_stylegan2`).
+        ConfigurationError: ``out`` has another suffix or cannot be written (a folder), ``ema`` is off for a
+            ``.ckpt``, or the snapshot cannot be read or built (see :func:`gans.official.build_stylegan2`).
         FileNotFoundError: ``pkl`` does not exist.
     """
     out = Path(out)
     if out.suffix not in SUFFIXES:
         raise ConfigurationError(f"--out {str(out)!r}: expected a {' or '.join(SUFFIXES)} file")
+    if not ema and out.suffix == ".ckpt":  # it would be ignored: a checkpoint holds both generators
+        raise ConfigurationError(f"--raw with --out {str(out)!r}: a .ckpt holds G, D and G_ema; --raw chooses G for a "
+                                 ".safetensors")
     check_output(out, "--out")
     model = build_stylegan2(pkl)
     if out.suffix == ".safetensors":

@@ -443,3 +443,17 @@ def test_convert_refuses_an_output_it_cannot_write_before_reading_the_snapshot(p
         assert exit_info.value.code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.ckpt", "file", "tiny.pkl"]
     assert list((tmp_path / "d.ckpt").iterdir()) == []
+
+
+def test_convert_refuses_raw_for_a_checkpoint_which_holds_both_generators(persistence, tmp_path, capsys):
+    # --raw was silently ignored for a .ckpt (the README: "--raw: G" applies to the .safetensors of one generator).
+    from gans.convert import main as convert_main
+
+    path, _ = tiny_official_snapshot(persistence, tmp_path / "tiny.pkl")
+    with pytest.raises(SystemExit) as exit_info:
+        convert_main(["--pkl", str(path), "--out", str(tmp_path / "m.ckpt"), "--raw"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert err == (f"error: --raw with --out '{tmp_path / 'm.ckpt'}': a .ckpt holds G, D and G_ema; --raw chooses G "
+                   "for a .safetensors\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.pkl"]
