@@ -137,6 +137,17 @@ def _load_checkpoint(path: Path, map_location: str | torch.device, unsafe_load: 
         raise ConfigurationError(f"cannot load checkpoint {str(path)!r}: {type(err).__name__}: {err}") from err
 
 
+def exported_network(path: str | Path) -> str | None:
+    """Which generator an export of ``gans.export`` holds (``"generator_ema"`` or ``"generator"``, from its metadata),
+    ``None`` for a file that is not such an export: the file has one generator, so ``--raw`` cannot choose another."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError):
+        return None
+    return metadata.get("network") if metadata.get("format") == EXPORT_FORMAT else None
+
+
 def load_exported(path: str | Path, map_location: str | torch.device = "cpu") -> GAN:
     """The variant of an exported generator, rebuilt from the file's metadata, with the generator's weights (the
     discriminator keeps its initial weights), in eval mode.

@@ -31,7 +31,7 @@ from torchvision.utils import save_image
 from gans.errors import ConfigurationError, OneLineArgumentParser
 from gans.files import atomic_write, check_output
 from gans.latent import split_inputs
-from gans.loading import load_gan
+from gans.loading import exported_network, load_gan
 from gans.nets.stylegan2 import NOISE_MODES
 
 if TYPE_CHECKING:
@@ -140,6 +140,10 @@ def sample_to_file(
     else:
         check_output(controls.outdir, "--outdir", folder=True)
     check_device(device)
+    if not ema and Path(ckpt).suffix == ".safetensors" and exported_network(ckpt) == "generator_ema":
+        # The export holds the EMA generator alone: sampling it "raw" would give the EMA's images under --raw.
+        raise ConfigurationError(f"--raw with --ckpt {str(ckpt)!r}: the file holds only the EMA generator; export "
+                                 "the trained one with python -m gans.export --raw")
     model = load_gan(ckpt, map_location=device, unsafe_load=unsafe_load)
     style = style_arguments(model, controls)
     inputs, names = sample_inputs(model, num, seed, controls)

@@ -457,3 +457,27 @@ def test_convert_refuses_raw_for_a_checkpoint_which_holds_both_generators(persis
     assert err == (f"error: --raw with --out '{tmp_path / 'm.ckpt'}': a .ckpt holds G, D and G_ema; --raw chooses G "
                    "for a .safetensors\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.pkl"]
+
+
+def test_sample_raw_is_refused_for_an_export_of_the_ema_generator_alone(persistence, tmp_path, capsys):
+    # `gans.sample --raw` on an export of G_ema gave G_ema's images, where the README promises the trained generator.
+    from gans.convert import main as convert_main
+    from gans.sample import main as sample_main
+
+    path, _ = tiny_official_snapshot(persistence, tmp_path / "tiny.pkl")
+    convert_main(["--pkl", str(path), "--out", str(tmp_path / "ema.safetensors")])
+    convert_main(["--pkl", str(path), "--out", str(tmp_path / "raw.safetensors"), "--raw"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        sample_main(["--ckpt", str(tmp_path / "ema.safetensors"), "--seeds", "0", "--raw", "--out",
+                     str(tmp_path / "x.pt")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith(
+        f"error: --raw with --ckpt '{tmp_path / 'ema.safetensors'}': the file holds only the EMA generator")
+    assert not (tmp_path / "x.pt").exists()
+    for name in ("raw", "ema"):  # an export of G samples G under --raw too; without --raw both sample what they hold
+        sample_main(["--ckpt", str(tmp_path / f"{name}.safetensors"), "--seeds", "0", "--out", str(tmp_path / "a.pt")])
+    sample_main(["--ckpt", str(tmp_path / "raw.safetensors"), "--seeds", "0", "--raw", "--out",
+                 str(tmp_path / "b.pt")])
+    sample_main(["--ckpt", str(path), "--seeds", "0", "--raw", "--out", str(tmp_path / "c.pt")])
+    assert torch.equal(torch.load(tmp_path / "b.pt"), torch.load(tmp_path / "c.pt"))  # G, as the snapshot's --raw
