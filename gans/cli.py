@@ -23,6 +23,7 @@ import textwrap
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from pydoc import locate
 from typing import Any, Literal, NoReturn
 
 import lightning as L
@@ -421,8 +422,11 @@ class GANCLI(LightningCLI):
         if ckpt_path in ("best", "hpc", "registry") or "://" in str(ckpt_path):
             return
         if ckpt_path != "last":
-            problem = checkpoint_problem(ckpt_path)
+            problem = checkpoint_problem(ckpt_path) or _training_state_problem(ckpt_path, config.get("model"))
             if problem is not None:
+                if Path(ckpt_path).suffix == ".pkl":
+                    problem += ("; an official StyleGAN2-ADA snapshot cannot be resumed (python -m gans.convert makes "
+                                "a checkpoint of it for load_gan and gans.sample)")
                 raise ValueError(f"cannot load checkpoint {str(ckpt_path)!r} (--ckpt_path): {problem}")
             return
         trainer = config.get("trainer") or {}
@@ -445,6 +449,33 @@ class GANCLI(LightningCLI):
         config["ckpt_path"] = None if path is None else str(path)
 
 
+def _training_state_problem(path: str | Path, model: Any = None) -> str | None:
+    """Why the complete checkpoint ``path`` cannot be resumed under the configured ``model``, or ``None``.
+
+    One without the optimizers' states (a snapshot converted by ``gans.convert``, a weights-only checkpoint) would
+    otherwise fail inside Lightning, after its hyperparameters replaced the config's model with a confusing "not a
+    known variant" message. One of another variant than the config's would silently train the checkpoint's variant
+    with the config's callbacks (a StyleGAN without its ProgressiveGrowing, under a StyleGAN2 config). Memory-mapped:
+    the tensors are not read.
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 (unsafe or unreadable: Lightning's own load reports it, as before)
+        return None
+    if not isinstance(checkpoint, dict):
+        return None
+    if "optimizer_states" not in checkpoint:
+        return ("it holds the networks but no training state (no optimizers: a converted snapshot or a weights-only "
+                "checkpoint), so it cannot be resumed; load_gan and gans.sample read it")
+    saved = (checkpoint.get("gans") or {}).get("class_path")
+    configured = model.get("class_path") if isinstance(model, (dict, Namespace)) else None
+    saved_class, configured_class = (locate(str(p)) if p else None for p in (saved, configured))
+    if isinstance(saved_class, type) and isinstance(configured_class, type) and saved_class is not configured_class:
+        return (f"it was saved by {saved_class.__name__}, and the config trains {configured_class.__name__}; resume "
+                "with the config of the run that wrote it")
+    return None
+
+
 def _with_default_callbacks(config: Any) -> list[L.Callback]:
     """The trainer's callbacks: the defaults of ``DEFAULT_CALLBACKS`` that are on, each replaced by any callback of its
     class that trainer.callbacks lists, then the other listed ones; without GANMetrics under ``--metrics=false``."""
@@ -456,7 +487,34 @@ def _with_default_callbacks(config: Any) -> list[L.Callback]:
     for name, cls in DEFAULT_CALLBACKS.items():
         replacing = [c for c in listed if isinstance(c, cls)]
         chosen += replacing or ([config[name]] if isinstance(config.get(name), L.Callback) else [])
-    return chosen + [c for c in listed if not any(c is other for other in chosen)]
+    trainer_callbacks = chosen + [c for c in listed if not any(c is other for other in chosen)]
+    _refuse_twice_listed(trainer_callbacks)
+    return trainer_callbacks
+
+
+def _refuse_twice_listed(trainer_callbacks: list[L.Callback]) -> None:
+    """Refuses a callback that cannot run twice: one with checkpointed state (``ADA``, ``ProgressiveGrowing``; the
+    Trainer would stop with a RuntimeError traceback, as both would save under one key) or an augmentation before D
+    (``DiffAugment``: each image would be augmented twice). The usual cause: ``--trainer.callbacks+=ADA`` on a config
+    that already lists it.
+
+    Raises:
+        ConfigurationError: the message names the callback and the list.
+    """
+    from callbacks.augment import DiscriminatorAugmentation  # here: the package __init__ does not export it
+
+    seen: set[str] = set()
+    for callback in trainer_callbacks:
+        stateful = type(callback).state_dict is not L.Callback.state_dict
+        if not (stateful or isinstance(callback, DiscriminatorAugmentation)):
+            continue
+        if callback.state_key in seen:
+            names = ", ".join(type(c).__name__ for c in trainer_callbacks)
+            raise ConfigurationError(
+                f"trainer.callbacks=[{names}]: {type(callback).__name__} is listed twice (a config that lists it and "
+                f"--trainer.callbacks+={type(callback).__name__}?); keep one"
+            )
+        seen.add(callback.state_key)
 
 
 def _plain(value: Any) -> Any:

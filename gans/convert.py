@@ -10,16 +10,15 @@ and editing, not for ``--ckpt_path``.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import lightning
 import torch
 
-from gans.errors import ConfigurationError
+from gans.errors import ConfigurationError, OneLineArgumentParser
 from gans.export import export_generator
-from gans.files import atomic_write
+from gans.files import atomic_write, check_output
 from gans.official import build_stylegan2
 
 if TYPE_CHECKING:
@@ -51,13 +50,17 @@ def convert_snapshot(pkl: str | Path, out: str | Path, ema: bool = True) -> Path
     of its generator (G_ema, or G when not ``ema``).
 
     Raises:
-        ConfigurationError: ``out`` has another suffix, or the snapshot cannot be read or built (see
-            :func:`gans.official.build_stylegan2`).
+        ConfigurationError: ``out`` has another suffix or cannot be written (a folder), ``ema`` is off for a
+            ``.ckpt``, or the snapshot cannot be read or built (see :func:`gans.official.build_stylegan2`).
         FileNotFoundError: ``pkl`` does not exist.
     """
     out = Path(out)
     if out.suffix not in SUFFIXES:
         raise ConfigurationError(f"--out {str(out)!r}: expected a {' or '.join(SUFFIXES)} file")
+    if not ema and out.suffix == ".ckpt":  # it would be ignored: a checkpoint holds both generators
+        raise ConfigurationError(f"--raw with --out {str(out)!r}: a .ckpt holds G, D and G_ema; --raw chooses G for a "
+                                 ".safetensors")
+    check_output(out, "--out")
     model = build_stylegan2(pkl)
     if out.suffix == ".safetensors":
         return export_generator(model, out, ema=ema)
@@ -65,14 +68,14 @@ def convert_snapshot(pkl: str | Path, out: str | Path, ema: bool = True) -> Path
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m gans.convert", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog="python -m gans.convert", description=__doc__.splitlines()[0])
     parser.add_argument("--pkl", required=True, help="official stylegan2-ada-pytorch snapshot (.pkl)")
     parser.add_argument("--out", required=True, help="output: .ckpt (G, D, G_ema) or .safetensors (the generator)")
     parser.add_argument("--raw", action="store_true", help="with .safetensors: export G, not G_ema")
     args = parser.parse_args(argv)
     try:
         out = convert_snapshot(args.pkl, args.out, ema=not args.raw)
-    except (FileNotFoundError, ValueError) as err:
+    except (OSError, ValueError) as err:  # OSError: a write refused by the system (permissions, a full disk)
         parser.exit(2, f"error: {err}\n")
     print(f"wrote {args.pkl} as {out}")
 

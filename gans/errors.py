@@ -5,7 +5,10 @@ It imports nothing from the library, so any module can raise it without an impor
 any other exception is a bug and keeps its traceback.
 """
 
+import argparse
 import re
+import sys
+from typing import NoReturn
 
 # The house style of validation messages: "name=value ..." (e.g. "batch_size=0 is invalid; expected ...").
 _LEADING_ARGUMENT = re.compile(r"([A-Za-z_]\w*)=")
@@ -48,3 +51,13 @@ def check_at_least(low: int, owner: str | None = None, **values: int) -> None:
         if value < low:
             where = f"{owner}({name}={value}):" if owner else f"{name}={value} is invalid;"
             raise ConfigurationError(f"{where} expected an integer >= {low}")
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """The parser of the ``python -m gans.*`` tools: a mistake on the command line (a bad ``--seeds``, a missing
+    ``--out``) is one ``error:`` line and a pointer to ``--help``, as ``train.py`` reports it, without argparse's
+    usage block, which buried the one line that names the value; exit status 2 as argparse's."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"error: {message}\ntip: {self.prog} --help lists the accepted options\n")
+        sys.exit(2)

@@ -7,14 +7,14 @@ one) and, as string metadata, the variant's class path and hyperparameters, so t
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 from safetensors.torch import save_model
 
 from gans.base import GAN
-from gans.files import atomic_write
+from gans.errors import OneLineArgumentParser
+from gans.files import atomic_write, check_output
 from gans.loading import EXPORT_FORMAT, load_exported, load_gan
 
 FORMAT = EXPORT_FORMAT
@@ -44,7 +44,7 @@ def export_generator(model: GAN, out: str | Path, ema: bool = True) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m gans.export", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog="python -m gans.export", description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", required=True,
                         help="checkpoint written by training (.ckpt) or official StyleGAN2-ADA snapshot (.pkl)")
     parser.add_argument("--out", required=True, help="output file (.safetensors)")
@@ -55,9 +55,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if not args.out.endswith(".safetensors"):
             raise ValueError(f"--out {args.out!r}: expected a .safetensors file")
+        check_output(args.out, "--out")
         model = load_gan(args.ckpt, unsafe_load=args.unsafe_load)
         out = export_generator(model, args.out, ema=not args.raw)
-    except (FileNotFoundError, ValueError) as err:
+    except (OSError, ValueError) as err:  # OSError: a write refused by the system (permissions, a full disk)
         parser.exit(2, f"error: {err}\n")
     print(f"wrote the {'raw' if args.raw or model.generator_ema is None else 'EMA'} generator of {args.ckpt} to {out}")
 

@@ -14,6 +14,8 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+from gans.errors import ConfigurationError
+
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Calls ``write(tmp)`` to create the file ``tmp`` beside ``path``, then moves it into place atomically.
@@ -46,6 +48,28 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def check_output(path: str | Path, option: str, folder: bool = False) -> None:
+    """Refuses an output path that cannot be written, before any work is done: a folder where a file is to be written
+    (or a file where a folder is), or a file where one of its parent folders would be. Checked up front because the
+    write itself would fail only at the end, after loading and sampling, with an ``OSError`` about a temporary file.
+
+    Args:
+        path: the file (or with ``folder``, the folder) to be written; missing parents are created later.
+        option: the command-line option that gave it, named in the message (``"--out"``).
+        folder: ``path`` is a folder to write files into.
+
+    Raises:
+        ConfigurationError: ``path`` cannot be written; the message names the option and the path.
+    """
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        kind = "a folder" if folder else "a file"
+        raise ConfigurationError(f"{option} {str(path)!r}: expected {kind}, and it exists as the other kind")
+    blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise ConfigurationError(f"{option} {str(path)!r}: {str(blocking)!r} is a file, not a folder")
 
 
 def checkpoint_problem(path: str | Path) -> str | None:

@@ -86,11 +86,15 @@ def load_gan(path: str | Path, map_location: str | torch.device = "cpu", unsafe_
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ConfigurationError: the file is truncated, not a checkpoint of this library, or needs unsafe unpickling.
+        ConfigurationError: ``path`` is a folder, or the file is truncated, not a checkpoint of this library, or needs
+            unsafe unpickling.
     """
     path = Path(path)
+    expected = "a .ckpt written by training, a .safetensors from gans.export or an official StyleGAN2-ADA .pkl"
+    if path.is_dir():
+        raise ConfigurationError(f"checkpoint {str(path)!r} is a folder (expected {expected})")
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist (expected a .ckpt file written by training)")
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist (expected {expected})")
     if path.suffix == ".safetensors":
         return load_exported(path, map_location)
     if path.suffix == ".pkl":
@@ -131,6 +135,17 @@ def _load_checkpoint(path: Path, map_location: str | torch.device, unsafe_load: 
         raise
     except Exception as err:
         raise ConfigurationError(f"cannot load checkpoint {str(path)!r}: {type(err).__name__}: {err}") from err
+
+
+def exported_network(path: str | Path) -> str | None:
+    """Which generator an export of ``gans.export`` holds (``"generator_ema"`` or ``"generator"``, from its metadata),
+    ``None`` for a file that is not such an export: the file has one generator, so ``--raw`` cannot choose another."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError):
+        return None
+    return metadata.get("network") if metadata.get("format") == EXPORT_FORMAT else None
 
 
 def load_exported(path: str | Path, map_location: str | torch.device = "cpu") -> GAN:

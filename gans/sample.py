@@ -28,10 +28,10 @@ import torch
 from torchvision.io import write_png
 from torchvision.utils import save_image
 
-from gans.errors import ConfigurationError
-from gans.files import atomic_write
+from gans.errors import ConfigurationError, OneLineArgumentParser
+from gans.files import atomic_write, check_output
 from gans.latent import split_inputs
-from gans.loading import load_gan
+from gans.loading import exported_network, load_gan
 from gans.nets.stylegan2 import NOISE_MODES
 
 if TYPE_CHECKING:
@@ -135,6 +135,15 @@ def sample_to_file(
         )
     if controls.noise_mode is not None and controls.noise_mode not in NOISE_MODES:
         raise ConfigurationError(f"--noise-mode {controls.noise_mode!r}: expected one of {', '.join(NOISE_MODES)}")
+    if out is not None:
+        check_output(out, "--out")
+    else:
+        check_output(controls.outdir, "--outdir", folder=True)
+    check_device(device)
+    if not ema and Path(ckpt).suffix == ".safetensors" and exported_network(ckpt) == "generator_ema":
+        # The export holds the EMA generator alone: sampling it "raw" would give the EMA's images under --raw.
+        raise ConfigurationError(f"--raw with --ckpt {str(ckpt)!r}: the file holds only the EMA generator; export "
+                                 "the trained one with python -m gans.export --raw")
     model = load_gan(ckpt, map_location=device, unsafe_load=unsafe_load)
     style = style_arguments(model, controls)
     inputs, names = sample_inputs(model, num, seed, controls)
@@ -153,6 +162,20 @@ def sample_to_file(
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         save_image((images + 1) / 2, out, nrow=max(1, round(math.sqrt(len(images)))), padding=2, pad_value=1.0)
     return images
+
+
+def check_device(device: str | torch.device) -> None:
+    """Refuses a device this machine cannot use (a misspelt name, ``cuda`` without a GPU or CUDA build), before the
+    model is loaded onto it.
+
+    Raises:
+        ConfigurationError: the message names ``--device`` and the reason torch gives.
+    """
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError, ValueError) as err:  # torch raises AssertionError for a CPU-only build
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigurationError(f"--device {str(device)!r}: {reason}") from err
 
 
 def style_arguments(model: GAN, controls: Controls) -> dict[str, Any]:
@@ -255,7 +278,7 @@ def class_input(model: GAN, class_idx: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m gans.sample", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog="python -m gans.sample", description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", required=True,
                         help="checkpoint (.ckpt), exported generator (.safetensors) or official StyleGAN2-ADA .pkl")
     parser.add_argument("--num", type=int, help="number of samples, their latents drawn in one sequence from --seed")
@@ -281,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
             args.ckpt, args.num, args.out, args.seed, args.batch_size, args.device, not args.raw, args.unsafe_load,
             controls,
         )
-    except (FileNotFoundError, ValueError) as err:
+    except (OSError, ValueError) as err:  # OSError: a write refused by the system (permissions, a full disk)
         parser.exit(2, f"error: {err}\n")
     print(f"wrote {images.shape[0]} samples {tuple(images.shape[1:])} to {args.out or args.outdir}")
 

@@ -9,6 +9,7 @@ A mixin (listed before the base class) rather than a base of its own: StyleGAN a
 The variant sets ``style_mixing_prob``, which :meth:`StyleBased.run_generator` (its training fakes) reads.
 """
 
+import math
 from typing import Any, Literal
 
 import torch
@@ -32,6 +33,20 @@ def draw_crossover(num_ws: int, probability: float, device: torch.device | None 
     crossover = torch.randint(1, max(used, 2), (), device=device)
     mixed = torch.rand((), device=device) < probability
     return torch.where(mixed & (used > 1), crossover, torch.full_like(crossover, num_ws))
+
+
+def check_truncation(truncation_psi: float, truncation_cutoff: int | None) -> None:
+    """Refuses truncation values that give no image: a psi that is not finite (NaN or infinite ws turn every pixel into
+    NaN, written without a word) and a negative cutoff (which would slice from the end). Any finite psi is accepted,
+    as ``generate.py`` accepts it: above 1 extrapolates away from the mean w, below 0 past it.
+
+    Raises:
+        ConfigurationError: the message names the value.
+    """
+    if not math.isfinite(truncation_psi):
+        raise ConfigurationError(f"truncation_psi={truncation_psi} must be a finite number (1: no truncation)")
+    if truncation_cutoff is not None and truncation_cutoff < 0:
+        raise ConfigurationError(f"truncation_cutoff={truncation_cutoff} must be >= 0 (a number of layers)")
 
 
 class StyleBased:
@@ -76,11 +91,11 @@ class StyleBased:
             The images, clamped to [-1, 1], and their (truncated) ``ws``.
 
         Raises:
-            ConfigurationError: an unknown ``noise_mode`` or a negative ``truncation_cutoff``.
+            ConfigurationError: an unknown ``noise_mode``, a ``truncation_psi`` that is not a finite number or a
+                negative ``truncation_cutoff``.
         """
         check_noise_mode(noise_mode)
-        if truncation_cutoff is not None and truncation_cutoff < 0:
-            raise ConfigurationError(f"truncation_cutoff={truncation_cutoff} must be >= 0 (a number of layers)")
+        check_truncation(truncation_psi, truncation_cutoff)
         self._sampling = {"truncation_psi": truncation_psi, "truncation_cutoff": truncation_cutoff,
                           "noise_mode": noise_mode}
         try:
@@ -128,7 +143,12 @@ class StyleBased:
                 truncation_cutoff: int | None = None, ema: bool = True) -> Tensor:
         """The per-layer latents ws [N, num_ws, w_dim] of latents z [N, latent_dim] (and labels c [N, c_dim] for a
         conditional network), truncated as :meth:`sample_output` does; ``w_avg`` is not moved. The EMA generator's
-        mapping when there is one and ``ema``."""
+        mapping when there is one and ``ema``.
+
+        Raises:
+            ConfigurationError: a ``truncation_psi`` that is not a finite number or a negative ``truncation_cutoff``.
+        """
+        check_truncation(truncation_psi, truncation_cutoff)
         return self.style_network(ema).mapping(
             z.to(self.device), None if c is None else c.to(self.device), truncation_psi=truncation_psi,
             truncation_cutoff=truncation_cutoff,

@@ -127,3 +127,48 @@ def test_model_checkpoint_internals_we_use():
     }
     for name, parameters in expected.items():
         assert list(inspect.signature(getattr(ModelCheckpoint, name)).parameters) == parameters, name
+
+
+def test_a_checkpoint_without_training_state_or_an_official_snapshot_is_refused_with_why(synthetic_mnist, tmp_path,
+                                                                                        capsys):
+    # A converted snapshot given to --ckpt_path replaced the config's model with its hyperparameters and ended in
+    # "--model='gans.GAN' is not a known variant"; an official .pkl was only "not a zip file".
+    import pickle
+
+    from gans import DCGAN
+    from gans.convert import save_model
+
+    converted = save_model(DCGAN(latent_dim=8, image_size=8, channels=1), tmp_path / "converted.ckpt")
+    snapshot = tmp_path / "network-snapshot-000000.pkl"
+    snapshot.write_bytes(pickle.dumps({"G": None, "D": None, "G_ema": None}))
+    for path, message in [
+        (converted, ("it holds the networks but no training state (no optimizers: a converted snapshot or a "
+                     "weights-only checkpoint), so it cannot be resumed")),
+        (snapshot, "an official StyleGAN2-ADA snapshot cannot be resumed (python -m gans.convert makes"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            fit(tmp_path / "run", synthetic_mnist, "--trainer.max_steps=2", f"--ckpt_path={path}")
+        error = capsys.readouterr().err
+        assert exit_info.value.code == 2 and f"error: cannot load checkpoint '{path}' (--ckpt_path): " in error
+        assert message in error and "Traceback" not in error and "not a known variant" not in error
+
+
+def test_a_checkpoint_of_another_variant_than_the_configs_is_refused(synthetic_mnist, tmp_path, capsys):
+    # Lightning rebuilt the checkpoint's variant in place of the config's and trained it with the config's callbacks
+    # (a StyleGAN checkpoint under the StyleGAN2 config ran without its ProgressiveGrowing), without a word.
+    from gans import WGANGP
+
+    root = tmp_path / "run"
+    cli = fit(root, synthetic_mnist, "--trainer.max_steps=2")
+    saved = Path(cli.trainer.checkpoint_callback.dirpath) / "last.ckpt"
+    checkpoint = torch.load(saved, weights_only=True)
+    checkpoint["gans"]["class_path"] = f"{WGANGP.__module__}.WGANGP"
+    other = tmp_path / "other.ckpt"
+    torch.save(checkpoint, other)
+    with pytest.raises(SystemExit) as exit_info:
+        fit(root, synthetic_mnist, "--trainer.max_steps=4", f"--ckpt_path={other}")
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in error
+    assert (f"error: cannot load checkpoint '{other}' (--ckpt_path): it was saved by WGANGP, and the config trains "
+            "DCGAN; resume with the config of the run that wrote it") in error
+    assert fit(root, synthetic_mnist, "--trainer.max_steps=4", f"--ckpt_path={saved}").trainer.global_step == 4

@@ -258,3 +258,25 @@ def test_ring_config_trains_and_plots_points(tmp_path):
     assert [p.name for p in plots] == ["samples_fixed_00000001.png", "samples_fixed_00000002.png"]
     points = cli.model.sample(100)
     assert points.shape == (100, 2)
+
+
+@pytest.mark.parametrize(
+    ("config", "added", "twice"),
+    [("stylegan2_fashion_mnist", ["--trainer.callbacks+=ADA"], "ADA"),  # the config lists ADA already
+     ("dcgan_mnist", ["--trainer.callbacks+=DiffAugment", "--trainer.callbacks+=DiffAugment"], "DiffAugment")],
+)
+def test_a_callback_that_cannot_run_twice_listed_twice_is_one_message(config, added, twice, tmp_path, capsys):
+    # A second ADA ended in Lightning's RuntimeError traceback ("more than one stateful callback"); a second
+    # DiffAugment silently augmented every image twice.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", str(ROOT / f"configs/{config}.yaml"), *added, "--metrics=false",
+              "--data.init_args.download=false", f"--trainer.default_root_dir={tmp_path}"], run=False)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    error = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and error[0].startswith("error: trainer.callbacks=[")
+    assert f"]: {twice} is listed twice" in error[0]
+    # Once is fine (the ADA of the Fashion-MNIST config, one DiffAugment added to DCGAN's).
+    cli = main(["--config", str(ROOT / f"configs/{config}.yaml"), *added[:-1], "--metrics=false",
+                "--data.init_args.download=false", f"--trainer.default_root_dir={tmp_path}"], run=False)
+    assert sum(type(c).__name__ == twice for c in cli.trainer.callbacks) == 1

@@ -490,3 +490,58 @@ def test_the_shared_snapshot_samples_as_the_official_generate_py(tmp_path):
     for image, (corner, inner) in zip(images, official.values(), strict=True):
         assert torch.allclose(image[:, 0, 0], torch.tensor(corner), atol=1e-4)
         assert torch.allclose(image[:, 17, 9], torch.tensor(inner).clamp(-1, 1), atol=1e-4)
+
+
+def test_convert_refuses_an_output_it_cannot_write_before_reading_the_snapshot(persistence, tmp_path, capsys):
+    # An --out that is a folder ended in a traceback about a temporary file, after the whole snapshot was built.
+    from gans.convert import main as convert_main
+
+    path, _ = tiny_official_snapshot(persistence, tmp_path / "tiny.pkl")
+    (tmp_path / "d.ckpt").mkdir()
+    (tmp_path / "file").write_text("")
+    for out, message in [(tmp_path / "d.ckpt", f"--out '{tmp_path / 'd.ckpt'}': expected a file"),
+                         (tmp_path / "file" / "g.safetensors", f"'{tmp_path / 'file'}' is a file, not a folder")]:
+        with pytest.raises(SystemExit) as exit_info:
+            convert_main(["--pkl", str(path), "--out", str(out)])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.ckpt", "file", "tiny.pkl"]
+    assert list((tmp_path / "d.ckpt").iterdir()) == []
+
+
+def test_convert_refuses_raw_for_a_checkpoint_which_holds_both_generators(persistence, tmp_path, capsys):
+    # --raw was silently ignored for a .ckpt (the README: "--raw: G" applies to the .safetensors of one generator).
+    from gans.convert import main as convert_main
+
+    path, _ = tiny_official_snapshot(persistence, tmp_path / "tiny.pkl")
+    with pytest.raises(SystemExit) as exit_info:
+        convert_main(["--pkl", str(path), "--out", str(tmp_path / "m.ckpt"), "--raw"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert err == (f"error: --raw with --out '{tmp_path / 'm.ckpt'}': a .ckpt holds G, D and G_ema; --raw chooses G "
+                   "for a .safetensors\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.pkl"]
+
+
+def test_sample_raw_is_refused_for_an_export_of_the_ema_generator_alone(persistence, tmp_path, capsys):
+    # `gans.sample --raw` on an export of G_ema gave G_ema's images, where the README promises the trained generator.
+    from gans.convert import main as convert_main
+    from gans.sample import main as sample_main
+
+    path, _ = tiny_official_snapshot(persistence, tmp_path / "tiny.pkl")
+    convert_main(["--pkl", str(path), "--out", str(tmp_path / "ema.safetensors")])
+    convert_main(["--pkl", str(path), "--out", str(tmp_path / "raw.safetensors"), "--raw"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        sample_main(["--ckpt", str(tmp_path / "ema.safetensors"), "--seeds", "0", "--raw", "--out",
+                     str(tmp_path / "x.pt")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith(
+        f"error: --raw with --ckpt '{tmp_path / 'ema.safetensors'}': the file holds only the EMA generator")
+    assert not (tmp_path / "x.pt").exists()
+    for name in ("raw", "ema"):  # an export of G samples G under --raw too; without --raw both sample what they hold
+        sample_main(["--ckpt", str(tmp_path / f"{name}.safetensors"), "--seeds", "0", "--out", str(tmp_path / "a.pt")])
+    sample_main(["--ckpt", str(tmp_path / "raw.safetensors"), "--seeds", "0", "--raw", "--out",
+                 str(tmp_path / "b.pt")])
+    sample_main(["--ckpt", str(path), "--seeds", "0", "--raw", "--out", str(tmp_path / "c.pt")])
+    assert torch.equal(torch.load(tmp_path / "b.pt"), torch.load(tmp_path / "c.pt"))  # G, as the snapshot's --raw

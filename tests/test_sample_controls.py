@@ -126,3 +126,96 @@ def test_a_class_outside_the_model_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         sample_main(["--ckpt", str(path), "--num", "2", "--class", "3", "--out", str(tmp_path / "x.pt")])
     assert exit_info.value.code == 2 and "--class 3: expected a class in 0 .. 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--num", "2", "--out", "folder.png"], "--out 'folder.png': expected a file, and it exists as the other kind"),
+        (["--num", "2", "--out", "folder.pt"], "--out 'folder.pt': expected a file, and it exists as the other kind"),
+        (["--num", "2", "--outdir", "file"], "--outdir 'file': expected a folder, and it exists as the other kind"),
+        (["--num", "2", "--out", "file/x.pt"], "--out 'file/x.pt': 'file' is a file, not a folder"),
+        (["--num", "2", "--out", "x.pt", "--device", "gpu"], "--device 'gpu': "),
+        # No such GPU here, whether the machine has a GPU (an invalid ordinal) or none (no CUDA).
+        (["--num", "2", "--out", "x.pt", "--device", "cuda:999"], "--device 'cuda:999': "),
+    ],
+)
+def test_an_output_or_device_that_cannot_be_used_ends_with_one_message(dcgan, tmp_path, args, message, capsys,
+                                                                        monkeypatch):
+    # Found by a user typing the README's `--device cuda` on a machine without one, and an --out that was a folder:
+    # both ended in a traceback (the write only after loading and sampling, about a temporary file's name).
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "folder.pt").mkdir()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        sample_main(["--ckpt", str(dcgan[1]), *args])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith(f"error: {message}") and "Traceback" not in err
+    assert err.count("\n") == 1
+    assert not (tmp_path / "x.pt").exists() and list((tmp_path / "folder.pt").iterdir()) == []
+
+
+def test_export_refuses_a_folder_as_its_output_and_a_folder_as_the_checkpoint(dcgan, tmp_path, capsys):
+    from gans.export import main as export_main
+
+    (tmp_path / "g.safetensors").mkdir()
+    for argv, message in [
+        (["--ckpt", str(dcgan[1]), "--out", str(tmp_path / "g.safetensors")],
+         f"--out '{tmp_path / 'g.safetensors'}': expected a file"),
+        (["--ckpt", str(tmp_path), "--out", str(tmp_path / "h.safetensors")],
+         f"checkpoint '{tmp_path}' is a folder (expected a .ckpt written by training, a .safetensors"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            export_main(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.startswith(f"error: {message}") and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dcgan.safetensors", "g.safetensors"]
+
+
+@pytest.mark.parametrize("psi", ["nan", "inf", "-inf"])
+def test_a_truncation_that_is_not_a_number_is_refused(tmp_path, psi, capsys):
+    # --trunc nan wrote an image of NaN pixels with exit status 0; any finite psi stays accepted, as generate.py's.
+    from conftest import tiny_kwargs
+
+    from gans import StyleGAN2
+    from gans.errors import ConfigurationError
+
+    torch.manual_seed(0)
+    model = StyleGAN2(**tiny_kwargs(StyleGAN2)).eval()
+    path = export_generator(model, tmp_path / "sg2.safetensors")
+    with pytest.raises(SystemExit) as exit_info:
+        sample_main(["--ckpt", str(path), "--seeds", "0", f"--trunc={psi}", "--out", str(tmp_path / "x.pt")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err == f"error: truncation_psi={float(psi)} must be a finite number (1: no " \
+                                                "truncation)\n"
+    assert not (tmp_path / "x.pt").exists()
+    with pytest.raises(ConfigurationError, match=f"^truncation_psi={float(psi)} "):
+        model.mapping(torch.randn(1, model.hparams.latent_dim), truncation_psi=float(psi))
+    with pytest.raises(ConfigurationError, match="^truncation_cutoff=-1 "):
+        model.mapping(torch.randn(1, model.hparams.latent_dim), truncation_cutoff=-1)
+    for finite in ("-0.5", "2"):  # extrapolation, as generate.py allows
+        sample_main(["--ckpt", str(path), "--seeds", "0", f"--trunc={finite}", "--out", str(tmp_path / "x.pt")])
+        assert torch.load(tmp_path / "x.pt").isfinite().all()
+
+
+@pytest.mark.parametrize(
+    ("tool", "argv", "message"),
+    [
+        ("sample", ["--ckpt", "g.safetensors", "--seeds", "3-1", "--out", "x.pt"],
+         "argument --seeds: '3-1': 3-1 is not a range of seeds in 0 .. 2**32 - 1"),
+        ("sample", ["--ckpt", "g.safetensors", "--num", "2", "--trunc", "abc", "--out", "x.pt"],
+         "argument --trunc: invalid float value: 'abc'"),
+        ("convert", ["--pkl", "x.pkl"], "the following arguments are required: --out"),
+        ("export", ["--ckpt", "x.ckpt", "--out", "x.safetensors", "--ema"], "unrecognized arguments: --ema"),
+    ],
+)
+def test_the_tools_report_a_command_line_mistake_in_one_line(tool, argv, message, capsys):
+    # argparse printed its usage block of every option above the line that names the value (train.py does not).
+    import importlib
+
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(f"gans.{tool}").main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err == f"error: {message}\ntip: python -m gans.{tool} --help lists the accepted options\n"

@@ -399,3 +399,42 @@ def test_celeba_configs_follow_auto(resolution):
     # The CelebA runs are shorter than the preset's 25M images (a few M suffice for 202k faces).
     values.pop("kimg"), expected.pop("kimg")
     assert values == pytest.approx(expected)
+
+
+def test_the_official_kwargs_dicts_take_typed_values_from_the_command_line(tmp_path):
+    # The README's `--model.init_args.generator.init_args.synthesis_kwargs.channel_base` (and the other official
+    # `*_kwargs`) reached the networks as the strings the shell gave, and the run ended in a TypeError traceback.
+    from gans.cli import main
+
+    gen, disc = "--model.init_args.generator.init_args", "--model.init_args.discriminator.init_args"
+    cli = main(
+        ["--config", str(Path(__file__).resolve().parents[1] / "configs/stylegan2_fashion_mnist.yaml"),
+         f"{gen}.synthesis_kwargs.channel_base=512", f"{gen}.synthesis_kwargs.conv_clamp=256",
+         f"{gen}.synthesis_kwargs.architecture=resnet", f"{gen}.mapping_kwargs.num_layers=1",
+         f"{gen}.mapping_kwargs.lr_multiplier=0.1", f"{disc}.epilogue_kwargs.mbstd_group_size=2",
+         f"{disc}.block_kwargs.freeze_layers=0", f"{disc}.mapping_kwargs.num_layers=1",
+         "--metrics=false", "--data.init_args.download=false", f"--trainer.default_root_dir={tmp_path}"],
+        run=False,
+    )
+    generator, discriminator = cli.model.generator, cli.model.discriminator
+    expected = StyleGAN2(latent_dim=128, w_dim=128, channels=1, image_size=32, generator={"init_args": {
+        "synthesis_kwargs": {"channel_base": 512, "channel_max": 64, "conv_clamp": 256, "architecture": "resnet"},
+        "mapping_kwargs": {"num_layers": 1, "lr_multiplier": 0.1}}}, discriminator={"init_args": {
+            "channel_base": 1024, "channel_max": 64, "epilogue_kwargs": {"mbstd_group_size": 2}}})
+    assert {k: v.shape for k, v in generator.state_dict().items()} == {
+        k: v.shape for k, v in expected.generator.state_dict().items()}
+    assert generator.mapping.num_layers == 1 and discriminator.b4.mbstd.group_size == 2
+    assert generator.synthesis.b32.torgb.conv_clamp == 256
+    z = torch.randn(2, 128)
+    assert torch.isfinite(cli.model.sample(z=z)).all()
+
+
+def test_mapping_refuses_labels_of_the_wrong_shape_with_a_message():
+    # Class indices [N] given to a conditional model's documented mapping(z, c) failed deep inside a matmul.
+    model = tiny(num_classes=3).eval()
+    z = torch.randn(2, model.hparams.latent_dim)
+    one_hot = torch.nn.functional.one_hot(torch.tensor([0, 2]), 3).float()
+    assert model.mapping(z, one_hot).shape == (2, model.num_ws, model.hparams.w_dim)
+    for bad in (torch.tensor([0, 2]), one_hot[:, :2], one_hot[:1]):
+        with pytest.raises(ConfigurationError, match=rf"^c=\[{', '.join(map(str, bad.shape))}\] \(its shape\)"):
+            model.mapping(z, bad)

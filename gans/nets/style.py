@@ -143,11 +143,15 @@ class MappingNetwork(nn.Module):
             ws [N, num_ws, w_dim] (w [N, w_dim] when ``num_ws`` is ``None``), float32.
 
         Raises:
-            ConfigurationError: no labels for a conditional network.
+            ConfigurationError: no labels for a conditional network, or labels of another shape than [N, c_dim].
         """
         if self.c_dim > 0 and c is None:
             raise ConfigurationError(f"c=None: the network is conditional (c_dim={self.c_dim}); pass labels [N, "
                                      f"{self.c_dim}]")
+        if self.c_dim > 0 and (c.dim() != 2 or c.shape[1] != self.c_dim or (self.z_dim > 0 and len(c) != len(z))):
+            # Class indices [N] (what the data modules hold) would fail deep inside the embedding's matmul.
+            raise ConfigurationError(f"c={list(c.shape)} (its shape) does not fit: expected labels [N, {self.c_dim}] "
+                                     "(one-hot for classes), N that of z")
         parts = []
         if self.z_dim > 0:
             parts.append(normalize_2nd_moment(z.to(torch.float32)))

@@ -19,6 +19,7 @@ CUDA (clamped to ``conv_clamp``), float32 elsewhere.
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -452,8 +453,11 @@ class StyleGAN2Generator(nn.Module):
             ``num_fp16_res``, ``conv_clamp``, ``architecture``, ...).
     """
 
+    # The *_kwargs are dict[str, Any], not a bare dict: jsonargparse then reads a command-line value
+    # (--...synthesis_kwargs.channel_base=512) as YAML, a number, where a bare dict would keep the string "512".
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
-                 mapping_kwargs: dict | None = None, synthesis_kwargs: dict | None = None) -> None:
+                 mapping_kwargs: dict[str, Any] | None = None,
+                 synthesis_kwargs: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
         self.img_resolution, self.img_channels = img_resolution, img_channels
@@ -636,8 +640,9 @@ class StyleGAN2Discriminator(nn.Module):
 
     def __init__(self, c_dim: int, img_resolution: int, img_channels: int, architecture: str = "resnet",
                  channel_base: int = 32768, channel_max: int = 512, num_fp16_res: int = 0,
-                 conv_clamp: float | None = None, cmap_dim: int | None = None, block_kwargs: dict | None = None,
-                 mapping_kwargs: dict | None = None, epilogue_kwargs: dict | None = None) -> None:
+                 conv_clamp: float | None = None, cmap_dim: int | None = None,
+                 block_kwargs: dict[str, Any] | None = None, mapping_kwargs: dict[str, Any] | None = None,
+                 epilogue_kwargs: dict[str, Any] | None = None) -> None:
         if img_resolution < 8 or img_resolution & (img_resolution - 1):
             raise ConfigurationError(f"img_resolution={img_resolution} is invalid; expected a power of 2 >= 8")
         super().__init__()
