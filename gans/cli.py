@@ -445,6 +445,9 @@ class GANCLI(LightningCLI):
         if path is None:
             rank_zero_info(f"--ckpt_path=last: no complete checkpoint under {where}; starting a new run")
         else:
+            problem = _training_state_problem(path, config.get("model"))
+            if problem is not None:  # found, but not one this config can continue: say so rather than start over
+                raise ValueError(f"--ckpt_path=last found {str(path)!r}, the newest checkpoint under {where}: {problem}")
             rank_zero_info(f"--ckpt_path=last: resuming from {path}")
         config["ckpt_path"] = None if path is None else str(path)
 

@@ -171,4 +171,15 @@ def test_a_checkpoint_of_another_variant_than_the_configs_is_refused(synthetic_m
     assert exit_info.value.code == 2 and "Traceback" not in error
     assert (f"error: cannot load checkpoint '{other}' (--ckpt_path): it was saved by WGANGP, and the config trains "
             "DCGAN; resume with the config of the run that wrote it") in error
-    assert fit(root, synthetic_mnist, "--trainer.max_steps=4", f"--ckpt_path={saved}").trainer.global_step == 4
+    resumed = fit(root, synthetic_mnist, "--trainer.max_steps=4", f"--ckpt_path={saved}")
+    assert resumed.trainer.global_step == 4
+    # --ckpt_path=last checks the checkpoint it finds as well.
+    newest = Path(resumed.trainer.checkpoint_callback.dirpath) / "last.ckpt"
+    checkpoint = torch.load(newest, weights_only=True)
+    checkpoint["gans"]["class_path"] = f"{WGANGP.__module__}.WGANGP"
+    torch.save(checkpoint, newest)
+    with pytest.raises(SystemExit) as exit_info:
+        fit(root, synthetic_mnist, "--trainer.max_steps=6", "--ckpt_path=last")
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in error
+    assert f"--ckpt_path=last found '{newest}'" in error and "it was saved by WGANGP" in error
