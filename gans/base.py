@@ -25,7 +25,7 @@ from torch.optim import Optimizer
 
 from gans.distributed import picklable_parametrizations
 from gans.errors import ConfigurationError
-from gans.guard import StepGuard, grad_scaler
+from gans.guard import NonFinite, StepGuard, grad_scaler
 from gans.loading import build_gan, load_gan
 from gans.losses import adversarial_loss, r1_penalty, r2_penalty
 from gans.nets.layers import pack as pack_samples
@@ -137,7 +137,7 @@ class GAN(L.LightningModule):
         d_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: Literal["step", "epoch"] = "step",
         scheduler_monitor: str | None = None,
-        nonfinite: Literal["stop", "skip", "sanitize"] = "stop",
+        nonfinite: NonFinite = "stop",
         skip_limit: int = 100,
         clip_grad_norm: float | None = None,
         channels_last: bool = False,

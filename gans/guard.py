@@ -10,7 +10,7 @@ GradScaler owns overflow (it must skip steps while it calibrates its scale), so 
 """
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Literal, get_args
 
 import lightning as L
 import torch
@@ -31,8 +31,9 @@ def grad_scaler(trainer: L.Trainer | None) -> torch.amp.GradScaler | None:
     return getattr(trainer.precision_plugin, "scaler", None) if trainer is not None else None
 
 
-#: The values of ``nonfinite`` (see :class:`StepGuard`).
-NONFINITE_MODES = ("stop", "skip", "sanitize")
+#: What a non-finite loss term or gradient does (see :class:`StepGuard`), and its values.
+NonFinite = Literal["stop", "skip", "sanitize"]
+NONFINITE_MODES: tuple[str, ...] = get_args(NonFinite)
 #: What ``nonfinite="sanitize"`` writes for NaN and +-inf gradients (stylegan2-ada-pytorch, ``training_loop.py``).
 SANITIZED_NAN, SANITIZED_INF = 0.0, 1e5
 

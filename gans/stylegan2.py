@@ -20,7 +20,7 @@ The official configurations (``train.py``'s ``--cfg``) are :data:`PRESETS` and :
 """
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from gans.base import GAN
 from gans.errors import ConfigurationError
+from gans.guard import NonFinite
 from gans.losses import path_length_penalty, path_lengths
 from gans.optim import lazy_regularization_ratio
 from gans.outputs import GeneratorOutput
@@ -158,7 +159,7 @@ class StyleGAN2(StyleBased, GAN):
         style_mixing_prob: float = 0.9,
         g_optimizer: OptimizerCallable = STYLEGAN2_ADAM,
         d_optimizer: OptimizerCallable = STYLEGAN2_ADAM,
-        nonfinite: Literal["stop", "skip", "sanitize"] = "sanitize",
+        nonfinite: NonFinite = "sanitize",
         **kwargs: Any,
     ) -> None:
         for name, value, low in (("num_classes", num_classes, 0), ("pl_every", pl_every, 1),
